@@ -1,0 +1,110 @@
+"""Measure SAEs on held-out text and on the contexts steering reads; print JSON, optionally update registry cards.
+
+    python scripts/evaluate_sae.py --sae gemma-3-270m-L9-4k --sae gemma-3-270m-L5-4k --tokens 200000 --write-card
+
+Metrics (see ``sas.sae``): on ``--heldout`` text (never used in training): explained variance, mean L0 and dead
+fraction on ``--tokens`` non-BOS tokens, cross-entropy loss recovered on ``--ce-tokens``; explained variance at the
+answer-letter token of the CAA A/B *test* prompts, and on all tokens of the held-out 20% of the sentiment prompts.
+Several SAEs share one pass of the model per hook and one clean loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sas import sae as S  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def heldout_texts(path: Path):
+    for f in sorted(path.glob("*.jsonl")):
+        for line in open(f, encoding="utf-8"):
+            if line.strip():
+                yield json.loads(line)["text"]
+
+
+def ab_test_prompts() -> list[str]:
+    """CAA A/B test prompts ending in the answer letter (``question + "\\n\\nAnswer: (" + letter``), both letters."""
+    out = []
+    for f in sorted((DATA / "caa" / "datasets" / "test").glob("*/test_dataset_ab.json")):
+        for item in json.loads(f.read_text()):
+            for ans in (item["answer_matching_behavior"], item["answer_not_matching_behavior"]):
+                out.append(f"{item['question']}\n\nAnswer: ({ans.strip()[1]}")
+    return out
+
+
+def sentiment_heldout(n: int) -> list[str]:
+    """Sentiment prompts + continuations whose md5 falls in the 20% that SAE training never saw."""
+    out = []
+    for f in sorted((DATA / "sentiment").glob("*_prompts.jsonl")):
+        for line in open(f):
+            row = json.loads(line)
+            if int(hashlib.md5(row["prompt"]["text"].encode()).hexdigest(), 16) % 5 == 0:
+                out.append(row["prompt"]["text"] + row["continuation"]["text"])
+    return out[::max(1, len(out) // n)][:n]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sae", action="append", required=True, help="registry name or folder (repeatable)")
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--dtype", default="bfloat16", help="model dtype (bfloat16 is 2x faster on this CPU)")
+    ap.add_argument("--heldout", type=Path, default=DATA / "corpus" / "enwiki-2014-heldout")
+    ap.add_argument("--tokens", type=int, default=200_000)
+    ap.add_argument("--ce-tokens", type=int, default=8192)
+    ap.add_argument("--context", type=int, default=128)
+    ap.add_argument("--sentiment-prompts", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--write-card", action="store_true", help="store the metrics in the registry cards")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from sas.models import load_model
+
+    t0 = time.time()
+    model = load_model(args.model, dtype=getattr(torch, args.dtype))
+    saes = {name: S.load_sae(name, model) for name in args.sae}
+    tokens = S.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.tokens)
+    ce_rows = tokens[:max(1, args.ce_tokens // (args.context - 1))]
+    ab, senti = ab_test_prompts(), sentiment_heldout(args.sentiment_prompts)
+    clean = S.ce_losses(model, None, ce_rows, which=("clean",))["clean"] if args.ce_tokens else float("nan")
+    acts, zero, results = {}, {}, {}
+    for name, sae in saes.items():
+        hook = sae.cfg.metadata.hook_name
+        if hook not in acts:
+            acts[hook] = S.hook_activations(model, tokens, hook)
+            zero[hook] = S.ce_losses(model, sae, ce_rows, which=("zero",))["zero"] if args.ce_tokens else float("nan")
+        m = S.SAEMetrics(**S.reconstruction_metrics(sae, acts[hook]))
+        if args.ce_tokens:
+            m.n_ce_tokens = ce_rows.numel() - len(ce_rows)
+            m.ce_loss_clean, m.ce_loss_zero = clean, zero[hook]
+            m.ce_loss_spliced = S.ce_losses(model, sae, ce_rows, which=("spliced",))["spliced"]
+            m.ce_loss_recovered = (m.ce_loss_zero - m.ce_loss_spliced) / (m.ce_loss_zero - m.ce_loss_clean)
+        res = {"heldout": m.to_dict(),
+               "ab_answer_token": S.explained_variance_at(model, sae, ab, last_token_only=True),
+               "sentiment_tokens": S.explained_variance_at(model, sae, senti, last_token_only=False),
+               "measured": {"date": datetime.date.today().isoformat(), "model_dtype": args.dtype,
+                            "heldout": str(args.heldout), "context": args.context,
+                            "command": "python scripts/evaluate_sae.py " + " ".join(argv or sys.argv[1:])}}
+        results[name] = res
+        print(json.dumps({name: res}), flush=True)
+        if args.write_card and name in S.registry():
+            card_path = S.SAE_DIR / f"{name}.json"
+            card = json.loads(card_path.read_text())
+            card["metrics"] = res
+            card_path.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"[evaluate] {time.time() - t0:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

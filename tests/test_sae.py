@@ -1,0 +1,227 @@
+"""SAE loading (every format), checks and bad input, feature basics, a tiny training run, and the shipped SAEs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sas import sae as S
+
+ROOT = Path(__file__).resolve().parents[1]
+HELDOUT = ROOT.parent / "shared" / "data" / "corpus" / "enwiki-2014-heldout"
+D_IN, D_SAE = 16, 48
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"w_enc": torch.randn(D_IN, D_SAE, generator=g) / 4, "w_dec": torch.randn(D_SAE, D_IN, generator=g) / 4,
+            "b_enc": torch.randn(D_SAE, generator=g) / 10, "b_dec": torch.randn(D_IN, generator=g),
+            "threshold": torch.rand(D_SAE, generator=g) / 5}
+
+
+def _direct_jumprelu(p, hook="blocks.3.hook_resid_post"):
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    cfg = JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=False)
+    cfg.metadata.hook_name = hook
+    sae = JumpReLUSAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.copy_(p["w_enc"]), sae.W_dec.copy_(p["w_dec"]), sae.b_enc.copy_(p["b_enc"])
+        sae.b_dec.copy_(p["b_dec"]), sae.threshold.copy_(p["threshold"])
+    return sae
+
+
+def _fake_model(d_model=D_IN, name="gemma-3-270m", layers=18):
+    hooks = {f"blocks.{i}.hook_resid_post": None for i in range(layers)}
+    return SimpleNamespace(cfg=SimpleNamespace(d_model=d_model, model_name=name), hook_dict=hooks)
+
+
+# ------------------------------------------------------------------------------------- formats
+def test_load_sae_lens_folder(tmp_path):
+    sae = _direct_jumprelu(_params())
+    sae.cfg.metadata.model_name = "gemma-3-270m"
+    sae.save_model(tmp_path / "sae")
+    loaded = S.load_sae(tmp_path / "sae", model=_fake_model())
+    assert torch.equal(loaded.W_enc, sae.W_enc) and torch.equal(loaded.threshold, sae.threshold)
+    assert loaded.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
+
+
+@pytest.mark.parametrize("fmt", ["npz", "safetensors"])
+def test_gemma_scope_converter_matches_direct_sae(tmp_path, fmt):
+    p = _params(1)
+    folder = tmp_path / "layer_3" / "width_16k" / "average_l0_20"
+    folder.mkdir(parents=True)
+    if fmt == "npz":  # Gemma Scope: numpy float32 arrays
+        np.savez(folder / "params.npz", **{k: v.numpy() for k, v in p.items()})
+    else:  # Gemma Scope 2
+        save_file({k: v.contiguous() for k, v in p.items()}, folder / "params.safetensors")
+    loaded = S.load_sae(folder)
+    direct = _direct_jumprelu(p)
+    assert loaded.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
+    assert loaded.cfg.d_in == D_IN and loaded.cfg.d_sae == D_SAE
+    x = torch.randn(64, D_IN) * 3
+    f = loaded.encode(x)
+    assert (f > 0).any() and (f == 0).any()
+    torch.testing.assert_close(f, direct.encode(x))
+    torch.testing.assert_close(loaded.decode(f), direct.decode(f))
+    torch.testing.assert_close(loaded(x), direct(x))
+
+
+def test_gemma_scope_converter_needs_a_layer_or_override(tmp_path):
+    np.savez(tmp_path / "params.npz", **{k: v.numpy() for k, v in _params().items()})
+    with pytest.raises(ValueError, match="hook_name"):
+        S.load_sae(tmp_path)
+    cfg, state = S.gemma_scope_converter(tmp_path, cfg_overrides={"hook_name": "blocks.7.hook_resid_post"})
+    assert cfg["hook_name"] == "blocks.7.hook_resid_post" and state["W_enc"].shape == (D_IN, D_SAE)
+
+
+def test_folder_without_sae(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no SAE"):
+        S.load_sae(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ registry
+@pytest.fixture
+def registry_dir(tmp_path, monkeypatch):
+    sae = _direct_jumprelu(_params(2))
+    sae.cfg.metadata.model_name = "gemma-3-270m"
+    sae.save_model(tmp_path / "toy-L3")
+    card = {"name": "toy-L3", "model": "gemma-3-270m", "hook": "blocks.3.hook_resid_post",
+            "sha256": S.sha256(tmp_path / "toy-L3" / S.WEIGHTS)}
+    (tmp_path / "toy-L3.json").write_text(json.dumps(card))
+    monkeypatch.setattr(S, "SAE_DIR", tmp_path)
+    return tmp_path
+
+
+def test_registry_load_by_name(registry_dir):
+    assert "toy-L3" in S.registry()
+    sae = S.load_sae("toy-L3", model=_fake_model())
+    assert sae.cfg.d_sae == D_SAE
+
+
+def test_registry_hash_mismatch(registry_dir):
+    weights = registry_dir / "toy-L3" / S.WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256.*git checkout"):
+        S.load_sae("toy-L3")
+
+
+def test_registry_missing_weights(registry_dir):
+    (registry_dir / "toy-L3" / S.WEIGHTS).unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        S.load_sae("toy-L3")
+
+
+# ----------------------------------------------------------------------------- bad input, checks
+def test_unknown_release_and_id():
+    with pytest.raises(ValueError, match="unknown sae-lens release.*gemma-scope-2b-pt-res-canonical"):
+        S.load_sae("gemma-scope-2b-pt-res-canonica/layer_12/width_16k/canonical")
+    with pytest.raises(ValueError, match="unknown id"):
+        S.load_sae(("gemma-scope-2b-pt-res-canonical", "layer_99/width_16k/canonical"))
+    with pytest.raises(ValueError, match="unknown SAE"):
+        S.load_sae("no-such-sae")
+
+
+def test_offline_release_gives_a_clear_error(monkeypatch):
+    from sae_lens import SAE
+
+    def offline(*a, **k):
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(SAE, "from_pretrained", offline)
+    with pytest.raises(OSError, match="hub is unreachable"):
+        S.load_sae("gemma-scope-2b-pt-res-canonical/layer_12/width_16k/canonical")
+
+
+def test_checks_against_the_model(tmp_path):
+    sae = _direct_jumprelu(_params())
+    sae.cfg.metadata.model_name = "gemma-3-270m"
+    S.check_sae_fits(sae, _fake_model())
+    with pytest.raises(ValueError, match="input width 16 differs"):
+        S.check_sae_fits(sae, _fake_model(d_model=640))
+    with pytest.raises(ValueError, match="trained on 'gemma-3-270m'"):
+        S.check_sae_fits(sae, _fake_model(name="gemma-2-2b"))
+    with pytest.raises(ValueError, match="does not have"):
+        S.check_sae_fits(sae, _fake_model(layers=2))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        S.check_sae_fits(sae, _fake_model(name="gemma-2-2b"), strict=False)
+    assert any("trained on" in str(x.message) for x in w)
+
+
+def test_corpus_without_text(tmp_path):
+    train = _script("train_sae")
+    with pytest.raises(FileNotFoundError, match="no .jsonl or .txt"):
+        train.corpus_files([str(tmp_path)])
+    with pytest.raises(ValueError, match="held-out"):
+        train.corpus_files([str(HELDOUT)])
+
+
+# --------------------------------------------------------------------------------- features
+def test_feature_basics():
+    sae = _direct_jumprelu(_params())
+    x = torch.randn(100, D_IN) * 3
+    codes = S.encode(sae, x, batch_size=7)
+    torch.testing.assert_close(codes, sae.encode(x))
+    freq = S.feature_frequency(sae, x, batch_size=7)
+    torch.testing.assert_close(freq, (codes > 0).float().mean(0))
+    torch.testing.assert_close(S.decoder_direction(sae, 5), sae.W_dec[5])
+    with pytest.raises(IndexError):
+        S.decoder_direction(sae, D_SAE)
+    m = S.reconstruction_metrics(sae, x, batch_size=13)
+    ev = 1 - (sae(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert m["explained_variance"] == pytest.approx(ev.item(), rel=1e-4)
+    assert m["mean_l0"] == pytest.approx((codes > 0).sum(1).float().mean().item())
+
+
+# ---------------------------------------------------------------------------- real model
+@pytest.mark.slow
+def test_tiny_training_run(tmp_path):
+    """End to end on the real model: ~20k tokens of activations, two tiny SAEs, export as JumpReLU, resume."""
+    train = _script("train_sae")
+    corpus = ROOT.parent / "shared" / "data" / "corpus" / "enwiki-2014" / "enwiki2014-0000.jsonl"
+    argv = ["--corpus", str(corpus), "--sae", "9:256", "--sae", "5:256", "--k", "16", "--tokens", "16000",
+            "--batch", "512", "--checkpoints", "3", "--out", str(tmp_path)]
+    train.main(argv)
+    for name in ("L9-w256", "L5-w256"):
+        sae = S.load_sae(tmp_path / "final" / name)
+        assert sae.cfg.architecture() == "jumprelu" and sae.cfg.d_in == 640
+        assert (sae.threshold > 0).all()
+    log = [json.loads(line) for line in open(tmp_path / "train_log.jsonl")]
+    assert {r["sae"] for r in log} == {"L9-w256", "L5-w256"}
+    # a rerun finds the finished checkpoint and the cached activations, and does not start over
+    assert train.latest_checkpoint(tmp_path / "checkpoints").name.startswith("final_")
+
+
+@pytest.mark.slow
+def test_shipped_sae_reproduces_its_card(gemma):
+    """Load each shipped SAE by name and re-measure its card's held-out metrics on a small sample."""
+    cards = {n: c for n, c in S.registry().items() if c.get("metrics")}
+    if not cards:
+        pytest.skip("no SAE with measured metrics is shipped in saes/ yet")
+    heldout_texts = _script("evaluate_sae").heldout_texts
+    for name, card in cards.items():
+        texts = heldout_texts(HELDOUT)
+        sae = S.load_sae(name, gemma)
+        m = S.evaluate_sae(gemma, sae, texts, n_tokens=8_000, n_ce_tokens=1024)
+        ref = card["metrics"]["heldout"]
+        assert m.explained_variance == pytest.approx(ref["explained_variance"], abs=0.05), name
+        assert m.mean_l0 == pytest.approx(ref["mean_l0"], rel=0.25), name
+        assert m.ce_loss_recovered == pytest.approx(ref["ce_loss_recovered"], abs=0.06), name
