@@ -1,0 +1,115 @@
+"""Evaluation: the CAA A/B behaviour score, side effects (MMLU, TruthfulQA, perplexity)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .datasets import ABPair, load_mmlu, load_text_sample, load_truthfulqa
+from .generation import logits_at, new_cache, pad_id, pad_left, perplexity, run_resid
+from .prompts import ab_tokens
+from .steering import steer
+
+
+@dataclass
+class _Chunk:
+    pairs: list[ABPair]
+    prefix: torch.Tensor  # [b, pos] left-padded question tokens
+    mask: torch.Tensor
+    left_pad: torch.Tensor
+    cache: object = None  # frozen KV cache of the unsteered prefix
+
+
+class ABScorer:
+    """Scores A/B questions as CAA does: P(matching letter) at the answer position.
+
+    The unsteered question prefix runs once and its KV cache is reused for every steering
+    condition that leaves the prefix alone (``after_prompt``, as in CAA): each condition then runs
+    only the answer scaffold (``"\\n\\nAnswer: ("``, 4 tokens), and only the two letter logits and
+    the normaliser are computed at the last position.
+    """
+
+    def __init__(self, model, pairs: list[ABPair], batch_size: int = 25):
+        if not pairs:
+            raise ValueError("the data set is empty: nothing to score")
+        self.model, self.t = model, ab_tokens(model, pairs)
+        self.chunks = []
+        for i in range(0, len(pairs), batch_size):
+            tokens, mask, left_pad = pad_left(self.t.prefix[i:i + batch_size], pad_id(model))
+            self.chunks.append(_Chunk(pairs[i:i + batch_size], tokens, mask, left_pad))
+
+    def _prefix_cache(self, c: _Chunk):
+        if c.cache is None:
+            c.cache = new_cache(self.model, len(c.pairs))
+            run_resid(self.model, c.prefix, c.mask, c.left_pad, c.cache)
+            c.cache.freeze()
+        return c.cache
+
+    @torch.inference_mode()
+    def score(self, vectors=None, multipliers=1.0, layers: Sequence[int] | None = None,
+              positions: str | None = None) -> dict:
+        """Mean ``p_match`` (normalised over the two letters), ``p_match_raw`` (over the vocabulary),
+        and ``p_a`` (normalised P(A), for the letter bias) under the given steering, with ``n``."""
+        m, suffix = self.model, self.t.suffix
+        ids = torch.tensor(list(self.t.letters.values()))
+        col = {letter: i for i, letter in enumerate(self.t.letters)}
+        terms = [] if vectors is None else vectors
+        mults = [multipliers] if isinstance(multipliers, (int, float)) else list(multipliers)
+        from .steering import _as_terms
+
+        live = [(v, x) for v, x in _as_terms(terms, mults)] if terms != [] else []
+        shared = all((positions or v.positions) == "after_prompt" or x == 0 for v, x in live)
+        rows = []
+        ctx = steer(m, [v for v, _ in live], [x for _, x in live], layers, positions) if live else _null()
+        with ctx:
+            for c in self.chunks:
+                b = len(c.pairs)
+                prompt_end = c.mask.sum(1)  # real prefix length: the scaffold is after the prompt
+                if shared:
+                    cache = self._prefix_cache(c)
+                    resid = run_resid(m, torch.tensor([suffix] * b), torch.ones((b, len(suffix)), dtype=torch.long),
+                                      c.left_pad, cache, prompt_end=prompt_end)
+                else:
+                    tokens = torch.cat([c.prefix, torch.tensor([suffix] * b)], 1)
+                    mask = torch.cat([c.mask, torch.ones((b, len(suffix)), dtype=torch.long)], 1)
+                    resid = run_resid(m, tokens, mask, c.left_pad, prompt_end=prompt_end)
+                logp = torch.log_softmax(logits_at(m, resid[:, -1]).float(), -1)[:, ids]
+                for j, p in enumerate(c.pairs):
+                    lm, ln = logp[j, col[p.matching]], logp[j, col[p.not_matching]]
+                    la, lb = logp[j, col.get("A", 0)], logp[j, col.get("B", 0)]
+                    rows.append((torch.sigmoid(lm - ln).item(), lm.exp().item(), torch.sigmoid(la - lb).item()))
+        r = torch.tensor(rows).mean(0)
+        return {"p_match": r[0].item(), "p_match_raw": r[1].item(), "p_a": r[2].item(), "n": len(rows)}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def ab_score(model, pairs: list[ABPair], vectors=None, multipliers=1.0, layers=None, positions=None) -> dict:
+    """One-off A/B score (see :class:`ABScorer` to score many conditions on the same questions)."""
+    return ABScorer(model, pairs).score(vectors, multipliers, layers, positions)
+
+
+def side_effects(model, vectors=None, multipliers=1.0, layers=None, positions=None, n_mmlu: int = 100,
+                 n_truthfulqa: int = 100, n_texts: int = 20, scorers: dict | None = None) -> dict:
+    """MMLU and TruthfulQA accuracy-like scores (``p_match`` of the correct letter) and held-out
+    perplexity under steering. ``scorers`` may carry prebuilt :class:`ABScorer` objects to reuse."""
+    scorers = scorers if scorers is not None else {}
+    if "mmlu" not in scorers:
+        scorers["mmlu"] = ABScorer(model, load_mmlu()[::max(1, 570 // n_mmlu)][:n_mmlu])
+        scorers["truthfulqa"] = ABScorer(model, load_truthfulqa()[::max(1, 817 // n_truthfulqa)][:n_truthfulqa])
+    out = {k: s.score(vectors, multipliers, layers, positions)["p_match"] for k, s in scorers.items()}
+    texts = load_text_sample(n_texts)
+    if vectors is None:
+        out["perplexity"] = perplexity(model, texts)
+    else:
+        with steer(model, vectors, multipliers, layers, "all" if positions is None else positions):
+            out["perplexity"] = perplexity(model, texts)
+    return out

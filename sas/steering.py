@@ -1,0 +1,141 @@
+"""Apply steering vectors through TransformerLens hooks, at chosen layers and positions.
+
+    with steer(model, vector, multiplier=2.0):
+        text = sas.generate(model, ["I think that"])
+
+Hooks are temporary: they are removed when the block ends, also when it raises. Positions are
+counted over real tokens (BOS is 0), so they are right under left padding and with a KV cache,
+as long as the forward passes go through :mod:`sas.generation` (which records the padding and the
+cache offset). A plain ``model(tokens)`` call inside the block is treated as one unpadded sequence.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .vector import POSITIONS, SteeringVector
+
+
+@dataclass
+class Batch:
+    """Where the tokens of the current forward pass sit: ``left_pad`` [batch] pad tokens on the left,
+    ``offset`` tokens already in the KV cache, ``prompt_end`` [batch] first real-token position
+    that ``after_prompt`` steers (None: the last prompt token, so the first generated token is steered)."""
+
+    left_pad: torch.Tensor
+    offset: int = 0
+    prompt_end: torch.Tensor | None = None
+
+
+_BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("sas_batch", default=None)
+
+
+@contextmanager
+def batch_positions(batch: Batch):
+    """Tell steering hooks where the tokens of the enclosed forward passes sit."""
+    token = _BATCH.set(batch)
+    try:
+        yield batch
+    finally:
+        _BATCH.reset(token)
+
+
+def _real_positions(n_batch: int, n_pos: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[batch, pos] index of each token among the real tokens of its row (negative for padding)."""
+    b = _BATCH.get()
+    pos = torch.arange(n_pos, device=device)[None, :].expand(n_batch, n_pos)
+    if b is None:
+        return pos, None
+    return pos + b.offset - b.left_pad.to(device)[:, None], b.prompt_end
+
+
+def _as_terms(vectors, multipliers) -> list[tuple[SteeringVector, float]]:
+    if isinstance(vectors, SteeringVector) or hasattr(vectors, "sparse_hook"):
+        vectors = [vectors]
+    if isinstance(multipliers, (int, float)):
+        multipliers = [float(multipliers)] * len(vectors)
+    if len(multipliers) != len(vectors):
+        raise ValueError(f"got {len(vectors)} vectors but {len(multipliers)} multipliers")
+    return list(zip(vectors, multipliers))
+
+
+def position_mask(positions: str, n_batch: int, n_pos: int, device) -> torch.Tensor:
+    """[batch, pos] bool: which tokens of the current pass ``positions`` steers (``all``/``after_prompt``)."""
+    real, prompt_end = _real_positions(n_batch, n_pos, device)
+    if positions == "all":
+        return real >= 0
+    if positions == "after_prompt":
+        if prompt_end is None:
+            # one pass over a whole prompt: steer its last token, which predicts the first new token
+            b = _BATCH.get()
+            if b is None or b.offset == 0:
+                last = real.max(dim=1, keepdim=True).values
+                return real >= last
+            return real >= 0  # a generation step: every new token is after the prompt
+        return real >= prompt_end.to(device)[:, None]
+    raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
+
+
+def _dense_hook(direction: torch.Tensor, multiplier: float, positions: str) -> Callable:
+    def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
+        n_batch, n_pos, _ = resid.shape
+        d = direction.to(resid.device, resid.dtype) * multiplier
+        if positions == "front":  # ActAdd: row i of the direction goes to the i-th real token
+            real, _ = _real_positions(n_batch, n_pos, resid.device)
+            inside = (real >= 0) & (real < d.shape[0])
+            idx = real.clamp(0, d.shape[0] - 1)
+            return resid + d[idx] * inside[..., None]
+        mask = position_mask(positions, n_batch, n_pos, resid.device)
+        if d.ndim == 2:
+            d = d.sum(0)  # a position-aligned vector used at other positions: its summed direction
+        return resid + mask[..., None].to(resid.dtype) * d
+
+    return hook
+
+
+def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None = None,
+                   positions: str | None = None) -> list[tuple[str, Callable]]:
+    """``(hook_name, fn)`` pairs for ``model.run_with_hooks(tokens, fwd_hooks=...)`` or ``model.hooks``.
+
+    ``vectors``: one vector or a list (dense :class:`SteeringVector` or sparse vectors), ``multipliers``:
+    one number or one per vector, ``layers``: a subset of each vector's layers (default all),
+    ``positions``: ``all``, ``after_prompt`` or ``front`` (default: each vector's own).
+    """
+    hooks = []
+    for vec, mult in _as_terms(vectors, multipliers):
+        _check_model(model, vec)
+        use = vec.layers if layers is None else list(layers)
+        for layer in use:
+            if layer not in vec.directions:
+                raise ValueError(f"the {vec.method} vector has no direction for layer {layer}; it has {vec.layers}")
+            if not 0 <= layer < model.cfg.n_layers:
+                raise ValueError(f"layer {layer} is out of range for {model.cfg.model_name} "
+                                 f"({model.cfg.n_layers} layers: 0..{model.cfg.n_layers - 1})")
+            pos = positions or vec.positions
+            if hasattr(vec, "sparse_hook"):
+                hooks.append((vec.hook_name(layer), vec.sparse_hook(layer, mult, pos)))
+            else:
+                hooks.append((vec.hook_name(layer), _dense_hook(vec.directions[layer], mult, pos)))
+    return hooks
+
+
+def _check_model(model, vec) -> None:
+    if vec.d_model != model.cfg.d_model:
+        raise ValueError(f"the vector has width {vec.d_model} but {model.cfg.model_name} has d_model "
+                         f"{model.cfg.d_model}: it was made for {vec.model}; rebuild it for this model")
+
+
+@contextmanager
+def steer(model, vectors, multipliers=1.0, layers: Sequence[int] | None = None, positions: str | None = None):
+    """Context manager: steer ``model`` with ``vectors`` x ``multipliers`` inside the block.
+
+    See :func:`steering_hooks` for the arguments. The hooks are removed on exit, also after an error.
+    """
+    hooks = steering_hooks(model, vectors, multipliers, layers, positions)
+    with model.hooks(fwd_hooks=hooks):
+        yield model
