@@ -272,6 +272,8 @@ class SAEMetrics:
     ce_loss_spliced: float = float("nan")
     ce_loss_zero: float = float("nan")
     ce_loss_recovered: float = float("nan")
+    explained_variance_ab: float = float("nan")  # at the answer-letter token of A/B prompts
+    explained_variance_sentiment: float = float("nan")  # on all tokens of sentiment prompts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -323,9 +325,12 @@ def ce_losses(model, sae, tokens: torch.Tensor, batch_size: int = 8,
 
 
 def evaluate_sae(model, sae, texts: Iterable[str], n_tokens: int = 100_000, n_ce_tokens: int = 8192,
-                 context: int = 128, batch_size: int = 16) -> SAEMetrics:
+                 context: int = 128, batch_size: int = 16, ab_prompts: list[str] | None = None,
+                 sentiment_prompts: list[str] | None = None) -> SAEMetrics:
     """Measure ``sae`` on ``texts``: explained variance, mean L0 and dead fraction on ``n_tokens`` non-BOS tokens,
-    and the cross-entropy loss recovered (clean vs spliced vs zero-ablated) on the first ``n_ce_tokens``."""
+    and the cross-entropy loss recovered (clean vs spliced vs zero-ablated) on the first ``n_ce_tokens``.
+    With ``ab_prompts`` (ending in the answer letter) and ``sentiment_prompts``, also the explained variance at
+    the answer-letter token and on the sentiment prompts' tokens."""
     tokens = token_chunks(model.tokenizer, texts, context, max_tokens=n_tokens)
     acts = hook_activations(model, tokens, sae.cfg.metadata.hook_name, batch_size)
     m = SAEMetrics(**reconstruction_metrics(sae, acts))
@@ -335,17 +340,20 @@ def evaluate_sae(model, sae, texts: Iterable[str], n_tokens: int = 100_000, n_ce
         m.n_ce_tokens = ce_rows.numel() - len(ce_rows)
         m.ce_loss_clean, m.ce_loss_spliced, m.ce_loss_zero = ce["clean"], ce["spliced"], ce["zero"]
         m.ce_loss_recovered = (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce["clean"])
+    if ab_prompts:
+        m.explained_variance_ab = explained_variance_at(model, sae, ab_prompts, True)["explained_variance"]
+    if sentiment_prompts:
+        m.explained_variance_sentiment = explained_variance_at(model, sae, sentiment_prompts, False)["explained_variance"]
     return m
 
 
 @torch.no_grad()
-def explained_variance_at(model, sae, prompts: list[str], last_token_only: bool = True,
-                          batch_size: int = 16) -> dict[str, float]:
-    """Explained variance of ``sae`` on the activations steering reads: the last token of each prompt (e.g. the
-    answer letter of a CAA A/B prompt) or, ``last_token_only=False``, every non-BOS token. Returns the
-    ``reconstruction_metrics`` dict of those rows."""
+def prompt_activations(model, prompts: list[str], hook: str, last_token_only: bool = True,
+                       batch_size: int = 16) -> torch.Tensor:
+    """Activations at ``hook`` that steering reads: the last token of each prompt (e.g. the answer letter of a
+    CAA A/B prompt ending in ``"Answer: (A"``) or, ``last_token_only=False``, every non-BOS token.
+    Returns ``[n_rows, d_model]`` float32."""
     tok = model.tokenizer
-    hook = sae.cfg.metadata.hook_name
     rows = []
     for i in range(0, len(prompts), batch_size):
         enc = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch_size]]
@@ -359,4 +367,9 @@ def explained_variance_at(model, sae, prompts: list[str], last_token_only: bool 
             else:
                 mask[j, 1:len(ids)] = True
         rows.append(hook_activations(model, tokens, hook, batch_size, mask=mask))
-    return reconstruction_metrics(sae, torch.cat(rows))
+    return torch.cat(rows)
+
+
+def explained_variance_at(model, sae, prompts: list[str], last_token_only: bool = True) -> dict[str, float]:
+    """``reconstruction_metrics`` of ``sae`` on ``prompt_activations`` (explained variance around those rows' mean)."""
+    return reconstruction_metrics(sae, prompt_activations(model, prompts, sae.cfg.metadata.hook_name, last_token_only))

@@ -60,10 +60,11 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--dtype", default="bfloat16", help="model dtype (bfloat16 is 2x faster on this CPU)")
     ap.add_argument("--heldout", type=Path, default=DATA / "corpus" / "enwiki-2014-heldout")
-    ap.add_argument("--tokens", type=int, default=200_000)
+    ap.add_argument("--tokens", type=int, default=200_000, help="held-out tokens for explained variance, L0, dead")
     ap.add_argument("--ce-tokens", type=int, default=8192)
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--sentiment-prompts", type=int, default=500)
+    ap.add_argument("--ab-prompts", type=int, default=0, help="use only this many A/B test prompts (0: all 700)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--write-card", action="store_true", help="store the metrics in the registry cards")
     args = ap.parse_args(argv)
@@ -77,12 +78,16 @@ def main(argv=None) -> None:
     tokens = S.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.tokens)
     ce_rows = tokens[:max(1, args.ce_tokens // (args.context - 1))]
     ab, senti = ab_test_prompts(), sentiment_heldout(args.sentiment_prompts)
+    if args.ab_prompts:
+        ab = ab[::max(1, len(ab) // args.ab_prompts)][:args.ab_prompts]
     clean = S.ce_losses(model, None, ce_rows, which=("clean",))["clean"] if args.ce_tokens else float("nan")
-    acts, zero, results = {}, {}, {}
+    acts, ab_acts, senti_acts, zero, results = {}, {}, {}, {}, {}
     for name, sae in saes.items():
         hook = sae.cfg.metadata.hook_name
         if hook not in acts:
             acts[hook] = S.hook_activations(model, tokens, hook)
+            ab_acts[hook] = S.prompt_activations(model, ab, hook, last_token_only=True)
+            senti_acts[hook] = S.prompt_activations(model, senti, hook, last_token_only=False)
             zero[hook] = S.ce_losses(model, sae, ce_rows, which=("zero",))["zero"] if args.ce_tokens else float("nan")
         m = S.SAEMetrics(**S.reconstruction_metrics(sae, acts[hook]))
         if args.ce_tokens:
@@ -91,8 +96,8 @@ def main(argv=None) -> None:
             m.ce_loss_spliced = S.ce_losses(model, sae, ce_rows, which=("spliced",))["spliced"]
             m.ce_loss_recovered = (m.ce_loss_zero - m.ce_loss_spliced) / (m.ce_loss_zero - m.ce_loss_clean)
         res = {"heldout": m.to_dict(),
-               "ab_answer_token": S.explained_variance_at(model, sae, ab, last_token_only=True),
-               "sentiment_tokens": S.explained_variance_at(model, sae, senti, last_token_only=False),
+               "ab_answer_token": S.reconstruction_metrics(sae, ab_acts[hook]),
+               "sentiment_tokens": S.reconstruction_metrics(sae, senti_acts[hook]),
                "measured": {"date": datetime.date.today().isoformat(), "model_dtype": args.dtype,
                             "heldout": str(args.heldout), "context": args.context,
                             "command": "python scripts/evaluate_sae.py " + " ".join(argv or sys.argv[1:])}}

@@ -316,6 +316,58 @@ def export(ckpt: Path, out: Path, extra: dict) -> list[Path]:
     return written
 
 
+def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
+    """Copy an exported SAE into the registry ``saes/<model>-L<layer>-<width/1024>k/`` with its card.
+
+    The weight matrices are stored in 16 bits (float16, or bfloat16 where float16 would lose more: the folded
+    activation scale can push encoder weights towards float16's subnormals); the small bias and threshold
+    vectors stay float32. Returns the registry name.
+    """
+    import datetime
+
+    from safetensors.torch import load_file, save_file
+
+    from sas.sae import WEIGHTS, sha256
+
+    cfg = json.loads((final / "cfg.json").read_text())
+    training = json.loads((final / "training.json").read_text())
+    hook = cfg["metadata"]["hook_name"]
+    name = f"{model}-L{hook.split('.')[1]}-{cfg['d_sae'] // 1024}k"
+    state = load_file(final / WEIGHTS)
+    for key in ("W_enc", "W_dec"):
+        w = state[key].float()
+        err = {dt: ((w - w.to(dt).float()).norm() / w.norm()).item() for dt in (torch.float16, torch.bfloat16)}
+        state[key] = w.to(min(err, key=err.get)).contiguous()
+    dest = saes_dir / name
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(state, dest / WEIGHTS)
+    (dest / "cfg.json").write_text(json.dumps(cfg))
+    card_path = saes_dir / f"{name}.json"
+    old = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card = {
+        "name": name, "model": model, "hook": hook, "architecture": cfg["architecture"],
+        "trained_as": f"batchtopk (k={training['k']}), saved as jumprelu by sae-lens", "d_in": cfg["d_in"],
+        "width": cfg["d_sae"], "k": training["k"],
+        "threshold_mean": state["threshold"].float().mean().item() if "threshold" in state else None,
+        "weights_dtype": {k: str(v.dtype).replace("torch.", "") for k, v in state.items()},
+        "status": status,
+        "training": {
+            "tokens_seen": training["n_training_samples"], "tokens_planned": training["train_tokens"],
+            "steps": training["n_training_steps"], "batch_tokens": training["batch"], "lr": training["lr"],
+            "data": {"corpus": training["corpus"], "prompt_frac": training["prompt_frac"],
+                     "prompts": "CAA A/B prompts of the generate splits (question + '\\n\\nAnswer: (A)' and (B)); "
+                                "sentiment prompts + continuations whose md5 % 5 != 0",
+                     "excluded": "BOS and other special tokens; no held-out text, no CAA test split"},
+            "context": training["context"], "command": training["command"],
+            "tok_per_s": training.get("train_tok_per_s"),
+        },
+        "date": datetime.date.today().isoformat(), "folder": name, "sha256": sha256(dest / WEIGHTS),
+        "metrics": old.get("metrics", {}),
+    }
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    return name
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", action="append", required=True, help="folder or file of jsonl/txt text (repeatable)")
@@ -341,6 +393,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--extract-only", action="store_true", help="fill the activation cache and stop")
     ap.add_argument("--export-only", action="store_true", help="write final/ from the newest checkpoint and stop")
+    ap.add_argument("--ship", type=Path, default=None, metavar="SAES_DIR",
+                    help="after export, copy the SAEs into this registry folder (16-bit weights + cards)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -353,13 +407,18 @@ def main(argv=None) -> None:
     acts_dir, ckpt_dir = args.acts or args.out / "acts", args.out / "checkpoints"
     extra = {"model": args.model, "corpus": [str(c) for c in args.corpus], "prompt_frac": args.prompt_frac,
              "tokens_cached": args.tokens, "train_tokens": args.train_tokens, "k": args.k, "batch": args.batch, "lr": args.lr,
-             "context": args.context, "command": " ".join(sys.argv)}
+             "context": args.context,
+             "command": "python scripts/train_sae.py " + " ".join(map(str, argv if argv is not None else sys.argv[1:]))}
     if args.export_only:
         ckpt = latest_checkpoint(ckpt_dir)
         if ckpt is None:
             raise SystemExit(f"no checkpoint in {ckpt_dir}")
+        status = "complete" if ckpt.name.startswith("final_") else \
+            f"partial: checkpoint {ckpt.name} of a run planned for {args.train_tokens} tokens; resume with the same command"
         for p in export(ckpt, args.out / "final", extra):
             print(f"[export] {p}")
+            if args.ship:
+                print(f"[ship] {ship(p, args.ship, args.model, status)}")
         return
 
     files = corpus_files(args.corpus)
@@ -387,6 +446,8 @@ def main(argv=None) -> None:
     final = latest_checkpoint(ckpt_dir)
     for p in export(final, args.out / "final", {**extra, "train_tok_per_s": rate}):
         print(f"[export] {p}")
+        if args.ship:
+            print(f"[ship] {ship(p, args.ship, args.model, 'complete')}")
 
 
 if __name__ == "__main__":
