@@ -297,7 +297,7 @@ def reconstruction_metrics(sae, acts: torch.Tensor, batch_size: int = 4096) -> d
 
 
 @torch.no_grad()
-def ce_losses(model, sae, tokens: torch.Tensor, batch_size: int = 8,
+def ce_losses(model, sae, tokens: torch.Tensor, batch_size: int = 4,
               which: tuple[str, ...] = ("clean", "spliced", "zero")) -> dict[str, float]:
     """Mean next-token loss on ``tokens [n, pos]``: ``clean``, with the SAE's reconstruction ``spliced`` in at its
     hook, and with that activation ``zero``-ablated; both edits at every position but the first (BOS)."""
@@ -318,9 +318,11 @@ def ce_losses(model, sae, tokens: torch.Tensor, batch_size: int = 8,
         total = 0.0
         for i in range(0, len(tokens), batch_size):
             batch = tokens[i:i + batch_size]
-            loss = model.run_with_hooks(batch, return_type="loss", fwd_hooks=[(hook, fn)] if fn else [])
-            total += loss.item() * len(batch)
-        out[name] = total / len(tokens)
+            logits = model.run_with_hooks(batch, return_type="logits", fwd_hooks=[(hook, fn)] if fn else [])
+            # the loss in float32 even for a bfloat16 model, whose own loss is rounded to 3 significant digits
+            total += torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten(),
+                                                       reduction="sum").item()
+        out[name] = total / (tokens.shape[0] * (tokens.shape[1] - 1))
     return out
 
 
@@ -336,7 +338,7 @@ def evaluate_sae(model, sae, texts: Iterable[str], n_tokens: int = 100_000, n_ce
     m = SAEMetrics(**reconstruction_metrics(sae, acts))
     if n_ce_tokens:
         ce_rows = tokens[:max(1, n_ce_tokens // (context - 1))]
-        ce = ce_losses(model, sae, ce_rows, batch_size=max(1, batch_size // 2))
+        ce = ce_losses(model, sae, ce_rows)
         m.n_ce_tokens = ce_rows.numel() - len(ce_rows)
         m.ce_loss_clean, m.ce_loss_spliced, m.ce_loss_zero = ce["clean"], ce["spliced"], ce["zero"]
         m.ce_loss_recovered = (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce["clean"])
