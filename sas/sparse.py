@@ -1,0 +1,310 @@
+"""Sparse activation steering (SAS; Bayat et al. 2025): steering vectors in an SAE's sparse space.
+
+A SAS vector is built from the SAE codes of the answer-token activations of contrastive pairs:
+per side, keep the features that fire on at least a fraction ``tau`` of the rows, drop the
+features kept on both sides, and take the positive mean minus the negative mean. At inference the
+residual ``a`` becomes
+
+    a' = decode(sigma(encode(a) + lambda * v)) + (a - decode(encode(a)))
+
+so the SAE's reconstruction error of the unsteered activation is kept. With an elementwise
+activation (ReLU, JumpReLU) only the features in v's support S change, and the same edit is
+``a + W_dec[S]^T (sigma(z_S + lambda v_S) - z_S)`` with ``z_S`` from the encoder rows of S alone:
+the fast path, exact and O(|S| d_model) per token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .caa import answer_activations
+from .datasets import ABPair, balance_letters, data_hash
+from .steering import position_mask
+from .vector import POSITIONS, SteeringVector
+
+MEANS = ("all", "active")
+
+
+def architecture(sae) -> str:
+    a = sae.cfg.architecture
+    return a() if callable(a) else str(a)
+
+
+def _elementwise(sae) -> bool:
+    return architecture(sae) in ("jumprelu", "standard", "gated") and \
+        getattr(sae.cfg, "normalize_activations", "none") in ("none", None)
+
+
+def sigma(sae, code: torch.Tensor) -> torch.Tensor:
+    """The SAE's own activation applied to an edited code ``[..., d_sae]`` (JumpReLU with its thresholds,
+    ReLU, or TopK re-applied)."""
+    arch = architecture(sae)
+    if arch == "jumprelu":
+        return torch.relu(code) * (code > sae.threshold.to(code.dtype))
+    if arch in ("topk", "batchtopk"):
+        k = int(getattr(sae.cfg, "k", 0))
+        vals, idx = code.topk(k, dim=-1)
+        return torch.zeros_like(code).scatter(-1, idx, torch.relu(vals))
+    return torch.relu(code)
+
+
+@dataclass
+class SparseVector:
+    """A SAS vector: ``codes[layer]`` is ``[d_sae]`` (zero outside the selected features).
+
+    ``saes[layer]`` is the sae-lens SAE it lives in (not saved; ``sae_names``/``sae_hashes`` are).
+    """
+
+    codes: dict[int, torch.Tensor]
+    saes: dict[int, object] = field(repr=False)
+    model: str = ""
+    behavior: str = "custom"
+    method: str = "sas"
+    hook: str = "blocks.{layer}.hook_resid_post"
+    positions: str = "after_prompt"
+    sae_names: dict[int, str] = field(default_factory=dict)
+    data_hash: str = ""
+    settings: dict = field(default_factory=dict)
+    fast: bool = True  # use the fast exact path when the activation is elementwise
+
+    def __post_init__(self):
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        for layer, c in self.codes.items():
+            if not torch.isfinite(c).all():
+                raise ValueError(f"the code at layer {layer} has NaN or inf entries")
+            if layer not in self.saes:
+                raise ValueError(f"no SAE given for layer {layer}")
+            if c.shape[-1] != self.saes[layer].cfg.d_sae:
+                raise ValueError(f"the code at layer {layer} has {c.shape[-1]} features but its SAE has "
+                                 f"{self.saes[layer].cfg.d_sae}")
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.codes)
+
+    @property
+    def directions(self) -> dict[int, torch.Tensor]:
+        return self.codes
+
+    @property
+    def d_model(self) -> int:
+        return self.saes[self.layers[0]].cfg.d_in
+
+    def hook_name(self, layer: int) -> str:
+        return self.hook.format(layer=layer)
+
+    def features(self, layer: int | None = None) -> torch.Tensor:
+        """Indices of the features in the support (sorted by |v|, largest first)."""
+        c = self.codes[self.layers[0] if layer is None else layer]
+        idx = c.nonzero()[:, 0]
+        return idx[c[idx].abs().argsort(descending=True)]
+
+    def n_features(self) -> dict[int, int]:
+        return {k: int((v != 0).sum()) for k, v in sorted(self.codes.items())}
+
+    def norms(self) -> dict[int, float]:
+        return {k: v.norm().item() for k, v in sorted(self.codes.items())}
+
+    # values: add codes (composition in the sparse space), scale
+    def __add__(self, other: "SparseVector") -> "SparseVector":
+        if not isinstance(other, SparseVector):
+            return NotImplemented
+        for layer in set(self.codes) & set(other.codes):
+            if self.saes[layer] is not other.saes[layer] and self.sae_names.get(layer) != other.sae_names.get(layer):
+                raise ValueError(f"cannot add SAS vectors from different SAEs at layer {layer}")
+        codes = {k: v.clone() for k, v in self.codes.items()}
+        for k, v in other.codes.items():
+            codes[k] = codes[k] + v if k in codes else v.clone()
+        return replace(self, codes=codes, saes={**other.saes, **self.saes},
+                       sae_names={**other.sae_names, **self.sae_names},
+                       behavior=self.behavior if self.behavior == other.behavior else "mixed", data_hash="",
+                       settings={"parts": [self.meta(), other.meta()]})
+
+    def __mul__(self, c: float) -> "SparseVector":
+        return replace(self, codes={k: v * float(c) for k, v in self.codes.items()})
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def to_dense(self) -> SteeringVector:
+        """The dense direction ``W_dec^T v`` per layer, as a :class:`SteeringVector` (method ``sas_dense``)."""
+        with torch.no_grad():
+            dirs = {k: (v.clone().to(self.saes[k].W_dec.dtype) @ self.saes[k].W_dec.detach()).float()
+                    for k, v in self.codes.items()}
+        return SteeringVector(dirs, self.model, "sas_dense", self.behavior, self.hook, self.positions,
+                              self.data_hash, {**self.settings, "from": "sas", "sae": self.sae_names})
+
+    # the steering hook
+    def sparse_hook(self, layer: int, multiplier: float, positions: str):
+        sae = self.saes[layer]
+        v = self.codes[layer]
+        fast = self.fast and _elementwise(sae)
+        if self.fast and not fast:
+            warnings.warn(f"SAE at layer {layer} ({architecture(sae)}) has no elementwise activation: "
+                          "using the full (exact, slower) path")
+        support = v.nonzero()[:, 0]
+        if fast:
+            w_enc = sae.W_enc[:, support].detach()
+            b_enc = sae.b_enc[support].detach()
+            w_dec = sae.W_dec[support].detach()
+            thr = sae.threshold[support].detach() if architecture(sae) == "jumprelu" else None
+            b_dec_in = sae.b_dec.detach() if getattr(sae.cfg, "apply_b_dec_to_input", False) else None
+            v_s = v[support]
+
+        def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
+            n_batch, n_pos, _ = resid.shape
+            mask = position_mask(positions, n_batch, n_pos, resid.device)
+            x = resid[mask]  # [n_steered, d_model]
+            if x.numel() == 0 or multiplier == 0:
+                return resid
+            if fast:
+                xin = (x - b_dec_in.to(x.dtype)) if b_dec_in is not None else x
+                pre = xin @ w_enc.to(x.dtype) + b_enc.to(x.dtype)
+                z = torch.relu(pre) if thr is None else torch.relu(pre) * (pre > thr.to(x.dtype))
+                c = z + multiplier * v_s.to(x.dtype)
+                z2 = torch.relu(c) if thr is None else torch.relu(c) * (c > thr.to(x.dtype))
+                delta = (z2 - z) @ w_dec.to(x.dtype)
+            else:
+                with torch.no_grad():
+                    z = sae.encode(x.to(sae.dtype))
+                    z2 = sigma(sae, z + multiplier * v.to(z.dtype))
+                    delta = (sae.decode(z2) - sae.decode(z)).to(x.dtype)  # = decode(z2) + error - x
+            out = resid.clone()
+            out[mask] = x + delta
+            return out
+
+        return hook
+
+    def meta(self) -> dict:
+        skip = ("codes", "saes")
+        return {**{k: v for k, v in self.__dict__.items() if k not in skip}, "layers": self.layers,
+                "n_features": self.n_features()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.safetensors`` (codes; metadata in the header, SAE names and hashes) atomically."""
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({f"layer.{k}": v.detach().float().contiguous() for k, v in self.codes.items()}, str(tmp),
+                  metadata={"sas": json.dumps(self.meta(), default=str)})
+        os.replace(tmp, path)
+        path.with_suffix(".json").write_text(json.dumps(self.meta(), indent=1, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, saes: dict | None = None, model=None) -> "SparseVector":
+        """Load a saved SAS vector; its SAEs come from ``saes`` or are loaded by their saved names."""
+        from .sae import load_sae
+
+        path = Path(path).with_suffix(".safetensors")
+        if not path.exists():
+            raise FileNotFoundError(f"no SAS vector at {path}; make one with sas.sas_vector(...).save()")
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
+            codes = {int(k.split(".")[1]): f.get_tensor(k) for k in f.keys()}
+        names = {int(k): v for k, v in meta.get("sae_names", {}).items()}
+        saes = dict(saes or {})
+        for layer in codes:
+            if layer not in saes:
+                if layer not in names:
+                    raise ValueError(f"{path} names no SAE for layer {layer}; pass saes={{layer: sae}}")
+                saes[layer] = load_sae(names[layer], model)
+        keep = {k: meta[k] for k in ("model", "behavior", "method", "hook", "positions", "data_hash", "settings")
+                if k in meta}
+        return cls(codes=codes, saes=saes, sae_names=names, **keep)
+
+
+def _sae_name(sae) -> str:
+    return getattr(sae, "sas_name", None) or str(getattr(sae.cfg, "metadata", {}).get("hook_name", "sae"))
+
+
+@torch.no_grad()
+def sparse_diff(code_pos: torch.Tensor, code_neg: torch.Tensor, tau: float = 0.1, mean: str = "all",
+                top_k: int | None = None) -> tuple[torch.Tensor, dict]:
+    """The SAS selection rule on codes ``[n_pos, d_sae]`` and ``[n_neg, d_sae]``.
+
+    Returns ``(v [d_sae], info)``: features with firing frequency >= ``tau`` on one side only;
+    ``mean="all"`` averages codes over all rows, ``"active"`` over the rows where the feature fires.
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau is a firing frequency and must be in [0, 1], not {tau}")
+    if mean not in MEANS:
+        raise ValueError(f"mean must be one of {MEANS}, not {mean!r}")
+    fp, fn = (code_pos > 0).float().mean(0), (code_neg > 0).float().mean(0)
+    kp, kn = fp >= tau, fn >= tau
+    if tau == 0:
+        kp, kn = fp > 0, fn > 0
+    both = kp & kn
+
+    def avg(c, f):
+        if mean == "all":
+            return c.mean(0)
+        return c.sum(0) / (c > 0).float().sum(0).clamp(min=1)
+
+    v = avg(code_pos, fp) * (kp & ~both) - avg(code_neg, fn) * (kn & ~both)
+    if top_k is not None and top_k < int((v != 0).sum()):
+        keep = v.abs().topk(top_k).indices
+        v = torch.zeros_like(v).index_copy(0, keep, v[keep])
+    info = {"n_kept_pos": int(kp.sum()), "n_kept_neg": int(kn.sum()), "n_both": int(both.sum()),
+            "n_features": int((v != 0).sum())}
+    if info["n_features"] == 0:
+        raise ValueError(f"no features left after filtering (tau={tau}: {info['n_kept_pos']} kept on the positive "
+                         f"side, {info['n_kept_neg']} on the negative, {info['n_both']} on both); lower tau")
+    return v, info
+
+
+def sas_vector(model, sae, pairs: list[ABPair], layer: int | None = None, tau: float = 0.1, mean: str = "all",
+               top_k: int | None = None, behavior: str = "custom", balance: bool = True, seed: int = 0,
+               acts: tuple | None = None, progress: bool = True) -> SparseVector:
+    """A SAS vector from A/B ``pairs`` at the SAE's layer, from the answer-letter activations.
+
+    ``acts`` may pass precomputed ``(matching, not_matching)`` activations (as from
+    :func:`sas.caa.answer_activations`) to share them with a CAA vector.
+    """
+    from .sae import check_sae_fits, encode
+
+    check_sae_fits(sae, model)
+    hook = sae.cfg.metadata.hook_name if hasattr(sae.cfg.metadata, "hook_name") else sae.cfg.metadata["hook_name"]
+    sae_layer = int(hook.split(".")[1])
+    layer = sae_layer if layer is None else layer
+    if layer != sae_layer:
+        raise ValueError(f"the SAE reads {hook} but layer {layer} was asked for; use an SAE trained at layer {layer}")
+    used = balance_letters(pairs, seed) if balance else pairs
+    pos, neg = acts if acts is not None else answer_activations(model, used, [layer], progress=progress)
+    v, info = sparse_diff(encode(sae, pos[layer]), encode(sae, neg[layer]), tau, mean, top_k)
+    return SparseVector({layer: v}, {layer: sae}, model.cfg.model_name, behavior,
+                        sae_names={layer: _sae_name(sae)}, data_hash=data_hash(used),
+                        settings={"tau": tau, "mean": mean, "top_k": top_k, "n_pairs": len(used),
+                                  "balanced": balance, **info})
+
+
+def sas_vector_from_texts(model, sae, positive: list[str], negative: list[str], tau: float = 0.1,
+                          mean: str = "all", top_k: int | None = None, behavior: str = "custom",
+                          positions: str = "after_prompt") -> SparseVector:
+    """A SAS vector from free-text contrastive pairs, at each text's last token (as ``contrastive_vector``)."""
+    from .caa import last_token_activations
+    from .sae import encode
+
+    hook = sae.cfg.metadata.hook_name if hasattr(sae.cfg.metadata, "hook_name") else sae.cfg.metadata["hook_name"]
+    layer = int(hook.split(".")[1])
+    pa = last_token_activations(model, positive, [layer])[layer]
+    na = last_token_activations(model, negative, [layer])[layer]
+    v, info = sparse_diff(encode(sae, pa), encode(sae, na), tau, mean, top_k)
+    return SparseVector({layer: v}, {layer: sae}, model.cfg.model_name, behavior, positions=positions,
+                        sae_names={layer: _sae_name(sae)}, data_hash=data_hash(list(zip(positive, negative))),
+                        settings={"tau": tau, "mean": mean, "top_k": top_k, "n_pairs": len(positive), **info})
