@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The real gemma-3-270m as a HookedTransformer, loaded once per test session (slow tests only)."""
+    from sas.models import load_model
+
+    return load_model("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer():
+    """The gemma-3-270m tokenizer (262,144 tokens; BOS 2, pad 0, EOS 1), from the conversion cache."""
+    from transformers import AutoTokenizer
+
+    from sas.models import converted_model_dir
+
+    return AutoTokenizer.from_pretrained(converted_model_dir("gemma-3-270m"))
+
+
+@pytest.fixture(scope="session")
+def tiny(gemma_tokenizer):
+    """A tiny random Gemma-like HookedTransformer (3 layers, d_model 32, rotary, RMSNorm, gelu) with the real
+    gemma tokenizer, so prompt formatting, padding and generation run their real code paths in seconds.
+    The full 262k vocabulary costs 67 MB of embeddings, which is cheap at d_model 32."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=3, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=256, d_vocab=len(gemma_tokenizer),
+        act_fn="gelu", attn_only=False, normalization_type="RMS", positional_embedding_type="rotary",
+        rotary_dim=8, seed=0, device="cpu", dtype=torch.float32)
+    model = HookedTransformer(cfg, tokenizer=gemma_tokenizer)
+    model.cfg.model_name = "tiny"
+    model.eval()
+    return model
+
+
+def hooks_left(model) -> dict[str, int]:
+    """Hook points that still carry forward or backward hooks (should be none outside a steer block)."""
+    return {name: len(hp.fwd_hooks) + len(hp.bwd_hooks) for name, hp in model.hook_dict.items()
+            if hp.fwd_hooks or hp.bwd_hooks}
