@@ -1,0 +1,1 @@
+"""Speed benchmarks for sas: ``python -m benchmarks.run [--quick] [--sweep]`` (see run.py)."""

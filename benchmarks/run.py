@@ -1,0 +1,166 @@
+"""Run the speed benchmarks and write ``benchmarks/results.json`` and ``benchmarks/results.md``.
+
+    python -m benchmarks.run                 # full: every benchmark, peak memory, no sweep
+    python -m benchmarks.run --sweep         # ... plus the full 7 x 8 x 5 A/B sweep (long)
+    python -m benchmarks.run --quick         # a few minutes: proves the harness works, numbers not reported
+    python -m benchmarks.run --only extraction,ab_scoring
+
+All measurements use one torch thread (``--threads``), because other jobs share this machine; every
+figure is a ratio against a baseline measured in the same run, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"
+
+from .cases import BENCHES, FULL, QUICK, run_sweep  # noqa: E402
+from .harness import (ROOT, BenchResult, Context, environment, load_average, measure_memory,  # noqa: E402
+                      measure_memory_here, summarize, time_interleaved)
+
+
+def run_bench(name: str, ctx: Context, quick: bool, memory: bool, repeats: int | None) -> BenchResult:
+    bench, cfg = BENCHES[name], QUICK if quick else FULL
+    print(f"[{name}] {bench.describe(cfg)}", flush=True)
+    before = load_average()
+    candidates = bench.setup(ctx, cfg)
+    n = repeats or (1 if quick else bench.repeats)
+    times, outputs = time_interleaved(candidates, n, warmup=bench.warmup and not quick,
+                                      progress=lambda s: print(s, flush=True))
+    comps = [summarize(times, c) for c in bench.comparisons]
+    check = bench.check(outputs) if bench.check else {}
+    after = load_average()
+    mem = {}
+    if memory and bench.memory:
+        for cand in list(candidates)[:1] if quick else candidates:  # quick: prove the child process works
+            mem[cand] = measure_memory(name, cand, quick)
+            print(f"  memory {cand}: {mem[cand]}", flush=True)
+    for c in comps:
+        print(f"  {c['candidate']} vs {c['baseline']}: {c['ratio_median']:.2f}x "
+              f"[{c['ratio_min']:.2f}..{c['ratio_max']:.2f}]", flush=True)
+    print(f"  check: {check}", flush=True)
+    return BenchResult(name, bench.describe(cfg), times, comps, check, mem, before, after)
+
+
+def _fmt_mem(m: dict | None) -> str:
+    if not m:
+        return ""
+    if "error" in m:
+        return "error"
+    return f"+{m['peak_increase_mb']:.0f} MB (peak {m['peak_rss_mb']:.0f})"
+
+
+def markdown(res: dict) -> str:
+    env = res["environment"]
+    lines = [
+        "# sas speed benchmarks" + (" (QUICK MODE: numbers not meaningful)" if res["quick"] else ""), "",
+        f"Run {env['date_utc']} UTC at commit {env['git_commit']}, gemma-3-270m fp32 on CPU, "
+        f"{env['torch_threads']} torch thread(s) on a {env['cpu_count']}-core machine shared with other jobs "
+        f"(load average at start {res['load_average_start']}, at end {res['load_average_end']}). "
+        f"Command: `{res['command']}`.", "",
+        "Ratio = baseline time / candidate time over the same work (> 1: the candidate is faster), taken per "
+        "repeat with baseline and candidate interleaved; median [min..max] over repeats. Times are medians. "
+        "Memory: peak resident set size increase during one call, in a fresh process.", "",
+        "| benchmark | candidate | baseline | ratio median [min..max] | goal | met | candidate s | baseline s "
+        "| candidate memory | baseline memory |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in res["benchmarks"]:
+        for c in b["comparisons"]:
+            goal = "" if c["goal"] is None else f">= {c['goal']:g}x"
+            met = "" if c["goal_met"] is None else ("yes" if c["goal_met"] else "**no**")
+            lines.append(
+                f"| {b['name']} | {c['candidate']} | {c['baseline']} | {c['ratio_median']:.2f}x "
+                f"[{c['ratio_min']:.2f}..{c['ratio_max']:.2f}] (n={len(c['ratios'])}) | {goal} | {met} "
+                f"| {c['candidate_seconds_median']:.2f} | {c['baseline_seconds_median']:.2f} "
+                f"| {_fmt_mem(b['memory'].get(c['candidate']))} | {_fmt_mem(b['memory'].get(c['baseline']))} |")
+    lines += ["", "## Workloads and correctness checks", ""]
+    for b in res["benchmarks"]:
+        lines.append(f"- **{b['name']}**: {b['description']}. Check: `{json.dumps(b['check'])}`")
+    if res.get("sweep"):
+        s = res["sweep"]
+        lines += ["", "## A/B sweep wall time", "",
+                  f"`sas.sweep.ab_sweep`: {len(s['behaviors'])} behaviour(s) x layers {s['layers']} x multipliers "
+                  f"{s['multipliers']}, {s['n_test']} test questions, {s['n_rows']} rows.", "",
+                  "| total | building CAA vectors | scoring | other | goal |", "|---|---|---|---|---|",
+                  f"| {s['total_seconds'] / 60:.1f} min | {s['extraction_seconds'] / 60:.1f} min "
+                  f"| {s['scoring_seconds'] / 60:.1f} min | {s['other_seconds'] / 60:.1f} min "
+                  f"| < 15 min{'' if s['goal_met'] is None else (': met' if s['goal_met'] else ': **missed**')} |"]
+    if res.get("notes"):
+        lines += ["", "## Notes", "", res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: proves the harness works")
+    ap.add_argument("--sweep", action="store_true", help="also time the full 7 x 8 x 5 A/B sweep (quick mode "
+                    "always runs a tiny sweep)")
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHES)},sweep")
+    ap.add_argument("--repeats", type=int, default=None, help="override the repeats of every benchmark")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    ap.add_argument("--out", default=str(ROOT / "results.json"), help="results JSON (Markdown beside it, .md)")
+    ap.add_argument("--notes", default=None, help="a file whose text goes under Notes in the Markdown")
+    ap.add_argument("--child-memory", nargs=2, metavar=("BENCH", "CANDIDATE"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if args.child_memory:  # internal: peak memory of one candidate, printed as JSON
+        name, cand = args.child_memory
+        ctx = Context(args.quick)
+        fn = BENCHES[name].setup(ctx, QUICK if args.quick else FULL)[cand]
+        print(json.dumps(measure_memory_here(fn)))
+        return 0
+
+    names = list(BENCHES) + ["sweep"] if args.only is None else args.only.split(",")
+    unknown = [n for n in names if n not in BENCHES and n != "sweep"]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHES)}, sweep")
+    ctx = Context(args.quick)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res = {"quick": args.quick, "command": " ".join(["python -m benchmarks.run"] + (argv or sys.argv[1:])),
+           "environment": environment(torch.get_num_threads()), "load_average_start": load_average(),
+           "benchmarks": [], "sweep": None}
+    t0 = time.time()
+    for n in names:
+        if n == "sweep":
+            continue
+        r = run_bench(n, ctx, args.quick, memory=not args.no_memory and (not args.quick or n == "extraction"),
+                      repeats=args.repeats)
+        res["benchmarks"].append(asdict(r))
+        _write(res, out)  # after every benchmark: an interrupted run keeps what it measured
+    if "sweep" in names and (args.quick or args.sweep):
+        print("[sweep]", flush=True)
+        res["sweep"] = run_sweep(ctx, args.quick, ROOT / ".cache")
+        res["sweep"]["load_average_after"] = load_average()
+        print(f"  {res['sweep']}", flush=True)
+    res["load_average_end"] = load_average()
+    res["total_seconds"] = time.time() - t0
+    if args.notes:
+        res["notes"] = Path(args.notes).read_text().strip()
+    _write(res, out)
+    print(f"wrote {out} and {out.with_suffix('.md')} in {res['total_seconds']:.0f} s")
+    return 0
+
+
+def _write(res: dict, out: Path) -> None:
+    res.setdefault("load_average_end", load_average())
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(res))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
