@@ -62,6 +62,9 @@ class ABScorer:
         live = [(v, x) for v, x in _as_terms(terms, mults)] if terms != [] else []
         shared = all((positions or v.positions) == "after_prompt" or x == 0 for v, x in live)
         rows = []
+        if shared:  # the prefix cache must be built unsteered, before the steering hooks go on
+            for c in self.chunks:
+                self._prefix_cache(c)
         ctx = steer(m, [v for v, _ in live], [x for _, x in live], layers, positions) if live else _null()
         with ctx:
             for c in self.chunks:

@@ -40,8 +40,13 @@ def append_row(path: str | Path | None, row: dict) -> None:
     if path is None:
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torn = False  # a line cut by an interrupted write: start a new line, or this row is lost with it
+    if Path(path).exists() and Path(path).stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
     with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(("\n" if torn else "") + json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
