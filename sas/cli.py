@@ -130,6 +130,78 @@ def cmd_generate(args) -> None:
             print(f"--- x{mult:g} | {p!r}\n{t}\n")
 
 
+def _saes(args, model):
+    from .sae import load_sae, registry
+
+    if args.sae:
+        names = args.sae.split(",")
+    else:
+        cards = {n: c for n, c in registry().items() if c.get("model") == model.cfg.model_name}
+        by_layer = {}
+        for n, c in sorted(cards.items(), key=lambda kv: kv[1].get("width", 0)):
+            layer = int(c["hook"].split(".")[1])
+            if (args.layers is None or layer in args.layers) and (args.width is None or c.get("width") == args.width):
+                by_layer.setdefault(layer, n)
+        names = list(by_layer.values())
+        if not names:
+            sys.exit(f"no shipped SAE for {model.cfg.model_name} at layers {args.layers}: pass --sae NAME|FOLDER "
+                     f"(shipped: {sorted(registry())})")
+    saes = {}
+    for n in names:
+        sae = load_sae(n, model)
+        sae.sas_name = n
+        saes[int(sae.cfg.metadata.hook_name.split(".")[1])] = sae
+    return saes
+
+
+def cmd_compare(args) -> None:
+    import pandas as pd
+
+    from .compare import METHODS, compare, plot_compare
+    from .sweep import summary
+
+    model = _model(args)
+    saes = _saes(args, model)
+    if not args.task and not args.behavior:
+        sys.exit("sas compare: give --behavior NAME (or all) or --task sentiment|topic")
+    mults = {m: args.multipliers or [-2.0, -1.0, 0.0, 1.0, 2.0] for m in METHODS}
+    if args.sas_multipliers:
+        mults["sas"] = args.sas_multipliers
+    out = Path(args.out)
+    df = compare(model, saes, _behaviors(args.behavior) if args.behavior else (), args.task, mults, out,
+                 args.tau, args.mean, args.top_k, args.n_test, args.n_prompts, args.max_new_tokens, args.seed,
+                 args.side_effects)
+    value = "score" if args.task else "p_match"
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(f"\n{value} by method:")
+        print(summary(df, value).to_string())
+        cols = [c for c in ("n_features", "cos_caa", "perplexity") if c in df]
+        print("\n" + df.groupby(["method", "layer"])[cols].mean().round(3).to_string())
+    print(f"\nrows: {out}\nplot: {plot_compare(df, out.with_suffix('.png'))}")
+
+
+def cmd_inspect(args) -> None:
+    from .datasets import load_text_sample
+    from .features import feature_table, logit_effects, report, top_contexts
+    from .sparse import SparseVector
+
+    model = _model(args)
+    saes = _saes(args, model)
+    texts = load_text_sample(args.n_texts)
+    if args.vector:
+        v = SparseVector.load(args.vector, saes=saes, model=model)
+        layer = v.layers[0]
+        path = report(model, saes[layer], v, texts, args.out, n_features=args.n_features)
+        print(feature_table(model, saes[layer], v).head(args.n_features).to_string())
+        print(f"\nreport: {path}")
+    else:
+        if not args.features:
+            sys.exit("sas inspect: give --vector a SAS vector or --features 12,345")
+        sae = next(iter(saes.values()))
+        print(logit_effects(model, sae, args.features).to_string())
+        print(top_contexts(model, sae, args.features, texts, k=5, max_tokens=20_000).to_string())
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="sas", description="Sparse and dense activation steering, side by side.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -182,10 +254,41 @@ def main(argv=None) -> None:
     g.add_argument("--out", help="append the generations to this JSONL file")
     g.set_defaults(fn=cmd_generate)
 
+    c = sub.add_parser("compare", help="CAA vs SAS vs SAS-dense on the same data and evaluation",
+                       description="Layers default to those with a shipped SAE. Rows are written as they go.")
+    common(c)
+    c.add_argument("--behavior", help="a CAA behaviour, a comma list, or all")
+    c.add_argument("--task", choices=["sentiment", "topic"])
+    c.add_argument("--sae", help="SAE names or folders, comma-separated (default: the shipped ones)")
+    c.add_argument("--width", type=int, help="pick shipped SAEs of this width")
+    c.add_argument("--multipliers", type=_floats)
+    c.add_argument("--sas-multipliers", type=_floats, help="multipliers for the sparse vector, if different")
+    c.add_argument("--tau", type=float, default=0.1, help="SAS frequency threshold in [0, 1]")
+    c.add_argument("--mean", default="all", choices=["all", "active"])
+    c.add_argument("--top-k", type=int)
+    c.add_argument("--n-test", type=int)
+    c.add_argument("--n-prompts", type=int, default=40)
+    c.add_argument("--max-new-tokens", type=int, default=30)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--side-effects", action="store_true")
+    c.add_argument("--out", default="results/compare.jsonl")
+    c.set_defaults(fn=cmd_compare)
+
+    n = sub.add_parser("inspect", help="what SAE features mean: contexts, promoted tokens, a report")
+    common(n)
+    n.add_argument("--vector", help="a saved SAS vector")
+    n.add_argument("--features", type=_ints, help="feature ids")
+    n.add_argument("--sae", help="SAE name or folder")
+    n.add_argument("--width", type=int)
+    n.add_argument("--n-features", type=int, default=10)
+    n.add_argument("--n-texts", type=int, default=100)
+    n.add_argument("--out", default="results/features.md")
+    n.set_defaults(fn=cmd_inspect)
+
     # let "--multipliers -2,-1,0" through: argparse would read "-2,-1,0" as an option
     argv = list(sys.argv[1:] if argv is None else argv)
     for i in range(len(argv) - 1):
-        if argv[i] == "--multipliers" and argv[i + 1][:1] == "-":
+        if argv[i] in ("--multipliers", "--sas-multipliers") and argv[i + 1][:1] == "-":
             argv[i:i + 2] = [f"--multipliers={argv[i + 1]}", ""]
     args = p.parse_args([a for a in argv if a != ""])
     try:

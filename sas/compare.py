@@ -1,0 +1,155 @@
+"""Sparse versus dense: CAA, SAS and the dense direction decoded from the SAS vector
+(``sas_dense``, which separates the effect of the sparse edit from that of its direction), built
+from the same activations and scored with the same data, positions and evaluation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .caa import answer_activations, last_token_activations
+from .datasets import BEHAVIORS, balance_letters, data_hash, load_behavior
+from .evaluate import ABScorer, side_effects
+from .sae import encode
+from .sparse import SparseVector, _sae_name, sparse_diff
+from .steering import steer
+from .sweep import append_row, read_rows, to_frame
+from .tasks import TASKS, run_task, sentiment_pairs
+from .vector import SteeringVector
+
+METHODS = ("caa", "sas", "sas_dense")
+
+
+def build_vectors(model, saes: dict[int, object], pos: dict, neg: dict, behavior: str, dhash: str,
+                  tau: float = 0.1, mean: str = "all", top_k: int | None = None,
+                  positions: str = "after_prompt") -> dict[int, dict[str, object]]:
+    """Per layer, the three vectors from matching/non-matching activations ``{layer: [n, d_model]}``."""
+    out = {}
+    for layer, sae in saes.items():
+        caa = SteeringVector({layer: pos[layer].mean(0) - neg[layer].mean(0)}, model.cfg.model_name, "caa",
+                             behavior, positions=positions, data_hash=dhash)
+        v, info = sparse_diff(encode(sae, pos[layer]), encode(sae, neg[layer]), tau, mean, top_k)
+        sv = SparseVector({layer: v}, {layer: sae}, model.cfg.model_name, behavior, positions=positions,
+                          sae_names={layer: _sae_name(sae)}, data_hash=dhash,
+                          settings={"tau": tau, "mean": mean, "top_k": top_k, **info})
+        out[layer] = {"caa": caa, "sas": sv, "sas_dense": sv.to_dense()}
+    return out
+
+
+@torch.no_grad()
+def residual_change(model, vec, multiplier: float, layer: int, acts: torch.Tensor) -> float:
+    """Mean norm of the edit the vector makes to the residual rows ``acts [n, d_model]``."""
+    if isinstance(vec, SparseVector):
+        hook = vec.sparse_hook(layer, multiplier, "all")
+        return (hook(acts[None]) - acts[None]).norm(dim=-1).mean().item()
+    return abs(multiplier) * vec.directions[layer].norm().item()
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=0).item()
+
+
+def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task: str | None = None,
+            multipliers: dict[str, Sequence[float]] | Sequence[float] = (-2, -1, 0, 1, 2),
+            out: str | Path | None = None, tau: float = 0.1, mean: str = "all", top_k: int | None = None,
+            n_test: int | None = None, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
+            with_side_effects: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Run CAA, SAS and SAS-dense at each layer in ``saes`` ({layer: SAE}) on A/B ``behaviors`` or
+    an open-ended ``task``; one JSONL row per method x layer x multiplier (resumable). Rows carry
+    ``n_features``, ``resid_change`` (mean norm of the edit) and ``cos_caa`` (SAS direction vs CAA)."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    mults = multipliers if isinstance(multipliers, dict) else {m: list(multipliers) for m in METHODS}
+    what, items = ("task", [task]) if task else ("behavior", list(behaviors))
+    for b in ([] if task else items):
+        if b not in BEHAVIORS:
+            raise ValueError(f"unknown behaviour {b!r}; choose from {', '.join(BEHAVIORS)}")
+    name = model.cfg.model_name
+    done = {(r["method"], r[what], r["layer"], r["multiplier"]) for r in read_rows(out) if what in r}
+    layers = sorted(saes)
+    scorers_se: dict = {}
+    bar = tqdm(total=len(items) * len(layers) * sum(len(mults[m]) for m in METHODS), desc="compare",
+               disable=not progress)
+    for item in items:
+        if task:
+            p_txt, n_txt = sentiment_pairs() if task == "sentiment" else _topic_pairs()
+            pos = last_token_activations(model, p_txt, layers)
+            neg = last_token_activations(model, n_txt, layers)
+            dhash = data_hash(list(zip(p_txt, n_txt)))
+        else:
+            pairs = balance_letters(load_behavior(item))
+            pos, neg = answer_activations(model, pairs, layers, progress=progress)
+            dhash = data_hash(pairs)
+            scorer = ABScorer(model, load_behavior(item, "test")[:n_test])
+        vecs = build_vectors(model, saes, pos, neg, item, dhash, tau, mean, top_k)
+        for layer in layers:
+            v = vecs[layer]
+            cos = _cos(v["sas_dense"].directions[layer], v["caa"].directions[layer])
+            acts = torch.cat([pos[layer], neg[layer]])
+            for meth in METHODS:
+                for m in mults[meth]:
+                    if (meth, item, layer, float(m)) in done:
+                        bar.update()
+                        continue
+                    t0 = time.time()
+                    vec = v[meth]
+                    if task:
+                        res = run_task(model, task, vec, m, [layer], n_prompts, max_new_tokens, seed)
+                        res.pop("texts")
+                    else:
+                        res = scorer.score(vec, m, [layer])
+                    row = {"model": name, "method": meth, what: item, "layer": layer, "multiplier": float(m), **res,
+                           "n_features": int(v["sas"].n_features()[layer]) if meth != "caa" else None,
+                           "resid_change": residual_change(model, vec, m, layer, acts), "cos_caa": cos,
+                           "sae": v["sas"].sae_names[layer], "tau": tau, "mean": mean, "top_k": top_k}
+                    if with_side_effects:
+                        row.update(side_effects(model, vec, m, [layer], scorers=scorers_se))
+                    row["seconds"] = time.time() - t0
+                    append_row(out, row)
+                    bar.update()
+    bar.close()
+    return to_frame(read_rows(out)) if out else None
+
+
+def _topic_pairs():
+    pos = [f"Let's talk about the {w}." for w in ("wedding", "bride", "groom", "marriage", "honeymoon")]
+    neg = [f"Let's talk about the {w}." for w in ("weather", "economy", "engine", "election", "harvest")]
+    return pos, neg
+
+
+def plot_compare(df: pd.DataFrame, path: str | Path) -> Path:
+    """Score against multiplier per method (a panel per layer and behaviour/task), and, with side
+    effects, each side effect against the behaviour shift."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    what = "task" if "task" in df and df["task"].notna().any() else "behavior"
+    value = "score" if what == "task" else "p_match"
+    groups = list(df.groupby([what, "layer"]))
+    se = [c for c in ("mmlu", "truthfulqa", "perplexity") if c in df]
+    ncol = 1 + len(se)
+    fig, axes = plt.subplots(len(groups), ncol, figsize=(4.5 * ncol, 3.2 * len(groups)), squeeze=False)
+    for ((item, layer), g), ax in zip(groups, axes):
+        for meth, gm in g.groupby("method"):
+            gm = gm.sort_values("multiplier")
+            ax[0].plot(gm.multiplier, gm[value], marker="o", label=meth)
+            zero = gm[gm.multiplier == 0][value]
+            shift = gm[value] - (zero.iloc[0] if len(zero) else gm[value].mean())
+            for a, c in zip(ax[1:], se):
+                a.plot(shift, gm[c], marker="o", label=meth)
+                a.set(xlabel=f"{value} shift", ylabel=c, title=f"{item} L{layer}: {c} at matched shift")
+        ax[0].set(xlabel="multiplier", ylabel=value, title=f"{item}, layer {layer}")
+        ax[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
