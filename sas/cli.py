@@ -47,6 +47,14 @@ def cmd_sweep(args) -> None:
     from .sweep import ab_sweep, letter_bias, summary, task_sweep
     from .tasks import DEFAULT_LAYERS as TASK_LAYERS, DEFAULT_MULTIPLIERS
 
+    if not args.task:  # check the cheap things before loading the model
+        from .datasets import BEHAVIORS
+
+        if not args.behavior:
+            sys.exit("sas sweep: give --behavior NAME (or all) for the A/B score, or --task sentiment|topic")
+        bad = [b for b in _behaviors(args.behavior) if b not in BEHAVIORS]
+        if bad:
+            raise ValueError(f"unknown behaviour(s) {', '.join(bad)}; choose from {', '.join(BEHAVIORS)} or all")
     model = _model(args)
     out = Path(args.out)
     if args.task:
@@ -59,8 +67,6 @@ def cmd_sweep(args) -> None:
         extra = summary(df, "perplexity")
         print("\nscore (VADER compound for sentiment, share mentioning the topic for topic):")
     else:
-        if not args.behavior:
-            sys.exit("sas sweep: give --behavior NAME (or all) for the A/B score, or --task sentiment|topic")
         df = ab_sweep(model, _behaviors(args.behavior), args.layers or _ints(DEFAULT_LAYERS),
                       args.multipliers or [-2, -1, 0, 1, 2], args.method or "caa", out, args.n_test,
                       args.side_effects, balance=not args.unbalanced)
@@ -289,7 +295,7 @@ def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     for i in range(len(argv) - 1):
         if argv[i] in ("--multipliers", "--sas-multipliers") and argv[i + 1][:1] == "-":
-            argv[i:i + 2] = [f"--multipliers={argv[i + 1]}", ""]
+            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}", ""]
     args = p.parse_args([a for a in argv if a != ""])
     try:
         args.fn(args)

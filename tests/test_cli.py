@@ -1,0 +1,97 @@
+"""The `sas` command: help, argument errors, bad input caught before the model loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sas.cli
+import sas.models
+from sas.cli import main
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command loads a model: these errors must come first, in a second."""
+    monkeypatch.setattr(sas.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+
+
+def _exit(argv, capsys) -> tuple[int | str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    cap = capsys.readouterr()
+    return e.value.code, cap.out + cap.err
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).with_name("sas")
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for cmd in ("sweep", "vectors", "generate"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.parametrize("cmd, words", [
+    ("sweep", ["--behavior", "--layers", "--multipliers", "--out", "--task", "resume"]),
+    ("vectors", ["--behavior", "--pairs", "--positive", "--negative", "--out"]),
+    ("generate", ["--vector", "--multipliers", "--prompt", "--max-new-tokens"]),
+])
+def test_subcommand_help(cmd, words, capsys):
+    code, text = _exit([cmd, "--help"], capsys)
+    assert code == 0
+    for w in words:
+        assert w in text
+
+
+def test_no_command(capsys):
+    code, text = _exit([], capsys)
+    assert code == 2 and "required" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--behavior", "sycophancy", "--layers", "2,x"], "expected comma-separated integers such as 2,4,6"),
+    (["sweep", "--behavior", "sycophancy", "--multipliers", "1,two"], "expected comma-separated numbers"),
+    (["sweep", "--task", "poetry"], "invalid choice: 'poetry'"),
+    (["sweep", "--dtype", "float8"], "invalid choice: 'float8'"),
+])
+def test_argument_errors(argv, message, capsys, no_model):
+    code, text = _exit(argv, capsys)
+    assert code == 2
+    assert message in text and "usage: sas sweep" in text
+
+
+def test_unknown_behavior_before_loading_the_model(capsys, no_model, tmp_path):
+    code, _ = _exit(["sweep", "--behavior", "sycophancy,flattery", "--out", str(tmp_path / "r.jsonl")], capsys)
+    assert "unknown behaviour(s) flattery" in str(code) and "sycophancy" in str(code) and "or all" in str(code)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_sweep_needs_a_behavior_or_a_task(capsys, no_model):
+    code, _ = _exit(["sweep"], capsys)
+    assert "give --behavior NAME" in str(code)
+
+
+def test_negative_multipliers_parse(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(sas.cli, "cmd_sweep", lambda args: seen.update(vars(args)))
+    main(["sweep", "--behavior", "sycophancy", "--multipliers", "-2,-1,0,1.5", "--layers", "3"])
+    assert seen["multipliers"] == [-2.0, -1.0, 0.0, 1.5] and seen["layers"] == [3]
+    if hasattr(sas.cli, "cmd_compare"):
+        monkeypatch.setattr(sas.cli, "cmd_compare", lambda args: seen.update(vars(args)))
+        main(["compare", "--behavior", "sycophancy", "--multipliers", "-1,1", "--sas-multipliers", "-4,4"])
+        assert seen["multipliers"] == [-1.0, 1.0] and seen["sas_multipliers"] == [-4.0, 4.0]
+
+
+def test_generate_needs_a_prompt(capsys, monkeypatch):
+    monkeypatch.setattr(sas.cli, "_model", lambda args: object())
+    code, _ = _exit(["generate"], capsys)
+    assert "give --prompt TEXT" in str(code)
+
+
+def test_generate_missing_vector(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(sas.cli, "_model", lambda args: object())
+    code, _ = _exit(["generate", "--prompt", "Hi", "--vector", str(tmp_path / "nope.safetensors")], capsys)
+    assert str(code).startswith("sas generate: error: no steering vector at") and "sas vectors" in str(code)
