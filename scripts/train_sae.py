@@ -342,6 +342,11 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
     dest.mkdir(parents=True, exist_ok=True)
     save_file(state, dest / WEIGHTS)
     (dest / "cfg.json").write_text(json.dumps(cfg))
+    log = final.parent.parent / "train_log.jsonl"
+    if training.get("train_tok_per_s") is None and log.exists():  # measured from the local metrics log
+        rows = [r for r in map(json.loads, open(log)) if r["sae"] == final.name]
+        if len(rows) > 1:
+            training["train_tok_per_s"] = (rows[-1]["samples"] - rows[0]["samples"]) / (rows[-1]["time"] - rows[0]["time"])
     card_path = saes_dir / f"{name}.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
     card = {
@@ -360,6 +365,9 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
                      "excluded": "BOS and other special tokens; no held-out text, no CAA test split"},
             "context": training["context"], "command": training["command"],
             "tok_per_s": training.get("train_tok_per_s"),
+            "throughput_note": "tokens/s of the SAE training steps of this run (all SAEs of the run in lockstep, "
+                               "bfloat16 autocast, 1 thread, on a 2-core CPU shared with other jobs); activation "
+                               "caching ran separately at 1,000-1,700 tokens/s (model in bfloat16 up to layer 9)",
         },
         "date": datetime.date.today().isoformat(), "folder": name, "sha256": sha256(dest / WEIGHTS),
         "metrics": old.get("metrics", {}),
