@@ -94,7 +94,8 @@ def cmd_vectors(args) -> None:
         vecs = {Path(args.pairs).stem: caa_vector(model, load_pairs(args.pairs), layers, Path(args.pairs).stem,
                                                   balance=not args.unbalanced)}
     elif args.positive or args.negative:
-        vecs = {"actadd": actadd_vector(model, args.positive or "Love", args.negative or "Hate", layers)}
+        pos_, neg_ = args.positive or "Love", args.negative or "Hate"
+        vecs = {"-".join(w.replace(" ", "_")[:24] for w in (pos_, neg_)): actadd_vector(model, pos_, neg_, layers)}
     elif args.task:
         vecs = {args.task: task_vector(model, args.task, args.method, layers)}
     else:
