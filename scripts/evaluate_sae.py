@@ -101,6 +101,13 @@ def main(argv=None) -> None:
                "measured": {"date": datetime.date.today().isoformat(), "model_dtype": args.dtype,
                             "heldout": str(args.heldout), "context": args.context,
                             "command": "python scripts/evaluate_sae.py " + " ".join(argv or sys.argv[1:])}}
+        h = res["heldout"]
+        res["targets"] = {  # issue 3's quality bar, on held-out text
+            "explained_variance >= 0.90": h["explained_variance"] >= 0.90,
+            "ce_loss_recovered >= 0.90": h["ce_loss_recovered"] >= 0.90,
+            "16 <= mean_l0 <= 100": 16 <= h["mean_l0"] <= 100,
+            f"dead_fraction <= 0.05 (on {h['n_tokens']} tokens, not 1M)": h["dead_fraction"] <= 0.05,
+        }
         results[name] = res
         print(json.dumps({name: res}), flush=True)
         if args.write_card and name in S.registry():
