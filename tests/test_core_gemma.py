@@ -82,19 +82,21 @@ def test_ab_scorer_reads_the_letter_tokens(gemma, syco_vector):
     assert hooks_left(gemma) == {}
 
 
-# Measured on gemma-3-270m, 16 neutral prompts x 20 sampled tokens, seed 0: see the report in the commit.
-SENTIMENT = dict(n_prompts=16, max_new_tokens=20, seed=0)
+# ActAdd "Love" - "Hate" at layer 8, x+10 / 0 / x-10, 32 neutral prompts x 20 sampled tokens (VADER compound mean),
+# measured here: seed 0 +0.30 / +0.10 / -0.37, seed 1 +0.22 / +0.12 / -0.35; with the contrast words masked,
+# seed 0 +0.14 / +0.10 / -0.22, seed 1 +0.16 / +0.12 / -0.24. With 16 prompts one seed in two broke the order.
+SENTIMENT = dict(n_prompts=32, max_new_tokens=20, seed=0)
 
 
 def test_sentiment_steering_moves_vader_both_ways(gemma):
     v = task_vector(gemma, "sentiment", "actadd", [8])
-    score = {m: run_task(gemma, "sentiment", v, m, [8], **SENTIMENT) for m in (10.0, 0.0, -10.0)}
-    plus, zero, minus = (score[m]["score"] for m in (10.0, 0.0, -10.0))
+    res = {m: run_task(gemma, "sentiment", v, m, [8], **SENTIMENT) for m in (10.0, 0.0, -10.0)}
+    plus, zero, minus = (res[m]["score"] for m in (10.0, 0.0, -10.0))
     assert plus > zero > minus, (plus, zero, minus)
-    assert plus - minus > 0.4, (plus, minus)
-    # not only ActAdd's own words: with "love"/"hate" masked out the order stays
-    assert score[10.0]["score_masked"] > score[-10.0]["score_masked"] + 0.2
-    assert score[10.0]["texts"] != score[0.0]["texts"] and all(r["n"] == 16 for r in score.values())
+    assert plus - minus > 0.3, (plus, minus)
+    # not only ActAdd's own words: with "love"/"hate" masked out, the two directions still separate
+    assert res[10.0]["score_masked"] - res[-10.0]["score_masked"] > 0.15
+    assert res[10.0]["texts"] != res[0.0]["texts"] and all(r["n"] == 32 for r in res.values())
     assert hooks_left(gemma) == {}
 
 
