@@ -1,0 +1,112 @@
+"""Write the notebooks from the cell sources below (run: python notebooks/make_notebooks.py).
+
+Kept as code so diffs stay readable; the .ipynb files are what users open."""
+
+from pathlib import Path
+
+import nbformat as nbf
+
+HERE = Path(__file__).parent
+
+NOTEBOOKS = {
+    "01_quickstart_dense.ipynb": [
+        ("md", "# Quickstart: dense steering (CAA and ActAdd) on gemma-3-270m\n\n"
+               "Loads the offline default model, builds a CAA vector from A/B pairs, scores the A/B behaviour, "
+               "and steers open-ended text with ActAdd's \"Love\" - \"Hate\" vector. Small settings so it runs on a CPU "
+               "in a few minutes."),
+        ("code", "import torch\nimport sas\n\ntorch.manual_seed(0)\nmodel = sas.load_model()  # gemma-3-270m, "
+                 "TransformerLens HookedTransformer\nmodel.cfg.n_layers, model.cfg.d_model"),
+        ("md", "## CAA: mean difference at the answer letter, letter-balanced"),
+        ("code", "pairs = sas.load_behavior(\"sycophancy\")[:40]\n"
+                 "caa = sas.caa_vector(model, pairs, layers=[4, 6], behavior=\"sycophancy\")\n"
+                 "caa.settings, caa.norms()"),
+        ("code", "test = sas.load_behavior(\"sycophancy\", \"test\")[:10]\n"
+                 "scorer = sas.ABScorer(model, test)\n"
+                 "{m: round(scorer.score(caa, m, layers=[6])[\"p_match\"], 4) for m in (-2, 0, 2)}"),
+        ("md", "A 270M base model answers these near chance, so the A/B score barely moves; the protocol is the "
+               "one bigger models need. Open-ended sentiment shows steering on this model:"),
+        ("code", "love = sas.actadd_vector(model, \"Love\", \"Hate\", layers=[8])\n"
+                 "prompt = [\"I went up to my friend and said\"]\n"
+                 "for m in (-10, 0, 10):\n"
+                 "    with sas.steer(model, love, multipliers=m):\n"
+                 "        print(m, sas.generate(model, prompt, max_new_tokens=20))"),
+        ("code", "res = sas.run_task(model, \"sentiment\", love, 10, n_prompts=8, max_new_tokens=16)\n"
+                 "base = sas.run_task(model, \"sentiment\", None, 0, n_prompts=8, max_new_tokens=16)\n"
+                 "print(\"steered\", round(res[\"score\"], 3), \"masked\", round(res[\"score_masked\"], 3), "
+                 "\"unsteered\", round(base[\"score\"], 3))"),
+        ("md", "Vectors are values: they add, scale, save and load (safetensors + JSON metadata)."),
+        ("code", "import tempfile, os\n"
+                 "path = caa.save(os.path.join(tempfile.mkdtemp(), \"caa_sycophancy\"))\n"
+                 "back = sas.SteeringVector.load(path)\n"
+                 "mix = 0.5 * back - caa\n"
+                 "mix.norms()"),
+    ],
+    "02_sparse_steering.ipynb": [
+        ("md", "# Sparse activation steering (SAS) end to end\n\n"
+               "Build a SAS vector in a shipped SAE's feature space from contrastive sentiment sentences, steer "
+               "with it (the reconstruction error of the unsteered activation is kept), and compare with its dense "
+               "direction."),
+        ("code", "import torch\nimport sas\nfrom sas.sae import load_sae, registry\nfrom sas.sparse import "
+                 "sas_vector_from_texts\nfrom sas.tasks import sentiment_pairs\n\n"
+                 "model = sas.load_model()\n"
+                 "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
+                 "key=lambda n: registry()[n]['width'])\n"
+                 "sae = load_sae(name, model)\nname, sae.cfg.d_sae"),
+        ("code", "pos, neg = sentiment_pairs()\n"
+                 "sv = sas_vector_from_texts(model, sae, pos, neg, tau=0.1)\n"
+                 "sv.n_features(), sv.settings"),
+        ("code", "prompt = [\"The weather today\"]\n"
+                 "for m in (-4, 0, 4):\n"
+                 "    with sas.steer(model, sv, multipliers=m):\n"
+                 "        print(m, sas.generate(model, prompt, max_new_tokens=20))"),
+        ("code", "dense = sv.to_dense()  # W_dec^T v\n"
+                 "r_sparse = sas.run_task(model, 'sentiment', sv, 4, n_prompts=8, max_new_tokens=16)\n"
+                 "r_dense = sas.run_task(model, 'sentiment', dense, 4, n_prompts=8, max_new_tokens=16)\n"
+                 "round(r_sparse['score'], 3), round(r_dense['score'], 3)"),
+    ],
+    "03_feature_inspection.ipynb": [
+        ("md", "# What do the selected features mean?\n\nFor each feature of a SAS vector: the tokens its decoder "
+               "direction promotes and suppresses, and the held-out Wikipedia contexts where it fires most."),
+        ("code", "import sas\nfrom sas.sae import load_sae, registry\nfrom sas.sparse import sas_vector_from_texts\n"
+                 "from sas.tasks import sentiment_pairs\nfrom sas.features import feature_table, top_contexts, "
+                 "overlap\nfrom sas.datasets import load_text_sample\n\n"
+                 "model = sas.load_model()\n"
+                 "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
+                 "key=lambda n: registry()[n]['width'])\nsae = load_sae(name, model)\n"
+                 "sv = sas_vector_from_texts(model, sae, *sentiment_pairs(), tau=0.1)"),
+        ("code", "feature_table(model, sae, sv).head(8)"),
+        ("code", "top_contexts(model, sae, sv.features()[:4].tolist(), load_text_sample(20), k=3, "
+                 "max_tokens=5000)"),
+        ("code", "pos, neg = sentiment_pairs()\n"
+                 "half = sas_vector_from_texts(model, sae, pos[::2], neg[::2], tau=0.1)\n"
+                 "overlap({'all pairs': sv, 'half the pairs': half})"),
+    ],
+    "04_sparse_vs_dense.ipynb": [
+        ("md", "# Sparse versus dense on the same data\n\nCAA, SAS and the dense direction decoded from the SAS "
+               "vector (`sas_dense`), built from the same activations and scored with the same sentiment task."),
+        ("code", "import sas\nfrom sas.sae import load_sae, registry\nfrom sas.compare import compare, "
+                 "plot_compare\n\nmodel = sas.load_model()\n"
+                 "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
+                 "key=lambda n: registry()[n]['width'])\nsae = load_sae(name, model)\n"
+                 "layer = int(sae.cfg.metadata.hook_name.split('.')[1])"),
+        ("code", "import tempfile, os\nout = os.path.join(tempfile.mkdtemp(), 'compare.jsonl')\n"
+                 "df = compare(model, {layer: sae}, task='sentiment', multipliers=[-2, 0, 2], n_prompts=6, "
+                 "max_new_tokens=12, progress=False, out=out)\n"
+                 "df[['method', 'layer', 'multiplier', 'score', 'perplexity', 'n_features', 'cos_caa']]"),
+        ("code", "from IPython.display import Image\nImage(str(plot_compare(df, out.replace('.jsonl', '.png'))))"),
+    ],
+}
+
+
+def main():
+    for name, cells in NOTEBOOKS.items():
+        nb = nbf.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
+                    for kind, src in cells]
+        nbf.write(nb, HERE / name)
+        print(HERE / name)
+
+
+if __name__ == "__main__":
+    main()
