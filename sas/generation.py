@@ -55,10 +55,12 @@ def new_cache(model, n_batch: int) -> TransformerLensKeyValueCache:
 def fast_layout(model) -> None:
     """Store the weights of a HookedTransformer in the layout its forward pass asks for.
 
-    TL 3.9 transposes and copies each weight on every call (``W_gate.T.contiguous()``, a reshape of
-    ``W_Q``, ``W_U.T.contiguous()``): about 40% of a generation step on gemma-3-270m. Each weight
-    becomes a view of a tensor that already has that layout, so those copies are no-ops. Values,
-    shapes and results are unchanged (the matmuls see the same operands). Idempotent.
+    TL 3.9 transposes and copies each block weight on every call (``W_gate.T.contiguous()``, a
+    reshape of ``W_Q``): about 40% of a generation step on gemma-3-270m. Each weight becomes a view
+    of a tensor that already has that layout, so those copies are no-ops. Values, shapes and results
+    are unchanged (the matmuls see the same operands; logits are bitwise equal). Idempotent.
+    ``W_U`` keeps its layout: :func:`logits_at` computes ``x @ W_U``, which at batch 1 is about 1.6x
+    faster in it than in the transposed one.
     """
     if getattr(model, "_sas_fast_layout", False):
         return
@@ -76,9 +78,6 @@ def fast_layout(model) -> None:
                 p = mlp._parameters.get(name)
                 if p is not None and p.ndim == 2:
                     p.data = p.data.T.contiguous().T
-        w_u = model.unembed._parameters.get("W_U")
-        if w_u is not None:
-            w_u.data = w_u.data.T.contiguous().T
     model._sas_fast_layout = True
 
 
