@@ -74,8 +74,12 @@ class Context:
     def model(self):
         if self._model is None:
             from sas import load_model
+            from sas.generation import fast_layout
 
             self._model = load_model("gemma-3-270m")
+            # sas re-lays the weights out on its first forward pass; do it up front so the naive
+            # baselines, which share this model, run on the same layout whatever the order
+            fast_layout(self._model)
         return self._model
 
     @property
