@@ -453,3 +453,40 @@ def test_sweep_unknown_behavior(tiny, tmp_path):
     with pytest.raises(ValueError, match="unknown behaviour 'flattery'"):
         ab_sweep(tiny, ["flattery"], [0], [1.0], out=tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_task_sweep_resumes(tiny, tmp_path):
+    out = tmp_path / "task.jsonl"
+    vec = {"actadd": sas.actadd_vector(tiny, "Love", "Hate", [1], behavior="sentiment")}
+    kw = dict(out=out, n_prompts=3, max_new_tokens=3, vectors=vec, progress=False)
+    sas.task_sweep(tiny, "sentiment", ["actadd"], [1], {"actadd": [-2.0, 2.0]}, **kw)
+    df = sas.task_sweep(tiny, "sentiment", ["actadd"], [1], {"actadd": [-2.0, 0.0, 2.0]}, **kw)
+    rows = read_rows(out)
+    assert sorted(r["multiplier"] for r in rows) == [-2.0, 0.0, 2.0] and len(df) == 3
+    keys = {"model", "method", "task", "layer", "multiplier", "score", "perplexity", "n", "seconds"}
+    assert all(keys <= set(r) and r["n"] == 3 and -1 <= r["score"] <= 1 for r in rows)
+    texts = read_rows(out.with_suffix(".texts.jsonl"))
+    assert len(texts) == 3 and all(len(t["texts"]) == 3 for t in texts)
+
+
+# ------------------------------------------------------------------------------------------ fluency
+def test_continuation_nll_equals_a_plain_forward(tiny):
+    prompts, conts = ["The cat", "A much longer opening sentence about"], [" sat on the mat", " rivers"]
+    nll = sas.generation.continuation_nll(tiny, prompts, conts)
+    tok = tiny.tokenizer
+    for i, (p, c) in enumerate(zip(prompts, conts)):
+        pi = [tok.bos_token_id] + tok(p, add_special_tokens=False).input_ids
+        ci = tok(c, add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            logp = torch.log_softmax(tiny(torch.tensor([pi + ci]))[0].float(), -1)
+        want = -sum(logp[len(pi) - 1 + k, t].item() for k, t in enumerate(ci))
+        assert nll[i, 0].item() == pytest.approx(want, rel=1e-4) and nll[i, 1].item() == len(ci)
+
+
+def test_mask_words():
+    from sas.tasks import mask_words
+
+    v = SteeringVector({1: _dir(0, 2)}, "tiny", "actadd", positions="front",
+                       settings={"positive": "Love", "negative": "Hate"})
+    assert mask_words(v).sub("", "Lovely day, I hated it; loving, hateful. Glove.") == " day, I  it; , . Glove."
+    assert mask_words(_vec()) is None
