@@ -1,0 +1,77 @@
+"""Claim: the tau trade-off. Higher tau keeps only features that fire on many pairs: fewer
+features, a cleaner vector, and (past some point) a weaker effect. Sentiment on gemma-3-270m.
+
+    python scripts/claim_tau.py --sae gemma-3-270m-L9-4k --multiplier 4 --out docs/claim_tau.md
+"""
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+import sas  # noqa: E402
+from sas.caa import last_token_activations  # noqa: E402
+from sas.sae import encode, load_sae  # noqa: E402
+from sas.sparse import SparseVector, sparse_diff  # noqa: E402
+from sas.sweep import append_row, read_rows  # noqa: E402
+from sas.tasks import run_task, sentiment_pairs  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sae", required=True)
+    p.add_argument("--taus", default="0,0.02,0.05,0.1,0.2,0.3,0.5")
+    p.add_argument("--multiplier", type=float, default=4.0)
+    p.add_argument("--n-prompts", type=int, default=40)
+    p.add_argument("--out", default="docs/claim_tau.md")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = sas.load_model()
+    sae = load_sae(args.sae, model)
+    layer = int(sae.cfg.metadata.hook_name.split(".")[1])
+    pt, nt = sentiment_pairs()
+    zp = encode(sae, last_token_activations(model, pt, [layer])[layer])
+    zn = encode(sae, last_token_activations(model, nt, [layer])[layer])
+    out = Path(args.out)
+    rows_path = out.with_suffix(".jsonl")
+    done = {r["tau"] for r in read_rows(rows_path)}
+    for tau in [float(t) for t in args.taus.split(",")]:
+        if tau in done:
+            continue
+        try:
+            v, info = sparse_diff(zp, zn, tau)
+        except ValueError as e:
+            append_row(rows_path, {"tau": tau, "n_features": 0, "note": str(e)})
+            continue
+        vec = SparseVector({layer: v}, {layer: sae}, "gemma-3-270m", "sentiment")
+        row = {"tau": tau, **info}
+        for m in (-args.multiplier, args.multiplier):
+            r = run_task(model, "sentiment", vec, m, [layer], args.n_prompts)
+            row[f"score@{m:+g}"], row[f"ppl@{m:+g}"] = r["score"], r["perplexity"]
+        append_row(rows_path, row)
+    df = pd.DataFrame(read_rows(rows_path)).sort_values("tau")
+    lo, hi = f"score@{-args.multiplier:+g}", f"score@{args.multiplier:+g}"
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax[0].plot(df.tau, df.n_features, marker="o")
+    ax[0].set(xlabel="tau", ylabel="features in the SAS vector", yscale="log")
+    if hi in df:
+        ax[1].plot(df.tau, df[hi] - df[lo], marker="o")
+        ax[1].set(xlabel="tau", ylabel=f"sentiment span (x{args.multiplier:g} minus x{-args.multiplier:g})")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=100)
+    lines = ["# The tau trade-off (sentiment)", "", f"SAE `{args.sae}` (layer {layer}), multiplier "
+             f"+-{args.multiplier:g}, {args.n_prompts} neutral prompts, VADER compound.", "",
+             df.round(4).to_markdown(index=False), "", f"![figure]({out.with_suffix('.png').name})", ""]
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Claim: a wider SAE gives sparser, more monosemantic SAS vectors.
+
+For each behaviour (answer-letter activations of letter-balanced generate pairs) and for sentiment
+(contrastive sentences), build the SAS vector in each SAE (same layer, different widths) and report
+the number of features, how concentrated |v| is in its top 10 features, and how much the feature
+sets of different behaviours overlap (less overlap: features specific to one behaviour).
+
+    python scripts/claim_width.py --saes gemma-3-270m-L9-4k,gemma-3-270m-L9-16k --out docs/claim_width.md
+"""
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+import sas  # noqa: E402
+from sas.caa import answer_activations, last_token_activations  # noqa: E402
+from sas.datasets import BEHAVIORS, balance_letters, load_behavior  # noqa: E402
+from sas.features import overlap  # noqa: E402
+from sas.sae import encode, load_sae  # noqa: E402
+from sas.sparse import SparseVector, sparse_diff  # noqa: E402
+from sas.tasks import sentiment_pairs  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--saes", required=True, help="comma-separated SAE names at one layer, different widths")
+    p.add_argument("--tau", type=float, default=0.1)
+    p.add_argument("--n-pairs", type=int, default=200, help="pairs per behaviour")
+    p.add_argument("--out", default="docs/claim_width.md")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = sas.load_model()
+    saes = {n: load_sae(n, model) for n in args.saes.split(",")}
+    layers = {int(s.cfg.metadata.hook_name.split(".")[1]) for s in saes.values()}
+    if len(layers) != 1:
+        raise SystemExit(f"the SAEs read different layers {sorted(layers)}; give SAEs of one layer")
+    layer = layers.pop()
+    acts = {}
+    for b in BEHAVIORS:
+        pairs = balance_letters(load_behavior(b))[:args.n_pairs]
+        pos, neg = answer_activations(model, pairs, [layer])
+        acts[b] = (pos[layer], neg[layer])
+    pt, nt = sentiment_pairs()
+    acts["sentiment"] = (last_token_activations(model, pt, [layer])[layer],
+                         last_token_activations(model, nt, [layer])[layer])
+    rows, vecs = [], {}
+    for name, sae in saes.items():
+        vecs[name] = {}
+        for item, (pos, neg) in acts.items():
+            try:
+                v, info = sparse_diff(encode(sae, pos), encode(sae, neg), args.tau)
+            except ValueError as e:
+                rows.append({"sae": name, "width": sae.cfg.d_sae, "item": item, "n_features": 0, "note": str(e)})
+                continue
+            a = v.abs().sort(descending=True).values
+            vecs[name][item] = SparseVector({layer: v}, {layer: sae}, "gemma-3-270m", item)
+            rows.append({"sae": name, "width": sae.cfg.d_sae, "item": item, "n_features": info["n_features"],
+                         "top10_mass": (a[:10].sum() / a.sum()).item(), "n_both_dropped": info["n_both"]})
+    df = pd.DataFrame(rows)
+    over = {}
+    for name, vs in vecs.items():
+        m = overlap(vs).values
+        over[name] = m[~np.eye(len(m), dtype=bool)].mean() if len(m) > 1 else float("nan")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    piv = df.pivot_table(index="item", columns="width", values="n_features")
+    ax = piv.plot.bar(figsize=(9, 4), title=f"SAS features per vector at layer {layer}, tau={args.tau}")
+    ax.set_ylabel("features in the SAS vector")
+    plt.tight_layout()
+    plt.savefig(out.with_suffix(".png"), dpi=100)
+    summary = df.groupby("width")[["n_features", "top10_mass"]].median().round(3)
+    summary["mean_overlap_across_items"] = [round(over[n], 3) for n in saes]
+    lines = ["# Wider SAEs and the sparsity of SAS vectors", "",
+             f"Layer {layer}, tau {args.tau}, {args.n_pairs} letter-balanced pairs per behaviour, 100 sentiment "
+             f"sentence pairs. SAEs: {args.saes}.", "", "## Median over behaviours", "", summary.to_markdown(), "",
+             "## Per behaviour", "", piv.to_markdown(), "", f"![figure]({out.with_suffix('.png').name})", ""]
+    out.write_text("\n".join(lines))
+    df.to_json(out.with_suffix(".jsonl"), orient="records", lines=True)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
