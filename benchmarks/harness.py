@@ -116,10 +116,12 @@ def time_interleaved(candidates: dict[str, Callable[[], Any]], repeats: int, war
                      progress: Callable[[str], None] = print) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Run each candidate ``repeats`` times, interleaved, alternating the order every repeat.
 
-    Returns ``(times, outputs)``: seconds per repeat for each candidate, and each candidate's last output.
+    Returns ``(times, cpu, outputs)``: wall and CPU seconds (this process) per repeat for each candidate,
+    and each candidate's last output.
     """
     names = list(candidates)
     times = {n: [] for n in names}
+    cpu = {n: [] for n in names}
     outputs = {}
     if warmup:
         for n in names:
@@ -127,25 +129,29 @@ def time_interleaved(candidates: dict[str, Callable[[], Any]], repeats: int, war
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for n in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = candidates[n]()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if isinstance(out, Timed):
-                dt, out = out.seconds, out.value
+                dt, dc, out = out.seconds, out.seconds, out.value
             times[n].append(dt)
+            cpu[n].append(dc)
             outputs[n] = out
-            progress(f"  repeat {r + 1}/{repeats} {n}: {dt:.2f} s")
-    return times, outputs
+            progress(f"  repeat {r + 1}/{repeats} {n}: {dt:.2f} s wall, {dc:.2f} s cpu")
+    return times, cpu, outputs
 
 
-def summarize(times: dict[str, list[float]], comp: Comparison) -> dict:
-    """Per-repeat speed ratios (baseline / candidate) of one comparison, with median, min and max."""
+def summarize(times: dict[str, list[float]], cpu: dict[str, list[float]], comp: Comparison) -> dict:
+    """Per-repeat speed ratios (baseline / candidate) of one comparison, with median, min and max;
+    the same from CPU time (less sensitive to other jobs on the machine)."""
     ratios = [b / c for b, c in zip(times[comp.baseline], times[comp.candidate])]
+    cpu_ratios = [b / c for b, c in zip(cpu[comp.baseline], cpu[comp.candidate])]
     med = statistics.median(ratios)
     return {"candidate": comp.candidate, "baseline": comp.baseline, "ratios": ratios,
             "ratio_median": med, "ratio_min": min(ratios), "ratio_max": max(ratios),
             "candidate_seconds_median": statistics.median(times[comp.candidate]),
             "baseline_seconds_median": statistics.median(times[comp.baseline]),
+            "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratios": cpu_ratios,
             "goal": comp.goal, "goal_met": None if comp.goal is None else med >= comp.goal, "note": comp.note}
 
 
@@ -204,9 +210,10 @@ class BenchResult:
     name: str
     description: str
     times: dict[str, list[float]]
+    cpu_times: dict[str, list[float]]
     comparisons: list[dict]
     check: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
     load_average_before: list[float] = field(default_factory=list)
     load_average_after: list[float] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
+    date_utc: str = ""

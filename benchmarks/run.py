@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from .cases import BENCHES, FULL, QUICK, run_sweep  # noqa: E402
+from .cases import BENCHES, FULL, MEMORY, QUICK, run_sweep  # noqa: E402
 from .harness import (ROOT, BenchResult, Context, environment, load_average, measure_memory,  # noqa: E402
                       measure_memory_here, summarize, time_interleaved)
 
@@ -35,9 +35,10 @@ def run_bench(name: str, ctx: Context, quick: bool, memory: bool, repeats: int |
     before = load_average()
     candidates = bench.setup(ctx, cfg)
     n = repeats or (1 if quick else bench.repeats)
-    times, outputs = time_interleaved(candidates, n, warmup=bench.warmup and not quick,
-                                      progress=lambda s: print(s, flush=True))
-    comps = [summarize(times, c) for c in bench.comparisons]
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    times, cpu, outputs = time_interleaved(candidates, n, warmup=bench.warmup and not quick,
+                                           progress=lambda s: print(s, flush=True))
+    comps = [summarize(times, cpu, c) for c in bench.comparisons]
     check = bench.check(outputs) if bench.check else {}
     after = load_average()
     mem = {}
@@ -49,7 +50,7 @@ def run_bench(name: str, ctx: Context, quick: bool, memory: bool, repeats: int |
         print(f"  {c['candidate']} vs {c['baseline']}: {c['ratio_median']:.2f}x "
               f"[{c['ratio_min']:.2f}..{c['ratio_max']:.2f}]", flush=True)
     print(f"  check: {check}", flush=True)
-    return BenchResult(name, bench.describe(cfg), times, comps, check, mem, before, after)
+    return BenchResult(name, bench.describe(cfg), times, cpu, comps, check, mem, before, after, date)
 
 
 def _fmt_mem(m: dict | None) -> str:
@@ -71,9 +72,9 @@ def markdown(res: dict) -> str:
         "Ratio = baseline time / candidate time over the same work (> 1: the candidate is faster), taken per "
         "repeat with baseline and candidate interleaved; median [min..max] over repeats. Times are medians. "
         "Memory: peak resident set size increase during one call, in a fresh process.", "",
-        "| benchmark | candidate | baseline | ratio median [min..max] | goal | met | candidate s | baseline s "
-        "| candidate memory | baseline memory |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| benchmark | candidate | baseline | ratio median [min..max] | goal | met | CPU-time ratio | candidate s "
+        "| baseline s | candidate memory | baseline memory |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for b in res["benchmarks"]:
         for c in b["comparisons"]:
@@ -82,18 +83,23 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"| {b['name']} | {c['candidate']} | {c['baseline']} | {c['ratio_median']:.2f}x "
                 f"[{c['ratio_min']:.2f}..{c['ratio_max']:.2f}] (n={len(c['ratios'])}) | {goal} | {met} "
-                f"| {c['candidate_seconds_median']:.2f} | {c['baseline_seconds_median']:.2f} "
+                f"| {c['cpu_ratio_median']:.2f}x | {c['candidate_seconds_median']:.2f} | {c['baseline_seconds_median']:.2f} "
                 f"| {_fmt_mem(b['memory'].get(c['candidate']))} | {_fmt_mem(b['memory'].get(c['baseline']))} |")
     lines += ["", "## Workloads and correctness checks", ""]
     for b in res["benchmarks"]:
-        lines.append(f"- **{b['name']}**: {b['description']}. Check: `{json.dumps(b['check'])}`")
+        lines.append(f"- **{b['name']}** ({b.get('date_utc', '')} UTC, load average {b['load_average_before']} -> "
+                     f"{b['load_average_after']}): {b['description']}. Check: `{json.dumps(b['check'])}`")
     if res.get("sweep"):
         s = res["sweep"]
         lines += ["", "## A/B sweep wall time", "",
                   f"`sas.sweep.ab_sweep`: {len(s['behaviors'])} behaviour(s) x layers {s['layers']} x multipliers "
-                  f"{s['multipliers']}, {s['n_test']} test questions, {s['n_rows']} rows.", "",
-                  "| total | building CAA vectors | scoring | other | goal |", "|---|---|---|---|---|",
-                  f"| {s['total_seconds'] / 60:.1f} min | {s['extraction_seconds'] / 60:.1f} min "
+                  f"{s['multipliers']}, {s['n_test']} test questions, {s['n_rows']} rows; started "
+                  f"{s.get('date_utc', '')} UTC, load average {s.get('load_average_before')} -> "
+                  f"{s.get('load_average_after')}. CPU time is this process's: the wall time on an idle core.", "",
+                  "| total (wall) | total (CPU) | building CAA vectors | scoring | other | goal |",
+                  "|---|---|---|---|---|---|",
+                  f"| {s['total_seconds'] / 60:.1f} min | {s.get('cpu_seconds', float('nan')) / 60:.1f} min "
+                  f"| {s['extraction_seconds'] / 60:.1f} min "
                   f"| {s['scoring_seconds'] / 60:.1f} min | {s['other_seconds'] / 60:.1f} min "
                   f"| < 15 min{'' if s['goal_met'] is None else (': met' if s['goal_met'] else ': **missed**')} |"]
     if res.get("notes"):
@@ -113,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     ap.add_argument("--out", default=str(ROOT / "results.json"), help="results JSON (Markdown beside it, .md)")
     ap.add_argument("--notes", default=None, help="a file whose text goes under Notes in the Markdown")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="FILE",
+                    help="run nothing: combine earlier results files (e.g. a sweep run apart) into --out")
     ap.add_argument("--child-memory", nargs=2, metavar=("BENCH", "CANDIDATE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -120,10 +128,12 @@ def main(argv=None) -> int:
     if args.child_memory:  # internal: peak memory of one candidate, printed as JSON
         name, cand = args.child_memory
         ctx = Context(args.quick)
-        fn = BENCHES[name].setup(ctx, QUICK if args.quick else FULL)[cand]
+        fn = BENCHES[name].setup(ctx, QUICK if args.quick else MEMORY)[cand]
         print(json.dumps(measure_memory_here(fn)))
         return 0
 
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     names = list(BENCHES) + ["sweep"] if args.only is None else args.only.split(",")
     unknown = [n for n in names if n not in BENCHES and n != "sweep"]
     if unknown:
@@ -134,17 +144,27 @@ def main(argv=None) -> int:
     res = {"quick": args.quick, "command": " ".join(["python -m benchmarks.run"] + (argv or sys.argv[1:])),
            "environment": environment(torch.get_num_threads()), "load_average_start": load_average(),
            "benchmarks": [], "sweep": None}
+    if args.only and out.exists():  # a partial run updates the results of an earlier one
+        old = json.loads(out.read_text())
+        if old.get("quick") == args.quick:
+            res["benchmarks"] = [b for b in old.get("benchmarks", []) if b["name"] not in names]
+            res["sweep"] = old.get("sweep") if "sweep" not in names else None
+            res["earlier_runs"] = old.get("earlier_runs", []) + [{k: old.get(k) for k in (
+                "command", "environment", "load_average_start", "load_average_end", "total_seconds")}]
     t0 = time.time()
     for n in names:
         if n == "sweep":
             continue
         r = run_bench(n, ctx, args.quick, memory=not args.no_memory and (not args.quick or n == "extraction"),
                       repeats=args.repeats)
-        res["benchmarks"].append(asdict(r))
+        res["benchmarks"] = [b for b in res["benchmarks"] if b["name"] != n] + [asdict(r)]
+        res["benchmarks"].sort(key=lambda b: list(BENCHES).index(b["name"]))
         _write(res, out)  # after every benchmark: an interrupted run keeps what it measured
     if "sweep" in names and (args.quick or args.sweep):
         print("[sweep]", flush=True)
+        before, date = load_average(), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
         res["sweep"] = run_sweep(ctx, args.quick, ROOT / ".cache")
+        res["sweep"].update(date_utc=date, load_average_before=before)
         res["sweep"]["load_average_after"] = load_average()
         print(f"  {res['sweep']}", flush=True)
     res["load_average_end"] = load_average()
@@ -153,6 +173,24 @@ def main(argv=None) -> int:
         res["notes"] = Path(args.notes).read_text().strip()
     _write(res, out)
     print(f"wrote {out} and {out.with_suffix('.md')} in {res['total_seconds']:.0f} s")
+    return 0
+
+
+def merge(files: list[str], out: Path) -> int:
+    """Combine results files: the first file's run is the main one; later files add the benchmarks and
+    the sweep it lacks, and their run details go under ``earlier_runs``."""
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    res = runs[0]
+    for other in runs[1:]:
+        have = {b["name"] for b in res["benchmarks"]}
+        res["benchmarks"] += [b for b in other.get("benchmarks", []) if b["name"] not in have]
+        res["sweep"] = res.get("sweep") or other.get("sweep")
+        res.setdefault("earlier_runs", []).append({k: other.get(k) for k in (
+            "command", "environment", "load_average_start", "load_average_end", "total_seconds")})
+    res["benchmarks"].sort(key=lambda b: list(BENCHES).index(b["name"]))
+    res["command"] = " && ".join([res["command"]] + [r["command"] for r in res.get("earlier_runs", [])])
+    _write(res, out)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 
