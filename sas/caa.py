@@ -36,11 +36,14 @@ def answer_activations(model, pairs: list[ABPair], layers: Sequence[int], batch_
     stop = max(layers) + 1
     names = [f"blocks.{x}.hook_resid_post" for x in layers]
     t = ab_tokens(model, pairs)
+    # batch questions of similar length: a third less padding on the CAA data
+    order = sorted(range(len(pairs)), key=lambda k: len(t.prefix[k]))
     pos = {x: [] for x in layers}
     neg = {x: [] for x in layers}
     for i in tqdm(range(0, len(pairs), batch_size), desc="CAA activations", disable=not progress):
-        batch = pairs[i:i + batch_size]
-        tokens, mask, left_pad = pad_left([p + t.suffix for p in t.prefix[i:i + batch_size]], pad_id(model))
+        idx = order[i:i + batch_size]
+        batch = [pairs[k] for k in idx]
+        tokens, mask, left_pad = pad_left([t.prefix[k] + t.suffix for k in idx], pad_id(model))
         cache = new_cache(model, len(batch))
         run_resid(model, tokens, mask, left_pad, cache, stop_at_layer=stop)
         cache.freeze()
@@ -56,7 +59,8 @@ def answer_activations(model, pairs: list[ABPair], layers: Sequence[int], batch_
             for x, n in zip(layers, names):
                 pos[x].append(acts[p.matching][n][j])
                 neg[x].append(acts[p.not_matching][n][j])
-    return ({x: torch.stack(v) for x, v in pos.items()}, {x: torch.stack(v) for x, v in neg.items()})
+    back = torch.argsort(torch.tensor(order))  # rows in the order of ``pairs``
+    return ({x: torch.stack(v)[back] for x, v in pos.items()}, {x: torch.stack(v)[back] for x, v in neg.items()})
 
 
 def caa_vector(model, pairs: list[ABPair], layers: Sequence[int], behavior: str = "custom",
