@@ -100,8 +100,12 @@ class SteeringVector:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tensors = {f"layer.{k}": v.detach().float().contiguous().cpu() for k, v in self.directions.items()}
-        save_file(tensors, str(tmp), metadata={"sas": json.dumps(self.meta())})
-        os.replace(tmp, path)
+        try:
+            save_file(tensors, str(tmp), metadata={"sas": json.dumps(self.meta())})
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no half-written file left behind
+            raise
         path.with_suffix(".json").write_text(json.dumps(self.meta(), indent=1))  # human-readable copy
         return path
 

@@ -145,6 +145,24 @@ def test_save_load_round_trip(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_failed_save_leaves_no_half_written_file(tmp_path, monkeypatch):
+    import sas.vector
+
+    old = _vec()
+    old.save(tmp_path / "v")
+
+    def torn(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 10)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sas.vector, "save_file", torn)
+    with pytest.raises(OSError, match="disk full"):
+        _vec(seed=5).save(tmp_path / "v")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json", "v.safetensors"]
+    assert torch.equal(SteeringVector.load(tmp_path / "v").directions[LAYER], old.directions[LAYER])
+
+
 def test_load_rejects_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="sas vectors"):
         SteeringVector.load(tmp_path / "missing")
