@@ -26,14 +26,14 @@ FULL = {"n_pairs": 16, "layers": [4, 8], "n_test": 10, "multipliers": [-2.0, -1.
         "new_tokens": 64, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 64}
 QUICK = {"n_pairs": 4, "layers": [4, 8], "n_test": 3, "multipliers": [-1.0, 1.0], "ab_layer": 8,
          "new_tokens": 8, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 8}
-# peak memory is set by one batch: one full naive batch (16 sequences; 10 questions), one multiplier
-MEMORY = {**FULL, "n_pairs": 8, "multipliers": [2.0], "new_tokens": 8}
+# peak memory is set by one batch: a few full batches, one multiplier, a few new tokens
+MEMORY = {**FULL, "n_pairs": 4, "n_test": 8, "multipliers": [2.0], "new_tokens": 8}
 
 
 # ---- 1. CAA extraction ----
 
 @torch.inference_mode()
-def naive_answer_activations(model, pairs, layers, batch_size: int = 16):
+def naive_answer_activations(model, pairs, layers, batch_size: int = 4):
     """The naive way: every full prompt + answer letter through the whole model, logits and all,
     ``run_with_cache`` for the residuals at the letter. Returns ``(matching, not_matching)`` as sas does."""
     t = ab_tokens(model, pairs)
@@ -72,7 +72,7 @@ def _check_extraction(out: dict) -> dict:
 # ---- 2. A/B scoring ----
 
 @torch.inference_mode()
-def naive_ab_scores(model, pairs, vector, layer: int, multipliers, batch_size: int = 10) -> list[float]:
+def naive_ab_scores(model, pairs, vector, layer: int, multipliers, batch_size: int = 4) -> list[float]:
     """The naive way: the full prompt through ``model(tokens)`` (all logits), a plain hook that adds
     the vector at the answer scaffold, letter logits read at the last position. Returns mean p_match
     per multiplier."""
@@ -175,13 +175,14 @@ BENCHES = {
         [Comparison("sas answer_activations", "naive run_with_cache", 5.0, "extraction throughput >= 5x")],
         _check_extraction, repeats=3,
         describe=lambda cfg: f"{cfg['n_pairs']} sycophancy pairs (generate split), layers {cfg['layers']}, batch 16 pairs (sas) / "
-                             "16 sequences (naive, full model with logits)"),
+                             "4 sequences (naive, full model with logits: 16 sequences, 2.9 GB of logits, "
+                             "were killed by the OOM killer on this shared machine)"),
     "ab_scoring": Bench(
         "ab_scoring", _setup_ab,
         [Comparison("sas ABScorer", "naive model(tokens)", None, "report the ratio")],
         _check_ab, repeats=3,
         describe=lambda cfg: f"{cfg['n_test']} sycophancy test questions x {len(cfg['multipliers'])} multipliers, "
-                             f"CAA vector at layer {cfg['ab_layer']}"),
+                             f"CAA vector at layer {cfg['ab_layer']}; batch 25 (sas) / 4 (naive, full logits)"),
     "generation_batch1": _generation_bench(1),
     "generation_batch8": _generation_bench(8),
 }
