@@ -71,7 +71,8 @@ def markdown(res: dict) -> str:
         f"Command: `{res['command']}`.", "",
         "Ratio = baseline time / candidate time over the same work (> 1: the candidate is faster), taken per "
         "repeat with baseline and candidate interleaved; median [min..max] over repeats. Times are medians. "
-        "Memory: peak resident set size increase during one call, in a fresh process.", "",
+        "Memory: peak resident set size increase during one call, in a fresh process, on the smaller `MEMORY` "
+        "workload of cases.py (a few batches; peak memory is set by one batch).", "",
         "| benchmark | candidate | baseline | ratio median [min..max] | goal | met | CPU-time ratio | candidate s "
         "| baseline s | candidate memory | baseline memory |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
