@@ -97,6 +97,12 @@ def markdown(res: dict) -> str:
                   f"{s['multipliers']}, {s['n_test']} test questions, {s['n_rows']} rows; started "
                   f"{s.get('date_utc', '')} UTC, load average {s.get('load_average_before')} -> "
                   f"{s.get('load_average_after')}. CPU time is this process's: the wall time on an idle core.", "",
+                  *([f"**Estimated**: the sweep was cut short on the busy machine after "
+                     f"{', '.join(s['finished_behaviors'])}; building vectors is extrapolated by real tokens "
+                     f"({s['caa_tokens_per_cpu_second']:.0f} tokens per CPU second, 17 layers), scoring by the mean "
+                     f"of the finished behaviours. Vectors: {s['extraction_cpu_seconds'] / 60:.1f} CPU min, scoring: "
+                     f"{s['scoring_cpu_seconds'] / 60:.1f} CPU min (`python -m benchmarks.sweep_estimate`).", ""]
+                    if s.get("estimated") else []),
                   "| total (wall) | total (CPU) | building CAA vectors | scoring | other | goal |",
                   "|---|---|---|---|---|---|",
                   f"| {s['total_seconds'] / 60:.1f} min | {s.get('cpu_seconds', float('nan')) / 60:.1f} min "
