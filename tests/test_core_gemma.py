@@ -63,7 +63,8 @@ def _plain_ab(model, pairs, vec=None, mult=0.0, layer=None):
 
 
 def test_ab_scorer_reads_the_letter_tokens(gemma, syco_vector):
-    pairs = load_behavior("sycophancy", "test")[:4]
+    pairs = load_behavior("corrigible-neutral-HHH", "test")[:4]  # short questions, both letters matching
+    assert {p.matching for p in pairs} == {"A", "B"}
     scorer = ABScorer(gemma, pairs, batch_size=3)
     tok = gemma.tokenizer
     assert {x: tok.decode([i]) for x, i in scorer.t.letters.items()} == {"A": "A", "B": "B"}
