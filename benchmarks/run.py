@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         return 0
 
     if args.merge:
-        return merge(args.merge, Path(args.out))
+        return merge(args.merge, Path(args.out), args.notes)
     names = list(BENCHES) + ["sweep"] if args.only is None else args.only.split(",")
     unknown = [n for n in names if n not in BENCHES and n != "sweep"]
     if unknown:
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def merge(files: list[str], out: Path) -> int:
+def merge(files: list[str], out: Path, notes: str | None = None) -> int:
     """Combine results files: the first file's run is the main one; later files add the benchmarks and
     the sweep it lacks, and their run details go under ``earlier_runs``."""
     runs = [json.loads(Path(f).read_text()) for f in files]
@@ -196,6 +196,8 @@ def merge(files: list[str], out: Path) -> int:
             "command", "environment", "load_average_start", "load_average_end", "total_seconds")})
     res["benchmarks"].sort(key=lambda b: list(BENCHES).index(b["name"]))
     res["command"] = " && ".join([res["command"]] + [r["command"] for r in res.get("earlier_runs", [])])
+    if notes:
+        res["notes"] = Path(notes).read_text().strip()
     _write(res, out)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
