@@ -94,9 +94,11 @@ def markdown(res: dict) -> str:
         s = res["sweep"]
         lines += ["", "## A/B sweep wall time", "",
                   f"`sas.sweep.ab_sweep`: {len(s['behaviors'])} behaviour(s) x layers {s['layers']} x multipliers "
-                  f"{s['multipliers']}, {s['n_test']} test questions, {s['n_rows']} rows; started "
-                  f"{s.get('date_utc', '')} UTC, load average {s.get('load_average_before')} -> "
-                  f"{s.get('load_average_after')}. CPU time is this process's: the wall time on an idle core.", "",
+                  f"{s['multipliers']}, {s['n_test']} test questions, {s['n_rows']} rows"
+                  + (f"; started {s['date_utc']} UTC, load average {s.get('load_average_before')} -> "
+                     f"{s.get('load_average_after')}" if s.get("date_utc") else "")
+                  + ". CPU time is this process's: the wall time on an idle core"
+                  + (" (the wall columns are at this run's share of a busy core)." if s.get("estimated") else "."), "",
                   *([f"**Estimated**: the sweep was cut short on the busy machine after "
                      f"{', '.join(s['finished_behaviors'])}; building vectors is extrapolated by real tokens "
                      f"({s['caa_tokens_per_cpu_second']:.0f} tokens per CPU second, 17 layers), scoring by the mean "
