@@ -55,6 +55,8 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu"
                          "not a sae-lens 'release/id'")
     if model is not None:
         check_sae_fits(sae, model, strict=strict)
+    sae.sas_name = "/".join(spec) if isinstance(spec, tuple) else str(spec)  # carried into SAS vectors' metadata
+    sae.sas_release = spec[0] if isinstance(spec, tuple) else str(spec).partition("/")[0]  # for Neuronpedia links
     return sae
 
 

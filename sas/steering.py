@@ -12,6 +12,7 @@ cache offset). A plain ``model(tokens)`` call inside the block is treated as one
 from __future__ import annotations
 
 import contextvars
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -128,6 +129,9 @@ def _check_model(model, vec) -> None:
     if vec.d_model != model.cfg.d_model:
         raise ValueError(f"the vector has width {vec.d_model} but {model.cfg.model_name} has d_model "
                          f"{model.cfg.d_model}: it was made for {vec.model}; rebuild it for this model")
+    if vec.model and vec.model != model.cfg.model_name:
+        warnings.warn(f"steering {model.cfg.model_name} with a vector made for {vec.model} (same width, "
+                      "but another model's residual stream); rebuild it for this model")
 
 
 @contextmanager
