@@ -17,9 +17,8 @@ from .datasets import BEHAVIORS, balance_letters, data_hash, load_behavior
 from .evaluate import ABScorer, side_effects
 from .sae import encode
 from .sparse import SparseVector, _sae_name, sparse_diff
-from .steering import steer
 from .sweep import append_row, read_rows, to_frame
-from .tasks import TASKS, run_task, sentiment_pairs
+from .tasks import TASKS, run_task, sentiment_pairs, topic_pairs
 from .vector import SteeringVector
 
 METHODS = ("caa", "sas", "sas_dense")
@@ -77,7 +76,7 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
                disable=not progress)
     for item in items:
         if task:
-            p_txt, n_txt = sentiment_pairs() if task == "sentiment" else _topic_pairs()
+            p_txt, n_txt = sentiment_pairs() if task == "sentiment" else topic_pairs()
             pos = last_token_activations(model, p_txt, layers)
             neg = last_token_activations(model, n_txt, layers)
             dhash = data_hash(list(zip(p_txt, n_txt)))
@@ -116,12 +115,6 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
     return to_frame(read_rows(out)) if out else None
 
 
-def _topic_pairs():
-    pos = [f"Let's talk about the {w}." for w in ("wedding", "bride", "groom", "marriage", "honeymoon")]
-    neg = [f"Let's talk about the {w}." for w in ("weather", "economy", "engine", "election", "harvest")]
-    return pos, neg
-
-
 def plot_compare(df: pd.DataFrame, path: str | Path) -> Path:
     """Score against multiplier per method (a panel per layer and behaviour/task), and, with side
     effects, each side effect against the behaviour shift."""
@@ -129,6 +122,8 @@ def plot_compare(df: pd.DataFrame, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .plots import save_figure
 
     what = "task" if "task" in df and df["task"].notna().any() else "behavior"
     value = "score" if what == "task" else "p_match"
@@ -147,9 +142,4 @@ def plot_compare(df: pd.DataFrame, path: str | Path) -> Path:
                 a.set(xlabel=f"{value} shift", ylabel=c, title=f"{item} L{layer}: {c} at matched shift")
         ax[0].set(xlabel="multiplier", ylabel=value, title=f"{item}, layer {layer}")
         ax[0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -10,7 +11,7 @@ import torch
 from .datasets import ABPair, load_mmlu, load_text_sample, load_truthfulqa
 from .generation import logits_at, new_cache, pad_id, pad_left, perplexity, run_resid
 from .prompts import ab_tokens
-from .steering import steer
+from .steering import _as_terms, steer
 
 
 @dataclass
@@ -57,15 +58,13 @@ class ABScorer:
         col = {letter: i for i, letter in enumerate(self.t.letters)}
         terms = [] if vectors is None else vectors
         mults = [multipliers] if isinstance(multipliers, (int, float)) else list(multipliers)
-        from .steering import _as_terms
-
-        live = [(v, x) for v, x in _as_terms(terms, mults)] if terms != [] else []
+        live = _as_terms(terms, mults) if terms else []
         shared = all((positions or v.positions) == "after_prompt" or x == 0 for v, x in live)
         rows = []
         if shared:  # the prefix cache must be built unsteered, before the steering hooks go on
             for c in self.chunks:
                 self._prefix_cache(c)
-        ctx = steer(m, [v for v, _ in live], [x for _, x in live], layers, positions) if live else _null()
+        ctx = steer(m, [v for v, _ in live], [x for _, x in live], layers, positions) if live else nullcontext()
         with ctx:
             for c in self.chunks:
                 b = len(c.pairs)
@@ -85,14 +84,6 @@ class ABScorer:
                     rows.append((torch.sigmoid(lm - ln).item(), lm.exp().item(), torch.sigmoid(la - lb).item()))
         r = torch.tensor(rows).mean(0)
         return {"p_match": r[0].item(), "p_match_raw": r[1].item(), "p_a": r[2].item(), "n": len(rows)}
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def ab_score(model, pairs: list[ABPair], vectors=None, multipliers=1.0, layers=None, positions=None) -> dict:

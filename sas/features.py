@@ -14,7 +14,6 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .generation import logits_at
 
 NEURONPEDIA = {  # sae-lens release -> Neuronpedia model id and SAE set (for Gemma Scope)
     "gemma-scope-2b-pt-res-canonical": ("gemma-2-2b", "gemmascope-res-16k"),
@@ -113,6 +112,8 @@ def plot_overlap(df: pd.DataFrame, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import save_figure
+
     fig, ax = plt.subplots(figsize=(1 + 0.8 * len(df), 1 + 0.7 * len(df)))
     im = ax.imshow(df.values, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(df)), df.columns, rotation=45, ha="right")
@@ -121,12 +122,7 @@ def plot_overlap(df: pd.DataFrame, path: str | Path) -> Path:
         for j in range(len(df)):
             ax.text(j, i, f"{df.values[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
     fig.colorbar(im, ax=ax, label="Jaccard overlap of SAS features")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def neuronpedia_url(sae, feature: int) -> str | None:

@@ -48,7 +48,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SAS_CACHE", Path.home() / ".cache" / "sas")).expanduser()
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -80,7 +81,7 @@ def _manifest_ok(folder: Path) -> bool:
         return False
     try:
         files = json.loads(manifest.read_text())["files"]
-        return all((folder / f).stat().st_size == meta["size"] and _sha256(folder / f) == meta["sha256"]
+        return all((folder / f).stat().st_size == meta["size"] and sha256(folder / f) == meta["sha256"]
                    for f, meta in files.items())
     except (OSError, KeyError, ValueError):
         return False
@@ -112,7 +113,7 @@ def converted_model_dir(name: str = DEFAULT_MODEL) -> Path:
     tok.save_pretrained(tmp)
     if gguf.parent == tmp:
         gguf.unlink()
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+    files = {p.name: {"size": p.stat().st_size, "sha256": sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
     (tmp / "sas_manifest.json").write_text(json.dumps({"model": spec.name, "files": files}, indent=1))
     tmp.rename(folder)  # atomic: a folder with this name is always complete
     return folder

@@ -11,6 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_sweep(df: pd.DataFrame, path: str | Path, value: str | None = None) -> Path:
     """Two panels per behaviour or task: ``value`` against multiplier (a line per layer) and against
     layer (a line per multiplier). ``value`` defaults to ``p_match`` (A/B) or ``score`` (tasks)."""
@@ -29,9 +39,4 @@ def plot_sweep(df: pd.DataFrame, path: str | Path, value: str | None = None) -> 
         b.set(title=f"{key[0]} / {key[1]}", xlabel="layer", ylabel=value)
         a.legend(fontsize=7)
         b.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -12,7 +12,6 @@ An SAE here is always a sae-lens ``SAE``; this module only finds, checks and mea
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 import warnings
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+
+from .models import sha256
 
 SAE_DIR = Path(__file__).resolve().parents[1] / "saes"  # the registry: <name>.json cards + <name>/ folders
 WEIGHTS = "sae_weights.safetensors"
@@ -63,14 +64,6 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu"
 def registry() -> dict[str, dict]:
     """The project's own SAEs: ``{name: card}`` from the ``saes/*.json`` cards."""
     return {p.stem: json.loads(p.read_text()) for p in sorted(SAE_DIR.glob("*.json"))}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_registered(name: str, device: str, dtype: str):

@@ -20,7 +20,6 @@ import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors import safe_open

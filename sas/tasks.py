@@ -56,6 +56,13 @@ def sentiment_pairs() -> tuple[list[str], list[str]]:
     return pos, neg
 
 
+def topic_pairs() -> tuple[list[str], list[str]]:
+    """Sentences about weddings / about other things, for a CAA topic vector."""
+    pos = [f"Let's talk about the {w}." for w in ("wedding", "bride", "groom", "marriage", "honeymoon")]
+    neg = [f"Let's talk about the {w}." for w in ("weather", "economy", "engine", "election", "harvest")]
+    return pos, neg
+
+
 def task_vector(model, task: str, method: str, layers: Sequence[int]) -> SteeringVector:
     """The steering vector a task uses: ActAdd's prompt pair, or CAA from contrastive sentences."""
     if task not in TASKS:
@@ -67,8 +74,7 @@ def task_vector(model, task: str, method: str, layers: Sequence[int]) -> Steerin
         if task == "sentiment":
             pos, neg = sentiment_pairs()
         else:
-            pos = [f"Let's talk about the {w}." for w in ("wedding", "bride", "groom", "marriage", "honeymoon")]
-            neg = [f"Let's talk about the {w}." for w in ("weather", "economy", "engine", "election", "harvest")]
+            pos, neg = topic_pairs()
         return contrastive_vector(model, pos, neg, layers, behavior=task, positions="after_prompt")
     raise ValueError(f"method {method!r} has no vector for task {task!r}; use 'caa' or 'actadd'")
 

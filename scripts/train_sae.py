@@ -24,7 +24,6 @@ Example (what shipped the SAEs in ``saes/``)::
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import math
