@@ -164,16 +164,16 @@ def _saes(args, model):
 def cmd_compare(args) -> None:
     import pandas as pd
 
-    from .compare import METHODS, compare, plot_compare
+    from .compare import DEFAULT_MULTIPLIERS, compare, plot_compare
     from .sweep import summary
 
     model = _model(args)
     saes = _saes(args, model)
     if not args.task and not args.behavior:
         sys.exit("sas compare: give --behavior NAME (or all) or --task sentiment|topic")
-    mults = {m: args.multipliers or [-2.0, -1.0, 0.0, 1.0, 2.0] for m in METHODS}
+    mults = {m: args.multipliers or d for m, d in DEFAULT_MULTIPLIERS.items()}
     if args.sas_multipliers:
-        mults["sas"] = args.sas_multipliers
+        mults["sas"] = mults["sas_dense"] = args.sas_multipliers
     out = Path(args.out)
     df = compare(model, saes, _behaviors(args.behavior) if args.behavior else (), args.task, mults, out,
                  args.tau, args.mean, args.top_k, args.n_test, args.n_prompts, args.max_new_tokens, args.seed,
@@ -268,8 +268,9 @@ def main(argv=None) -> None:
     c.add_argument("--task", choices=["sentiment", "topic"])
     c.add_argument("--sae", help="SAE names or folders, comma-separated (default: the shipped ones)")
     c.add_argument("--width", type=int, help="pick shipped SAEs of this width")
-    c.add_argument("--multipliers", type=_floats)
-    c.add_argument("--sas-multipliers", type=_floats, help="multipliers for the sparse vector, if different")
+    c.add_argument("--multipliers", type=_floats, help="for every method (default: CAA -2..2, SAS and "
+                   "SAS-dense -8..8, because the sparse edit is several times smaller per unit)")
+    c.add_argument("--sas-multipliers", type=_floats, help="for SAS and SAS-dense, if different from --multipliers")
     c.add_argument("--tau", type=float, default=0.1, help="SAS frequency threshold in [0, 1]")
     c.add_argument("--mean", default="all", choices=["all", "active"])
     c.add_argument("--top-k", type=int)

@@ -22,6 +22,12 @@ from .tasks import TASKS, run_task, sentiment_pairs, topic_pairs
 from .vector import SteeringVector
 
 METHODS = ("caa", "sas", "sas_dense")
+# The SAS edit is several times smaller than CAA's at the same multiplier (the sparse vector keeps
+# tens to hundreds of features, and the SAE's reconstruction error is kept): on gemma-3-270m
+# sentiment its mean residual change per unit multiplier is 125 at layer 9 against CAA's 1,056.
+# So the sparse methods get a wider default range; compare at matched shift, not matched multiplier.
+DEFAULT_MULTIPLIERS = {"caa": [-2.0, -1.0, 0.0, 1.0, 2.0], "sas": [-8.0, -4.0, 0.0, 4.0, 8.0],
+                       "sas_dense": [-8.0, -4.0, 0.0, 4.0, 8.0]}
 
 
 def build_vectors(model, saes: dict[int, object], pos: dict, neg: dict, behavior: str, dhash: str,
@@ -54,22 +60,29 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task: str | None = None,
-            multipliers: dict[str, Sequence[float]] | Sequence[float] = (-2, -1, 0, 1, 2),
+            multipliers: dict[str, Sequence[float]] | Sequence[float] | None = None,
             out: str | Path | None = None, tau: float = 0.1, mean: str = "all", top_k: int | None = None,
             n_test: int | None = None, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
             with_side_effects: bool = False, progress: bool = True) -> pd.DataFrame:
     """Run CAA, SAS and SAS-dense at each layer in ``saes`` ({layer: SAE}) on A/B ``behaviors`` or
     an open-ended ``task``; one JSONL row per method x layer x multiplier (resumable). Rows carry
-    ``n_features``, ``resid_change`` (mean norm of the edit) and ``cos_caa`` (SAS direction vs CAA)."""
+    ``n_features``, ``resid_change`` (mean norm of the edit) and ``cos_caa`` (SAS direction vs CAA).
+    ``multipliers``: one list for every method, or {method: list}; default :data:`DEFAULT_MULTIPLIERS`.
+    Multiplier 0 is the unsteered model: it is evaluated once per behaviour/task and reused."""
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    mults = multipliers if isinstance(multipliers, dict) else {m: list(multipliers) for m in METHODS}
+    if multipliers is None:
+        multipliers = DEFAULT_MULTIPLIERS
+    mults = {**DEFAULT_MULTIPLIERS, **multipliers} if isinstance(multipliers, dict) \
+        else {m: list(multipliers) for m in METHODS}
     what, items = ("task", [task]) if task else ("behavior", list(behaviors))
     for b in ([] if task else items):
         if b not in BEHAVIORS:
             raise ValueError(f"unknown behaviour {b!r}; choose from {', '.join(BEHAVIORS)}")
     name = model.cfg.model_name
-    done = {(r["method"], r[what], r["layer"], r["multiplier"]) for r in read_rows(out) if what in r}
+    rows = [r for r in read_rows(out) if what in r]
+    done = {(r["method"], r[what], r["layer"], r["multiplier"]) for r in rows}
+    unsteered = {r[what]: r for r in rows if r["multiplier"] == 0}  # the same for every method and layer
     layers = sorted(saes)
     scorers_se: dict = {}
     bar = tqdm(total=len(items) * len(layers) * sum(len(mults[m]) for m in METHODS), desc="compare",
@@ -97,7 +110,11 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
                         continue
                     t0 = time.time()
                     vec = v[meth]
-                    if task:
+                    if m == 0 and item in unsteered:
+                        keep = ("model", "method", what, "layer", "multiplier", "n_features", "resid_change",
+                                "cos_caa", "sae", "tau", "mean", "top_k", "seconds")
+                        res = {k: x for k, x in unsteered[item].items() if k not in keep}
+                    elif task:
                         res = run_task(model, task, vec, m, [layer], n_prompts, max_new_tokens, seed)
                         res.pop("texts")
                     else:
@@ -106,10 +123,12 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
                            "n_features": int(v["sas"].n_features()[layer]) if meth != "caa" else None,
                            "resid_change": residual_change(model, vec, m, layer, acts), "cos_caa": cos,
                            "sae": v["sas"].sae_names[layer], "tau": tau, "mean": mean, "top_k": top_k}
-                    if with_side_effects:
+                    if with_side_effects and not (m == 0 and item in unsteered):
                         row.update(side_effects(model, vec, m, [layer], scorers=scorers_se))
                     row["seconds"] = time.time() - t0
                     append_row(out, row)
+                    if m == 0:
+                        unsteered.setdefault(item, row)
                     bar.update()
     bar.close()
     return to_frame(read_rows(out)) if out else None

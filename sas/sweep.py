@@ -124,9 +124,12 @@ def task_sweep(model, task: str, methods: Sequence[str], layers: Sequence[int],
                n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0, vectors=None,
                progress: bool = True) -> pd.DataFrame:
     """Open-ended task score (sentiment, topic) for every method x layer x multiplier; texts are saved
-    beside ``out`` (``.texts.jsonl``). ``multipliers`` may differ per method (a dict)."""
+    beside ``out`` (``.texts.jsonl``). ``multipliers`` may differ per method (a dict). Multiplier 0 is
+    the unsteered model: it is generated once and its row reused for every method and layer."""
     name = model.cfg.model_name
-    done = {_key(r, "task") for r in read_rows(out) if "task" in r}
+    rows = [r for r in read_rows(out) if "task" in r and r["task"] == task]
+    done = {_key(r, "task") for r in rows}
+    zero = next((r for r in rows if r["multiplier"] == 0), None)
     mults = multipliers if isinstance(multipliers, dict) else {m: multipliers for m in methods}
     todo = [(meth, layer, m) for meth in methods for layer in layers for m in mults[meth]
             if (name, meth, task, int(layer), float(m)) not in done]
@@ -143,12 +146,19 @@ def task_sweep(model, task: str, methods: Sequence[str], layers: Sequence[int],
             vec = _cached_vector(vec_dir / f"{meth}_{task}" if vec_dir else None,
                                  lambda: task_vector(model, task, meth, layers))
         for layer, m in mine:
+            key = {"model": name, "method": meth, "task": task, "layer": int(layer), "multiplier": float(m)}
+            if m == 0 and zero is not None:
+                append_row(out, {**zero, **key})
+                bar.update()
+                continue
             res = run_task(model, task, vec, m, [layer], n_prompts, max_new_tokens, seed)
             texts = res.pop("texts")
-            row = {"model": name, "method": meth, "task": task, "layer": int(layer), "multiplier": float(m), **res}
+            row = {**key, **res}
             append_row(texts_path, {**{k: row[k] for k in ("method", "task", "layer", "multiplier")},
                                     "seed": seed, "max_new_tokens": max_new_tokens, "texts": texts})
             append_row(out, row)
+            if m == 0:
+                zero = row
             bar.update()
     bar.close()
     return to_frame(read_rows(out)) if out else None

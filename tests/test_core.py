@@ -485,6 +485,11 @@ def test_task_sweep_resumes(tiny, tmp_path):
     assert all(keys <= set(r) and r["n"] == 3 and -1 <= r["score"] <= 1 for r in rows)
     texts = read_rows(out.with_suffix(".texts.jsonl"))
     assert len(texts) == 3 and all(len(t["texts"]) == 3 for t in texts)
+    # multiplier 0 is the unsteered model: generated once, its row reused at another layer
+    sas.task_sweep(tiny, "sentiment", ["actadd"], [0, 1], {"actadd": [0.0]}, **kw)
+    zero = [r for r in read_rows(out) if r["multiplier"] == 0]
+    assert sorted(r["layer"] for r in zero) == [0, 1] and zero[0]["score"] == zero[1]["score"]
+    assert len(read_rows(out.with_suffix(".texts.jsonl"))) == 3
 
 
 # ------------------------------------------------------------------------------------------ fluency

@@ -245,3 +245,27 @@ def test_fast_path_equals_full_path_on_gemma(gemma, shipped_sae):
     rel = ((store[True] - store[False]).norm(dim=-1) / store[False].norm(dim=-1)).max().item()
     assert rel <= 1e-4, rel
     assert not hooks_left(gemma)
+
+
+# ----------------------------------------------------------------------------------- compare runs
+def test_compare_rows_resume_and_one_unsteered_evaluation(tiny, tmp_path, monkeypatch):
+    """compare writes one row per method x layer x multiplier, evaluates the unsteered model once
+    (multiplier 0 is the same for every method), and a rerun adds nothing."""
+    import sas.compare as C
+
+    sae = random_sae()
+    calls = []
+    real = C.ABScorer.score
+    monkeypatch.setattr(C.ABScorer, "score", lambda self, *a, **k: calls.append(a[1]) or real(self, *a, **k))
+    out = tmp_path / "c.jsonl"
+    df = C.compare(tiny, {LAYER: sae}, ["sycophancy"], multipliers={"caa": [-1, 0, 1], "sas": [0, 4],
+                   "sas_dense": [4]}, out=out, n_test=4, progress=False)
+    assert len(df) == 6 and set(df.method) == set(C.METHODS)
+    assert calls.count(0) == 1 and len(calls) == 5
+    zero = df[df.multiplier == 0]
+    assert zero.p_match.nunique() == 1 and (zero.resid_change == 0).all()
+    assert df[df.method == "sas"].n_features.notna().all() and df[df.method == "caa"].n_features.isna().all()
+    calls.clear()
+    C.compare(tiny, {LAYER: sae}, ["sycophancy"], multipliers={"caa": [-1, 0, 1], "sas": [0, 4],
+              "sas_dense": [4]}, out=out, n_test=4, progress=False)
+    assert calls == [] and len(C.read_rows(out)) == 6
