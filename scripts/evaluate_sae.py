@@ -62,6 +62,8 @@ def main(argv=None) -> None:
     ap.add_argument("--heldout", type=Path, default=DATA / "corpus" / "enwiki-2014-heldout")
     ap.add_argument("--tokens", type=int, default=200_000, help="held-out tokens for explained variance, L0, dead")
     ap.add_argument("--ce-tokens", type=int, default=8192)
+    ap.add_argument("--dead-tokens", type=int, default=0, help="count dead features over this many held-out "
+                    "tokens in one streamed pass (issue 3 asks for 1,000,000); 0: over --tokens")
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--sentiment-prompts", type=int, default=500)
     ap.add_argument("--ab-prompts", type=int, default=0, help="use only this many A/B test prompts (0: all 700)")
@@ -81,6 +83,13 @@ def main(argv=None) -> None:
     if args.ab_prompts:
         ab = ab[::max(1, len(ab) // args.ab_prompts)][:args.ab_prompts]
     clean = S.ce_losses(model, None, ce_rows, which=("clean",))["clean"] if args.ce_tokens else float("nan")
+    dead = {}
+    if args.dead_tokens:
+        dead_rows = S.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.dead_tokens)
+        counts, n_dead_tokens = S.firing_counts(model, saes, dead_rows, progress=True)
+        dead = {n: {"dead_fraction": (c == 0).float().mean().item(), "n_dead_tokens": n_dead_tokens,
+                    "rare_fraction_under_1e-5": (c < 1e-5 * n_dead_tokens).float().mean().item()}
+                for n, c in counts.items()}
     acts, ab_acts, senti_acts, zero, results = {}, {}, {}, {}, {}
     for name, sae in saes.items():
         hook = sae.cfg.metadata.hook_name
@@ -102,11 +111,14 @@ def main(argv=None) -> None:
                             "heldout": str(args.heldout), "context": args.context,
                             "command": "python scripts/evaluate_sae.py " + " ".join(argv or sys.argv[1:])}}
         h = res["heldout"]
+        if name in dead:
+            h["dead_fraction_on_tokens"] = h["dead_fraction"]
+            h.update(dead[name])
         res["targets"] = {  # issue 3's quality bar, on held-out text
             "explained_variance >= 0.90": h["explained_variance"] >= 0.90,
             "ce_loss_recovered >= 0.90": h["ce_loss_recovered"] >= 0.90,
             "16 <= mean_l0 <= 100": 16 <= h["mean_l0"] <= 100,
-            f"dead_fraction <= 0.05 (on {h['n_tokens']} tokens, not 1M)": h["dead_fraction"] <= 0.05,
+            f"dead_fraction <= 0.05 (on {h.get('n_dead_tokens', h['n_tokens'])} held-out tokens)": h["dead_fraction"] <= 0.05,
         }
         results[name] = res
         print(json.dumps({name: res}), flush=True)

@@ -191,6 +191,30 @@ def test_feature_basics():
     assert m["mean_l0"] == pytest.approx((codes > 0).sum(1).float().mean().item())
 
 
+def test_firing_counts_one_streamed_pass_equals_cached_activations(tiny):
+    """Dead-feature counting over many tokens streams the model once for several hooks; it must count
+    exactly what encoding the stored activations of each hook counts."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    saes = {}
+    for layer in (0, 2):
+        torch.manual_seed(layer)
+        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=32, d_sae=64))
+        with torch.no_grad():
+            sae.W_enc.normal_(0, 0.3)
+            sae.threshold.fill_(0.5)
+            sae.threshold[0] = 1e9  # a dead feature
+        sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
+        saes[f"L{layer}"] = sae
+    tokens = S.token_chunks(tiny.tokenizer, ["The quick brown fox jumps over the lazy dog. " * 30], context=32)
+    counts, n = S.firing_counts(tiny, saes, tokens, batch_size=3)
+    for name, sae in saes.items():
+        acts = S.hook_activations(tiny, tokens, sae.cfg.metadata.hook_name)
+        assert n == len(acts)
+        torch.testing.assert_close(counts[name].float() / n, S.feature_frequency(sae, acts))
+    assert counts["L0"][0] == counts["L2"][0] == 0 and (counts["L0"][1:] > 0).any()
+
+
 # ---------------------------------------------------------------------------- real model
 @pytest.mark.slow
 def test_tiny_training_run(tmp_path):
