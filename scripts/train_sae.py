@@ -331,7 +331,8 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
     cfg = json.loads((final / "cfg.json").read_text())
     training = json.loads((final / "training.json").read_text())
     hook = cfg["metadata"]["hook_name"]
-    name = f"{model}-L{hook.split('.')[1]}-{cfg['d_sae'] // 1024}k"
+    width = f"{cfg['d_sae'] // 1024}k" if cfg["d_sae"] % 1024 == 0 else str(cfg["d_sae"])
+    name = f"{model}-L{hook.split('.')[1]}-{width}"
     state = load_file(final / WEIGHTS)
     for key in ("W_enc", "W_dec"):
         w = state[key].float()
@@ -369,8 +370,11 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
                                "caching ran separately at 1,000-1,700 tokens/s (model in bfloat16 up to layer 9)",
         },
         "date": datetime.date.today().isoformat(), "folder": name, "sha256": sha256(dest / WEIGHTS),
-        "metrics": old.get("metrics", {}),
     }
+    # metrics describe weights: keep them only if the weights did not change (else rerun evaluate_sae.py)
+    card["metrics"] = old.get("metrics", {}) if old.get("sha256") == card["sha256"] else {}
+    if training.get("export_command"):
+        card["training"]["export_command"] = training["export_command"]
     card_path.write_text(json.dumps(card, indent=1) + "\n")
     return name
 
@@ -418,7 +422,10 @@ def main(argv=None) -> None:
              "tokens_cached": args.tokens, "aux_coef": args.aux_coef, "train_tokens": args.train_tokens, "k": args.k, "batch": args.batch, "lr": args.lr,
              "context": args.context,
              "command": "python scripts/train_sae.py " + " ".join(map(str, argv if argv is not None else sys.argv[1:]))}
+    command_file = args.out / "command.txt"  # the training command, for the card of a later --export-only
     if args.export_only:
+        if command_file.exists():
+            extra["export_command"], extra["command"] = extra["command"], command_file.read_text().strip()
         ckpt = latest_checkpoint(ckpt_dir)
         if ckpt is None:
             raise SystemExit(f"no checkpoint in {ckpt_dir}")
@@ -433,6 +440,7 @@ def main(argv=None) -> None:
     files = corpus_files(args.corpus)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    command_file.write_text(extra["command"] + "\n")
     shards = sorted(acts_dir.glob("shard_*.pt"))
     cached = sum(torch.load(s, weights_only=True)["n_tokens"] for s in shards)
     if cached < args.tokens:

@@ -232,6 +232,12 @@ def test_tiny_training_run(tmp_path):
     assert {r["sae"] for r in log} == {"L9-w256", "L5-w256"}
     # a rerun finds the finished checkpoint and the cached activations, and does not start over
     assert train.latest_checkpoint(tmp_path / "checkpoints").name.startswith("final_")
+    # --export-only --ship writes registry entries whose card records the training command, not the export one
+    train.main(argv + ["--export-only", "--ship", str(tmp_path / "saes")])
+    card = json.loads((tmp_path / "saes" / "gemma-3-270m-L9-256.json").read_text())
+    assert "--export-only" not in card["training"]["command"] and "--export-only" in card["training"]["export_command"]
+    assert card["width"] == 256 and card["status"] == "complete" and card["metrics"] == {}
+    assert card["sha256"] == S.sha256(tmp_path / "saes" / "gemma-3-270m-L9-256" / S.WEIGHTS)
 
 
 @pytest.mark.slow
