@@ -1,4 +1,5 @@
-"""The benchmarks of issue 2 (Speed): each ``sas`` path against a naive or Hugging Face baseline.
+"""The benchmarks of issues 2 and 5 (Speed): each ``sas`` path against a naive or Hugging Face baseline,
+and against the peer libraries steering-vectors and repeng (run in their own environments).
 
 Every ``setup`` returns zero-argument candidates over the same inputs; the harness times them
 interleaved. ``cfg`` holds the sizes (quick mode shrinks them to prove the harness works).
@@ -15,7 +16,7 @@ import torch
 from sas.generation import encode, pad_id, pad_left
 from sas.prompts import ab_tokens
 
-from .harness import Bench, Comparison, Context
+from .harness import Bench, Comparison, Context, Peer
 
 # Sizes. The naive baselines build full-vocabulary logits for every token (about 3 s per
 # 160-token sequence on one shared core), so the full mode times fewer pairs and questions than
@@ -23,11 +24,16 @@ from .harness import Bench, Comparison, Context
 # depend on the count. The multipliers stay at 5, since sas shares the question prefix across them.
 # "vector_pairs" builds the CAA vector that scoring and generation steer with.
 FULL = {"n_pairs": 16, "layers": [4, 8], "n_test": 10, "multipliers": [-2.0, -1.0, 0.0, 1.0, 2.0], "ab_layer": 8,
-        "new_tokens": 64, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 64}
+        "new_tokens": 64, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 64,
+        # issue 5 (peers): all 18 layers; the 50 test questions; the 16k SAE at layer 9 for sparse steering
+        "peer_pairs": 32, "peer_layers": list(range(18)), "peer_batch": 8, "hf_test": 50,
+        "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 16}
 QUICK = {"n_pairs": 4, "layers": [4, 8], "n_test": 3, "multipliers": [-1.0, 1.0], "ab_layer": 8,
-         "new_tokens": 8, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 8}
+         "new_tokens": 8, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 8,
+         "peer_pairs": 4, "peer_layers": [4, 8], "peer_batch": 4, "hf_test": 3,
+         "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 2}
 # peak memory is set by one batch: a few full batches, one multiplier, a few new tokens
-MEMORY = {**FULL, "n_pairs": 4, "n_test": 8, "multipliers": [2.0], "new_tokens": 8}
+MEMORY = {**FULL, "n_pairs": 4, "n_test": 8, "multipliers": [2.0], "new_tokens": 8, "peer_pairs": 8, "hf_test": 8}
 
 
 # ---- 1. CAA extraction ----
@@ -123,17 +129,24 @@ def _check_ab(out: dict) -> dict:
 
 def _setup_generation(batch: int):
     def setup(ctx: Context, cfg: dict):
+        from dataclasses import replace
+
         from sas import generate, steer
         from sas.datasets import load_neutral_prompts
 
         model, (hf, tok) = ctx.model, ctx.hf
         vec, n = ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"]), cfg["new_tokens"]
+        layer, mult = cfg["gen_layer"], cfg["gen_multiplier"]
+        fast = ctx.sparse_vector(cfg["sae"])
+        full = replace(fast, fast=False)  # the same vector through the full encode/decode path
         prompts = load_neutral_prompts()[:batch]
-        tokens, mask, _ = pad_left(encode(model, prompts), pad_id(model))  # the same ids for HF and sas
+        tokens, mask, _ = pad_left(encode(model, prompts), pad_id(model))  # the same ids for HF, peers and sas
 
-        def sas_steered():
-            with steer(model, vec, cfg["gen_multiplier"], [cfg["gen_layer"]]):
-                return generate(model, prompts, n, batch_size=batch, stop_at_eos=False)
+        def sas_steered(v, m):
+            def run():  # every position, as the peers steer: the same work, and the same text to check
+                with steer(model, v, m, positions="all"):
+                    return generate(model, prompts, n, batch_size=batch, stop_at_eos=False)
+            return run
 
         @torch.inference_mode()
         def hf_generate():
@@ -143,30 +156,188 @@ def _setup_generation(batch: int):
                                   min_new_tokens=n, pad_token_id=pad_id(model), top_p=None, top_k=None)
             return tok.batch_decode(out[:, tokens.shape[1]:], skip_special_tokens=True)
 
+        job = {"task": "generate", "input_ids": tokens.tolist(), "attention_mask": mask.tolist(), "new_tokens": n,
+               "pad_id": pad_id(model), "layer": layer, "multiplier": mult, "vector": vec.directions[layer].tolist()}
+        decode = lambda ids: tok.batch_decode(ids, skip_special_tokens=True)  # noqa: E731
         return {"HF generate (unsteered)": hf_generate,
                 "sas generate (unsteered)": lambda: generate(model, prompts, n, batch_size=batch, stop_at_eos=False),
-                "sas generate (steered)": sas_steered}
+                "sas dense (steered)": lambda: _steer_layer(model, vec, mult, layer, prompts, n, batch),
+                "sas sparse fast (steered)": sas_steered(fast, cfg["sparse_multiplier"]),
+                "sas sparse full (steered)": sas_steered(full, cfg["sparse_multiplier"]),
+                "steering-vectors (steered)": Peer("steering-vectors", job, decode),
+                "repeng (steered)": Peer("repeng", job, decode)}
 
     return setup
 
 
+def _steer_layer(model, vec, mult, layer, prompts, n, batch):
+    from sas import generate, steer
+
+    with steer(model, vec, mult, [layer], positions="all"):
+        return generate(model, prompts, n, batch_size=batch, stop_at_eos=False)
+
+
 def _check_generation(out: dict) -> dict:
-    hf, sas_u, sas_s = out["HF generate (unsteered)"], out["sas generate (unsteered)"], out["sas generate (steered)"]
-    return {"unsteered_sas_equals_hf_rows": sum(a == b for a, b in zip(hf, sas_u)), "rows": len(hf),
-            "steered_differs_rows": sum(a != b for a, b in zip(sas_u, sas_s)),
-            "example_unsteered": sas_u[0][:120], "example_steered": sas_s[0][:120]}
+    hf, sas_u, dense = out["HF generate (unsteered)"], out["sas generate (unsteered)"], out["sas dense (steered)"]
+    fast, full = out["sas sparse fast (steered)"], out["sas sparse full (steered)"]
+    sv, rp = out["steering-vectors (steered)"], out["repeng (steered)"]
+    same = lambda a, b: sum(x == y for x, y in zip(a, b))  # noqa: E731
+    return {"rows": len(hf), "unsteered_sas_equals_hf_rows": same(hf, sas_u),
+            "dense_sas_equals_steering_vectors_rows": same(dense, sv), "dense_sas_equals_repeng_rows": same(dense, rp),
+            "sparse_fast_equals_full_rows": same(fast, full), "dense_differs_from_unsteered_rows": len(hf) - same(dense, sas_u),
+            "sparse_differs_from_unsteered_rows": len(hf) - same(fast, sas_u),
+            "example_unsteered": sas_u[0][:100], "example_dense": dense[0][:100], "example_steering_vectors": sv[0][:100],
+            "example_sparse": fast[0][:100]}
 
 
 def _generation_bench(batch: int) -> Bench:
     return Bench(
         f"generation_batch{batch}", _setup_generation(batch),
-        [Comparison("sas generate (steered)", "HF generate (unsteered)", 0.8, "steered sas vs HF's own generate"),
+        [Comparison("sas dense (steered)", "steering-vectors (steered)", 1.0, "as fast as steering-vectors"),
+         Comparison("sas dense (steered)", "repeng (steered)", 1.0, "as fast as repeng"),
+         Comparison("sas dense (steered)", "HF generate (unsteered)", 1.0, "steered sas vs HF's own unsteered generate"),
+         Comparison("sas sparse fast (steered)", "steering-vectors (steered)", None, "sparse vs a dense peer"),
+         Comparison("sas sparse fast (steered)", "repeng (steered)", None, "sparse vs a dense peer"),
          Comparison("sas generate (unsteered)", "HF generate (unsteered)", None, "unsteered sas vs HF"),
-         Comparison("sas generate (steered)", "sas generate (unsteered)", 0.97, "steering overhead < 3%")],
+         Comparison("sas dense (steered)", "sas generate (unsteered)", 1 / 1.03, "dense steering overhead < 3%"),
+         Comparison("sas sparse fast (steered)", "sas generate (unsteered)", 1 / 1.10, "sparse fast-path overhead < 10%"),
+         Comparison("sas sparse full (steered)", "sas generate (unsteered)", None, "sparse full path, for reference"),
+         Comparison("sas sparse fast (steered)", "sas sparse full (steered)", None, "fast path vs full path")],
         _check_generation, repeats=3, warmup=True,
         describe=lambda cfg: f"greedy, {cfg['new_tokens']} new tokens (min_new_tokens forces equal length), "
-                             f"batch {batch}, neutral prompts; CAA vector x{cfg['gen_multiplier']} at layer "
-                             f"{cfg['gen_layer']}, after_prompt")
+                             f"batch {batch}, neutral prompts, every position steered (as the peers do); dense: "
+                             f"CAA sycophancy vector ({cfg['vector_pairs']} pairs) x{cfg['gen_multiplier']} at "
+                             f"layer {cfg['gen_layer']}; sparse: SAS sycophancy vector in {cfg['sae']} "
+                             f"x{cfg['sparse_multiplier']}; peers in their own environments (child process, "
+                             "time of the work only, after a warm-up)")
+
+
+# ---- 5. Peers: extraction (all layers) and A/B scoring against a plain Hugging Face loop ----
+
+def _setup_extraction_peers(ctx: Context, cfg: dict):
+    from sas import caa_vector, load_behavior
+    from sas.datasets import balance_letters
+    from sas.prompts import BASE_SUFFIX
+
+    model, layers = ctx.model, cfg["peer_layers"]
+    used = balance_letters(load_behavior("sycophancy")[:cfg["peer_pairs"]])
+    # the same strings the peers tokenize: sas's prompt with the answer letter last (the token sas reads)
+    samples = [(p.question + BASE_SUFFIX + p.matching, p.question + BASE_SUFFIX + p.not_matching) for p in used]
+    job = {"task": "extract", "samples": samples, "layers": layers, "batch_size": cfg["peer_batch"]}
+    return {"sas caa_vector": lambda: caa_vector(model, used, layers, "sycophancy", balance=False, progress=False),
+            "steering-vectors (mean)": Peer("steering-vectors", {**job, "variant": "causal_lm"}),
+            "steering-vectors (mean, no LM head)": Peer("steering-vectors", {**job, "variant": "no_lm_head"}),
+            "repeng (pca_diff)": Peer("repeng", job)}
+
+
+def _check_extraction_peers(out: dict) -> dict:
+    cos = torch.nn.functional.cosine_similarity
+    v = out["sas caa_vector"].directions
+    res = {}
+    for name in ("steering-vectors (mean)", "steering-vectors (mean, no LM head)"):
+        w = out[name]
+        res[name] = {"min_cosine": min(cos(v[x], w[x], dim=0).item() for x in v),
+                     "max_norm_difference": max(abs(v[x].norm().item() / w[x].norm().item() - 1) for x in v)}
+    r = out["repeng (pca_diff)"]  # a unit PCA direction, not a mean difference: how close, not equal
+    res["repeng (pca_diff)"] = {"min_abs_cosine_to_sas": min(abs(cos(v[x], r[x], dim=0).item()) for x in v),
+                                "median_abs_cosine_to_sas": sorted(abs(cos(v[x], r[x], dim=0).item()) for x in v)[len(v) // 2]}
+    res["ok"] = all(res[n]["min_cosine"] >= 0.999 and res[n]["max_norm_difference"] <= 0.005
+                    for n in ("steering-vectors (mean)", "steering-vectors (mean, no LM head)"))
+    return res
+
+
+@torch.inference_mode()
+def hf_ab_scores(hf, tok, pairs, direction, layer: int, multipliers, batch_size: int = 8) -> list[float]:
+    """A plain Hugging Face loop: the prompt through ``hf(...)``, a forward hook on decoder layer ``layer``
+    that adds the vector at the answer scaffold, only the last position's logits (``logits_to_keep=1``).
+    Returns mean p_match per multiplier."""
+    from sas.prompts import BASE_SUFFIX
+
+    a_id, b_id = (tok(x, add_special_tokens=False).input_ids[0] for x in ("A", "B"))
+    k = len(tok(BASE_SUFFIX, add_special_tokens=False).input_ids)
+    tok.padding_side = "left"
+    out = []
+    for m in multipliers:
+        def add(module, args, output):  # left-padded: the scaffold is the last k positions of every row
+            h = output[0] if isinstance(output, tuple) else output
+            h[:, -k:] += m * direction
+            return output
+
+        handle = hf.model.layers[layer].register_forward_hook(add)
+        p = []
+        try:
+            for i in range(0, len(pairs), batch_size):
+                batch = pairs[i:i + batch_size]
+                enc = tok([q.question + BASE_SUFFIX for q in batch], return_tensors="pt", padding=True)
+                lp = torch.log_softmax(hf(**enc, logits_to_keep=1).logits[:, -1].float(), -1)
+                for j, pair in enumerate(batch):
+                    a, b = lp[j, a_id], lp[j, b_id]
+                    p.append(torch.sigmoid(a - b if pair.matching == "A" else b - a).item())
+        finally:
+            handle.remove()
+        out.append(sum(p) / len(p))
+    return out
+
+
+def _setup_ab_hf(ctx: Context, cfg: dict):
+    from sas import load_behavior
+    from sas.evaluate import ABScorer
+
+    model, (hf, tok), vec = ctx.model, ctx.hf, ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"])
+    test, layer, mults = load_behavior("sycophancy", "test")[:cfg["hf_test"]], cfg["ab_layer"], cfg["multipliers"]
+
+    def sas_scores():
+        scorer = ABScorer(model, test)  # built inside the timing: the shared prefix pass is part of the cost
+        return [scorer.score(vec, m, [layer])["p_match"] for m in mults]
+
+    return {"sas ABScorer": sas_scores,
+            "HF loop with a hook": lambda: hf_ab_scores(hf, tok, test, vec.directions[layer], layer, mults)}
+
+
+def _check_ab_hf(out: dict) -> dict:
+    a, b = out["sas ABScorer"], out["HF loop with a hook"]
+    diff = max(abs(x - y) for x, y in zip(a, b))
+    return {"p_match_sas": a, "p_match_hf": b, "max_abs_difference": diff, "ok": diff < 1e-3}
+
+
+# ---- 6. Sparse steering on one forward pass: fast path, full path, unsteered ----
+
+def _setup_sparse_forward(ctx: Context, cfg: dict):
+    from dataclasses import replace
+
+    from sas import load_behavior, steer
+    from sas.generation import logits_at, run_resid
+    from sas.prompts import ab_tokens
+
+    model = ctx.model
+    fast = ctx.sparse_vector(cfg["sae"])
+    full = replace(fast, fast=False)
+    dense = ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"])
+    t = ab_tokens(model, load_behavior("sycophancy", "test")[:cfg["forward_prompts"]])
+    tokens, mask, left_pad = pad_left([pre + t.suffix for pre in t.prefix], pad_id(model))
+
+    @torch.inference_mode()
+    def forward():  # a prefill: every block, logits at the last position only
+        return logits_at(model, run_resid(model, tokens, mask, left_pad)[:, -1])
+
+    def steered(v, m, layers=None):
+        def run():
+            with steer(model, v, m, layers, positions="all"):
+                return forward()
+        return run
+
+    return {"forward (unsteered)": forward,
+            "forward, sas sparse fast": steered(fast, cfg["sparse_multiplier"]),
+            "forward, sas sparse full": steered(full, cfg["sparse_multiplier"]),
+            "forward, sas dense": steered(dense, cfg["gen_multiplier"], [cfg["gen_layer"]])}
+
+
+def _check_sparse_forward(out: dict) -> dict:
+    f, g = out["forward, sas sparse fast"], out["forward, sas sparse full"]
+    u = out["forward (unsteered)"]
+    return {"max_abs_logit_difference_fast_vs_full": (f - g).abs().max().item(),
+            "max_abs_logit_change_by_steering": (f - u).abs().max().item(),
+            "ok": (f - g).abs().max().item() < 1e-2 * max(1.0, (f - u).abs().max().item())}
 
 
 BENCHES = {
@@ -183,8 +354,35 @@ BENCHES = {
         _check_ab, repeats=3,
         describe=lambda cfg: f"{cfg['n_test']} sycophancy test questions x {len(cfg['multipliers'])} multipliers, "
                              f"CAA vector at layer {cfg['ab_layer']}; batch 25 (sas) / 4 (naive, full logits)"),
+    "extraction_peers": Bench(
+        "extraction_peers", _setup_extraction_peers,
+        [Comparison("sas caa_vector", "steering-vectors (mean)", 2.0, "extraction >= 2x steering-vectors"),
+         Comparison("sas caa_vector", "steering-vectors (mean, no LM head)", None,
+                    "steering-vectors given the decoder without its unembedding: its fastest use"),
+         Comparison("sas caa_vector", "repeng (pca_diff)", None, "repeng's default method")],
+        _check_extraction_peers, repeats=3,
+        describe=lambda cfg: f"time to vectors for all {len(cfg['peer_layers'])} layers from {cfg['peer_pairs']} "
+                             "sycophancy pairs (generate split, letter-balanced), the same strings and the same "
+                             f"token (the answer letter) for every library; peers at batch {cfg['peer_batch']} "
+                             "in their own environments (child process, time of the work only, after a warm-up)"),
+    "ab_scoring_hf": Bench(
+        "ab_scoring_hf", _setup_ab_hf,
+        [Comparison("sas ABScorer", "HF loop with a hook", None, "vs a plain Hugging Face loop")],
+        _check_ab_hf, repeats=3,
+        describe=lambda cfg: f"{cfg['hf_test']} sycophancy test questions x {len(cfg['multipliers'])} multipliers, "
+                             f"CAA vector at layer {cfg['ab_layer']}; HF: batch 8, a forward hook adding the vector "
+                             "at the answer scaffold, logits_to_keep=1"),
     "generation_batch1": _generation_bench(1),
     "generation_batch8": _generation_bench(8),
+    "sparse_forward": Bench(
+        "sparse_forward", _setup_sparse_forward,
+        [Comparison("forward, sas sparse fast", "forward (unsteered)", 1 / 1.10, "fast path costs < 10% (issue 4)"),
+         Comparison("forward, sas sparse full", "forward (unsteered)", None, "full path, beside it"),
+         Comparison("forward, sas dense", "forward (unsteered)", 1 / 1.03, "dense steering costs < 3%")],
+        _check_sparse_forward, repeats=5, warmup=True,
+        describe=lambda cfg: f"one forward pass over {cfg['forward_prompts']} sycophancy test prompts (left-padded "
+                             f"batch), every block, logits at the last position; every position steered; SAS vector "
+                             f"in {cfg['sae']} x{cfg['sparse_multiplier']}"),
 }
 
 

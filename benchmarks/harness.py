@@ -61,6 +61,7 @@ class Timed:
 
     seconds: float
     value: Any = None
+    cpu_seconds: float | None = None  # the callee's CPU time (default: ``seconds``)
 
 
 class Context:
@@ -108,6 +109,18 @@ class Context:
         return self._vector
 
 
+    def sparse_vector(self, sae_name: str = "gemma-3-270m-L9-16k", n_pairs: int = 64, tau: float = 0.1):
+        """A SAS sycophancy vector in a shipped SAE (built each run: the SAE may have been retrained)."""
+        if getattr(self, "_sparse", None) is None or self._sparse[0] != sae_name:
+            from sas import load_behavior, load_sae
+            from sas.sparse import sas_vector
+
+            sae = load_sae(sae_name, self.model)
+            self._sparse = (sae_name, sas_vector(self.model, sae, load_behavior("sycophancy")[:n_pairs], tau=tau,
+                                                 behavior="sycophancy", progress=False))
+        return self._sparse[1]
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -133,7 +146,7 @@ def time_interleaved(candidates: dict[str, Callable[[], Any]], repeats: int, war
             out = candidates[n]()
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if isinstance(out, Timed):
-                dt, dc, out = out.seconds, out.seconds, out.value
+                dt, dc, out = out.seconds, out.seconds if out.cpu_seconds is None else out.cpu_seconds, out.value
             times[n].append(dt)
             cpu[n].append(dc)
             outputs[n] = out
@@ -153,6 +166,49 @@ def summarize(times: dict[str, list[float]], cpu: dict[str, list[float]], comp: 
             "baseline_seconds_median": statistics.median(times[comp.baseline]),
             "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratios": cpu_ratios,
             "goal": comp.goal, "goal_met": None if comp.goal is None else med >= comp.goal, "note": comp.note}
+
+
+class Peer:
+    """A candidate that runs one job of ``benchmarks/peers.py`` in a peer library's environment.
+
+    Each call starts a child process that loads the same Hugging Face folder, warms up, and times the work
+    alone; the call returns that time as :class:`Timed`. Only one child runs at a time (memory: the
+    machine is shared). ``measure_memory()`` runs the job once more with the peak-memory reset.
+    """
+
+    def __init__(self, peer: str, job: dict, decode: Callable[[Any], Any] | None = None):
+        self.peer, self.job, self.decode = peer, job, decode
+
+    def run(self, memory: bool = False) -> dict:
+        import tempfile
+
+        from .peer_envs import peer_env
+        from sas.models import converted_model_dir
+
+        python, env, _ = peer_env(self.peer)
+        with tempfile.TemporaryDirectory() as tmp:
+            job = {**self.job, "peer": self.peer, "model_dir": str(converted_model_dir("gemma-3-270m")),
+                   "threads": torch.get_num_threads(), "memory": memory}
+            if job["task"] == "extract":
+                job["out"] = f"{tmp}/vectors.pt"
+            path = Path(tmp) / "job.json"
+            path.write_text(json.dumps(job))
+            r = subprocess.run([python, str(ROOT / "peers.py"), str(path)], capture_output=True, text=True, env=env)
+            if r.returncode != 0:
+                raise RuntimeError(f"{self.peer} child failed:\n{r.stderr[-3000:]}")
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+            if job.get("out"):
+                out["value"] = torch.load(job["out"])
+        if self.decode:
+            out["value"] = self.decode(out["value"])
+        return out
+
+    def __call__(self) -> Timed:
+        out = self.run()
+        return Timed(out["seconds"], out["value"], out["cpu_seconds"])
+
+    def measure_memory(self) -> dict:
+        return self.run(memory=True)["memory"]
 
 
 # ---- peak memory, one candidate per child process ----

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
     __package__ = "benchmarks"
 
 from .cases import BENCHES, FULL, MEMORY, QUICK, run_sweep  # noqa: E402
-from .harness import (ROOT, BenchResult, Context, environment, load_average, measure_memory,  # noqa: E402
+from .harness import (ROOT, BenchResult, Context, Peer, environment, load_average, measure_memory,  # noqa: E402
                       measure_memory_here, summarize, time_interleaved)
 
 
@@ -43,8 +43,12 @@ def run_bench(name: str, ctx: Context, quick: bool, memory: bool, repeats: int |
     after = load_average()
     mem = {}
     if memory and bench.memory:
+        mem_cands = bench.setup(ctx, QUICK if quick else MEMORY)
         for cand in list(candidates)[:1] if quick else candidates:  # quick: prove the child process works
-            mem[cand] = measure_memory(name, cand, quick)
+            if isinstance(mem_cands[cand], Peer):  # the peer's own child measures itself
+                mem[cand] = mem_cands[cand].measure_memory()
+            else:
+                mem[cand] = measure_memory(name, cand, quick)
             print(f"  memory {cand}: {mem[cand]}", flush=True)
     for c in comps:
         print(f"  {c['candidate']} vs {c['baseline']}: {c['ratio_median']:.2f}x "
@@ -206,7 +210,11 @@ def merge(files: list[str], out: Path, notes: str | None = None) -> int:
 
 
 def _write(res: dict, out: Path) -> None:
+    from .peer_envs import versions
+
     res.setdefault("load_average_end", load_average())
+    if versions():
+        res["environment"]["peers"] = {**res["environment"].get("peers", {}), **versions()}
     out.write_text(json.dumps(res, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(res))
 
