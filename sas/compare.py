@@ -116,6 +116,10 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
                         res = {k: x for k, x in unsteered[item].items() if k not in keep}
                     elif task:
                         res = run_task(model, task, vec, m, [layer], n_prompts, max_new_tokens, seed)
+                        if out:  # the continuations, to read what steering did (as task sweeps keep them)
+                            append_row(Path(out).with_suffix(".texts.jsonl"), {
+                                "method": meth, "task": item, "layer": layer, "multiplier": float(m), "seed": seed,
+                                "max_new_tokens": max_new_tokens, "texts": res["texts"]})
                         res.pop("texts")
                     else:
                         res = scorer.score(vec, m, [layer])
