@@ -40,10 +40,34 @@ def pad_id(model) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
+def _vocab_major_W_U(model) -> torch.Tensor:
+    """``W_U.T`` [d_vocab, d_model], contiguous, made on first use and remade if ``W_U`` changes."""
+    w = model.W_U
+    key = (w.data_ptr(), w._version)
+    cached = getattr(model, "_sas_W_U_rows", None)
+    if cached is None or cached[0] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            cached = (key, w.detach().T.contiguous())
+        model._sas_W_U_rows = cached
+    return cached[1]
+
+
 def logits_at(model, resid: torch.Tensor) -> torch.Tensor:
-    """Logits [..., d_vocab] from final-block residuals [..., d_model] (ln_final, unembed, softcap)."""
+    """Logits [..., d_vocab] from final-block residuals [..., d_model] (ln_final, unembed, softcap).
+
+    The unembedding dominates a small model's step (262k vocabulary). For one or two rows ``x @ W_U`` in
+    W_U's own layout is fastest; from four rows on, a vocabulary-major copy of W_U (made once, as much
+    memory as W_U: 671 MB on gemma-3-270m) in 4096-row chunks is about 1.4x faster (batched generation,
+    A/B scoring), measured on one core.
+    """
     x = model.ln_final(resid)
-    logits = x @ model.W_U + model.b_U  # TL 3.9's Unembed copies W_U.T on every call
+    if x.numel() // x.shape[-1] >= 4:
+        w = _vocab_major_W_U(model)
+        logits = torch.cat([torch.nn.functional.linear(x, w[i:i + 4096]) for i in range(0, w.shape[0], 4096)], -1)
+    else:
+        logits = x @ model.W_U  # TL 3.9's Unembed copies W_U.T on every call
+    if model.b_U.any():  # zero for most models: skip a [rows, d_vocab] add
+        logits = logits + model.b_U
     cap = model.cfg.output_logits_soft_cap
     return cap * torch.tanh(logits / cap) if cap and cap > 0 else logits
 
