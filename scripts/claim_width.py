@@ -35,6 +35,8 @@ def main():
     p.add_argument("--n-pairs", type=int, default=200, help="pairs per behaviour")
     p.add_argument("--out", default="docs/claim_width.md")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--acts-cache", default="results/claim_width_acts_L{layer}_{n}.pt",
+                   help="where the activations are kept, so that another set of SAEs reuses them")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,14 +46,21 @@ def main():
     if len(layers) != 1:
         raise SystemExit(f"the SAEs read different layers {sorted(layers)}; give SAEs of one layer")
     layer = layers.pop()
-    acts = {}
-    for b in BEHAVIORS:
-        pairs = balance_letters(load_behavior(b))[:args.n_pairs]
-        pos, neg = answer_activations(model, pairs, [layer])
-        acts[b] = (pos[layer], neg[layer])
-    pt, nt = sentiment_pairs()
-    acts["sentiment"] = (last_token_activations(model, pt, [layer])[layer],
-                         last_token_activations(model, nt, [layer])[layer])
+    out = Path(args.out)
+    cache = Path(args.acts_cache.format(layer=layer, n=args.n_pairs))  # activations do not depend on the SAEs
+    if cache.exists():
+        acts = torch.load(cache, weights_only=True)
+    else:
+        acts = {}
+        for b in BEHAVIORS:
+            pairs = balance_letters(load_behavior(b))[:args.n_pairs]
+            pos, neg = answer_activations(model, pairs, [layer])
+            acts[b] = (pos[layer], neg[layer])
+        pt, nt = sentiment_pairs()
+        acts["sentiment"] = (last_token_activations(model, pt, [layer])[layer],
+                             last_token_activations(model, nt, [layer])[layer])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(acts, cache)
     rows, vecs = [], {}
     for name, sae in saes.items():
         vecs[name] = {}
@@ -70,8 +79,6 @@ def main():
     for name, vs in vecs.items():
         m = overlap(vs).values
         over[name] = m[~np.eye(len(m), dtype=bool)].mean() if len(m) > 1 else float("nan")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     piv = df.pivot_table(index="item", columns="width", values="n_features")
     ax = piv.plot.bar(figsize=(9, 4), title=f"SAS features per vector at layer {layer}, tau={args.tau}")
     ax.set_ylabel("features in the SAS vector")
