@@ -83,7 +83,7 @@ def markdown(res: dict) -> str:
     ]
     for b in res["benchmarks"]:
         for c in b["comparisons"]:
-            goal = "" if c["goal"] is None else f">= {c['goal']:g}x"
+            goal = "" if c["goal"] is None else f">= {c['goal']:.3g}x"
             met = "" if c["goal_met"] is None else ("yes" if c["goal_met"] else "**no**")
             lines.append(
                 f"| {b['name']} | {c['candidate']} | {c['baseline']} | {c['ratio_median']:.2f}x "
