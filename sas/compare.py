@@ -5,6 +5,7 @@ from the same activations and scored with the same data, positions and evaluatio
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -38,7 +39,12 @@ def build_vectors(model, saes: dict[int, object], pos: dict, neg: dict, behavior
     for layer, sae in saes.items():
         caa = SteeringVector({layer: pos[layer].mean(0) - neg[layer].mean(0)}, model.cfg.model_name, "caa",
                              behavior, positions=positions, data_hash=dhash)
-        v, info = sparse_diff(encode(sae, pos[layer]), encode(sae, neg[layer]), tau, mean, top_k)
+        try:
+            v, info = sparse_diff(encode(sae, pos[layer]), encode(sae, neg[layer]), tau, mean, top_k)
+        except ValueError as e:  # no one-sided feature: CAA still runs, the sparse methods are skipped
+            warnings.warn(f"{behavior}, layer {layer}: no SAS vector, so no sas/sas_dense rows ({e})")
+            out[layer] = {"caa": caa, "sas": None, "sas_dense": None}
+            continue
         sv = SparseVector({layer: v}, {layer: sae}, model.cfg.model_name, behavior, positions=positions,
                           sae_names={layer: _sae_name(sae)}, data_hash=dhash,
                           settings={"tau": tau, "mean": mean, "top_k": top_k, **info})
@@ -101,11 +107,11 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
         vecs = build_vectors(model, saes, pos, neg, item, dhash, tau, mean, top_k)
         for layer in layers:
             v = vecs[layer]
-            cos = _cos(v["sas_dense"].directions[layer], v["caa"].directions[layer])
+            cos = _cos(v["sas_dense"].directions[layer], v["caa"].directions[layer]) if v["sas"] else None
             acts = torch.cat([pos[layer], neg[layer]])
             for meth in METHODS:
                 for m in mults[meth]:
-                    if (meth, item, layer, float(m)) in done:
+                    if (meth, item, layer, float(m)) in done or v[meth] is None:
                         bar.update()
                         continue
                     t0 = time.time()
@@ -124,9 +130,9 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
                     else:
                         res = scorer.score(vec, m, [layer])
                     row = {"model": name, "method": meth, what: item, "layer": layer, "multiplier": float(m), **res,
-                           "n_features": int(v["sas"].n_features()[layer]) if meth != "caa" else None,
+                           "n_features": int(v["sas"].n_features()[layer]) if meth != "caa" and v["sas"] else None,
                            "resid_change": residual_change(model, vec, m, layer, acts), "cos_caa": cos,
-                           "sae": v["sas"].sae_names[layer], "tau": tau, "mean": mean, "top_k": top_k}
+                           "sae": _sae_name(saes[layer]), "tau": tau, "mean": mean, "top_k": top_k}
                     if with_side_effects and not (m == 0 and item in unsteered):
                         row.update(side_effects(model, vec, m, [layer], scorers=scorers_se))
                     row["seconds"] = time.time() - t0

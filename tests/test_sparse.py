@@ -269,3 +269,16 @@ def test_compare_rows_resume_and_one_unsteered_evaluation(tiny, tmp_path, monkey
     C.compare(tiny, {LAYER: sae}, ["sycophancy"], multipliers={"caa": [-1, 0, 1], "sas": [0, 4],
               "sas_dense": [4]}, out=out, n_test=4, progress=False)
     assert calls == [] and len(C.read_rows(out)) == 6
+
+
+def test_compare_without_one_sided_features_keeps_caa_and_says_so(tiny):
+    """A behaviour whose features all fire on both sides has no SAS vector: compare warns and keeps
+    CAA instead of stopping a seven-behaviour run."""
+    from sas.compare import build_vectors
+
+    sae = random_sae()
+    acts = {LAYER: torch.randn(20, 32)}
+    with pytest.warns(UserWarning, match="no SAS vector"):
+        vecs = build_vectors(tiny, {LAYER: sae}, acts, acts, "same-both-sides", "h", tau=0.1)
+    assert vecs[LAYER]["sas"] is None and vecs[LAYER]["sas_dense"] is None
+    assert vecs[LAYER]["caa"].directions[LAYER].abs().max() == 0
