@@ -121,7 +121,7 @@ def test_topk_sae_falls_back_to_the_full_path(tiny):
     vec = _vector(sae, tiny)
     with pytest.warns(UserWarning, match="full"):
         out = _resid_after(tiny, TOKENS, vec, 3.0)
-    base = _resid_after(tiny, TOKENS, vec, 0.0)
+        base = _resid_after(tiny, TOKENS, vec, 0.0)  # warns too: every hook on this SAE says it
     z = sae.encode(base[0])
     expected = sae.decode(sigma(sae, z + 3.0 * vec.codes[LAYER])) + (base[0] - sae.decode(z))
     assert torch.allclose(out[0], expected, atol=1e-5)
