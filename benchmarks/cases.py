@@ -13,8 +13,8 @@ import warnings
 
 import torch
 
-from sas.generation import encode, pad_id, pad_left
-from sas.prompts import ab_tokens
+from sas.forward.run import encode, pad_id, pad_left
+from sas.load.prompts import ab_tokens
 
 from .harness import Bench, Comparison, Context, Peer
 
@@ -58,7 +58,7 @@ def naive_answer_activations(model, pairs, layers, batch_size: int = 4):
 
 def _setup_extraction(ctx: Context, cfg: dict):
     from sas import load_behavior
-    from sas.caa import answer_activations
+    from sas.activations.residual import answer_activations
 
     model, pairs, layers = ctx.model, load_behavior("sycophancy")[:cfg["n_pairs"]], cfg["layers"]
     return {"sas answer_activations": lambda: answer_activations(model, pairs, layers, progress=False),
@@ -107,7 +107,7 @@ def naive_ab_scores(model, pairs, vector, layer: int, multipliers, batch_size: i
 
 def _setup_ab(ctx: Context, cfg: dict):
     from sas import load_behavior
-    from sas.evaluate import ABScorer
+    from sas.evaluation.ab import ABScorer
 
     model, vec = ctx.model, ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"])
     test, layer, mults = load_behavior("sycophancy", "test")[:cfg["n_test"]], cfg["ab_layer"], cfg["multipliers"]
@@ -132,7 +132,7 @@ def _setup_generation(batch: int):
         from dataclasses import replace
 
         from sas import generate, steer
-        from sas.datasets import load_neutral_prompts
+        from sas.load.data import load_neutral_prompts
 
         model, (hf, tok) = ctx.model, ctx.hf
         vec, n = ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"]), cfg["new_tokens"]
@@ -216,8 +216,8 @@ def _generation_bench(batch: int) -> Bench:
 
 def _setup_extraction_peers(ctx: Context, cfg: dict):
     from sas import caa_vector, load_behavior
-    from sas.datasets import balance_letters
-    from sas.prompts import BASE_SUFFIX
+    from sas.load.data import balance_letters
+    from sas.load.prompts import BASE_SUFFIX
 
     model, layers = ctx.model, cfg["peer_layers"]
     used = balance_letters(load_behavior("sycophancy")[:cfg["peer_pairs"]])
@@ -251,7 +251,7 @@ def hf_ab_scores(hf, tok, pairs, direction, layer: int, multipliers, batch_size:
     """A plain Hugging Face loop: the prompt through ``hf(...)``, a forward hook on decoder layer ``layer``
     that adds the vector at the answer scaffold, only the last position's logits (``logits_to_keep=1``).
     Returns mean p_match per multiplier."""
-    from sas.prompts import BASE_SUFFIX
+    from sas.load.prompts import BASE_SUFFIX
 
     a_id, b_id = (tok(x, add_special_tokens=False).input_ids[0] for x in ("A", "B"))
     k = len(tok(BASE_SUFFIX, add_special_tokens=False).input_ids)
@@ -281,7 +281,7 @@ def hf_ab_scores(hf, tok, pairs, direction, layer: int, multipliers, batch_size:
 
 def _setup_ab_hf(ctx: Context, cfg: dict):
     from sas import load_behavior
-    from sas.evaluate import ABScorer
+    from sas.evaluation.ab import ABScorer
 
     model, (hf, tok), vec = ctx.model, ctx.hf, ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"])
     test, layer, mults = load_behavior("sycophancy", "test")[:cfg["hf_test"]], cfg["ab_layer"], cfg["multipliers"]
@@ -306,8 +306,8 @@ def _setup_sparse_forward(ctx: Context, cfg: dict):
     from dataclasses import replace
 
     from sas import load_behavior, steer
-    from sas.generation import logits_at, run_resid
-    from sas.prompts import ab_tokens
+    from sas.forward.run import logits_at, run_resid
+    from sas.load.prompts import ab_tokens
 
     model = ctx.model
     fast = ctx.sparse_vector(cfg["sae"])

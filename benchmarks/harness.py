@@ -75,7 +75,7 @@ class Context:
     def model(self):
         if self._model is None:
             from sas import load_model
-            from sas.generation import fast_layout
+            from sas.forward.run import fast_layout
 
             self._model = load_model("gemma-3-270m")
             # sas re-lays the weights out on its first forward pass; do it up front so the naive
@@ -87,7 +87,7 @@ class Context:
     def hf(self):
         """``(hf_model, tokenizer)``: the same weights as :attr:`model`, as Hugging Face loads them."""
         if self._hf is None:
-            from sas.models import load_hf
+            from sas.load.models import load_hf
 
             self._hf = load_hf("gemma-3-270m")
         return self._hf
@@ -113,7 +113,7 @@ class Context:
         """A SAS sycophancy vector in a shipped SAE (built each run: the SAE may have been retrained)."""
         if getattr(self, "_sparse", None) is None or self._sparse[0] != sae_name:
             from sas import load_behavior, load_sae
-            from sas.sparse import sas_vector
+            from sas.methods.sas import sas_vector
 
             sae = load_sae(sae_name, self.model)
             self._sparse = (sae_name, sas_vector(self.model, sae, load_behavior("sycophancy")[:n_pairs], tau=tau,
@@ -183,7 +183,7 @@ class Peer:
         import tempfile
 
         from .peer_envs import peer_env
-        from sas.models import converted_model_dir
+        from sas.load.models import converted_model_dir
 
         python, env, _ = peer_env(self.peer)
         with tempfile.TemporaryDirectory() as tmp:

@@ -22,8 +22,8 @@ def behavior_tokens() -> dict[str, int]:
     """Real tokens of each behaviour's letter-balanced generate split (question + answer scaffold)."""
     from transformers import AutoTokenizer
 
-    from sas.datasets import BEHAVIORS, balance_letters, load_behavior
-    from sas.models import converted_model_dir
+    from sas.load.data import BEHAVIORS, balance_letters, load_behavior
+    from sas.load.models import converted_model_dir
 
     tok = AutoTokenizer.from_pretrained(converted_model_dir())
     return {b: sum(len(tok(p.question, add_special_tokens=False).input_ids) + 5

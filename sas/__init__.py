@@ -11,26 +11,54 @@
     sv = sas.sas_vector(model, sae, sas.load_behavior("sycophancy"), tau=0.1)
     with sas.steer(model, sv, multipliers=2.0):            # sparse steering, reconstruction error kept
         ...
+
+The package reads as the pipeline: ``load`` -> ``forward`` -> ``activations`` -> ``steering``
+(vectors and hooks) -> ``methods`` (vector builders) -> ``evaluation`` -> ``runs`` -> ``reports``.
+Names are imported on first use, so ``import sas`` stays light.
 """
 
-from .actadd import actadd_vector
-from .caa import caa_vector, contrastive_vector
-from .datasets import (BEHAVIORS, ABPair, balance_letters, load_behavior, load_mmlu, load_open_ended, load_pairs,
-                       load_truthfulqa)
-from .evaluate import ABScorer, ab_score, side_effects
-from .generation import generate, perplexity
-from .models import load_model
-from .sae import evaluate_sae, load_sae
-from .sparse import SparseVector, sas_vector, sas_vector_from_texts
-from .steering import steer, steering_hooks
-from .sweep import ab_sweep, task_sweep
-from .tasks import run_task, task_vector
-from .vector import SteeringVector
+from __future__ import annotations
 
-__all__ = [
-    "SparseVector", "evaluate_sae", "load_sae", "sas_vector", "sas_vector_from_texts",
-    "ABPair", "ABScorer", "BEHAVIORS", "SteeringVector", "ab_score", "ab_sweep", "actadd_vector", "balance_letters",
-    "caa_vector", "contrastive_vector", "generate", "load_behavior", "load_mmlu", "load_model", "load_open_ended",
-    "load_pairs", "load_truthfulqa", "perplexity", "run_task", "side_effects", "steer", "steering_hooks",
-    "task_sweep", "task_vector",
-]
+import importlib
+
+from . import _shims
+
+_shims.install()
+
+# public name -> module that defines it
+_API = {
+    "load_model": "load.models",
+    "load_sae": "load.saes", "registry": "load.saes",
+    "ABPair": "load.data", "BEHAVIORS": "load.data", "balance_letters": "load.data", "load_behavior": "load.data",
+    "load_mmlu": "load.data", "load_open_ended": "load.data", "load_pairs": "load.data",
+    "load_truthfulqa": "load.data",
+    "generate": "forward.generate", "perplexity": "forward.likelihood",
+    "SteeringVector": "steering.vector", "SparseVector": "steering.sparse",
+    "steer": "steering.steer", "steering_hooks": "steering.steer",
+    "caa_vector": "methods.caa", "contrastive_vector": "methods.caa", "actadd_vector": "methods.actadd",
+    "sas_vector": "methods.sas", "sas_vector_from_texts": "methods.sas",
+    "build_vector": "methods.registry", "METHODS": "methods.registry",
+    "ABScorer": "evaluation.ab", "ab_score": "evaluation.ab", "side_effects": "evaluation.side_effects",
+    "evaluate_sae": "evaluation.sae_quality",
+    "run_task": "evaluation.tasks", "TASKS": "evaluation.tasks",
+    "task_vector": "runs.vectors",
+    "ab_sweep": "runs.sweep", "task_sweep": "runs.sweep", "compare": "runs.compare",
+    "run_grid": "runs.grid", "Grid": "runs.grid", "ResultStore": "runs.store",
+}
+_SUBPACKAGES = {"load", "forward", "activations", "steering", "methods", "evaluation", "runs", "reports",
+                "hooks", "cli", "datasets", "tasks", "features"}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:  # sas.tasks, sas.features, ...: old and new module paths as attributes
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sas' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

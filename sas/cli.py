@@ -138,7 +138,8 @@ def cmd_generate(args) -> None:
 
 
 def _saes(args, model):
-    from .sae import load_sae, registry
+    from .hooks import layer_of
+    from .load.saes import load_sae, registry, sae_layer
 
     if args.sae:
         names = args.sae.split(",")
@@ -146,7 +147,7 @@ def _saes(args, model):
         cards = {n: c for n, c in registry().items() if c.get("model") == model.cfg.model_name}
         by_layer = {}
         for n, c in sorted(cards.items(), key=lambda kv: kv[1].get("width", 0)):
-            layer = int(c["hook"].split(".")[1])
+            layer = layer_of(c["hook"])
             if (args.layers is None or layer in args.layers) and (args.width is None or c.get("width") == args.width):
                 by_layer.setdefault(layer, n)
         names = list(by_layer.values())
@@ -157,7 +158,7 @@ def _saes(args, model):
     for n in names:
         sae = load_sae(n, model)
         sae.sas_name = n
-        saes[int(sae.cfg.metadata.hook_name.split(".")[1])] = sae
+        saes[sae_layer(sae)] = sae
     return saes
 
 

@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sas.sweep import read_rows, to_frame  # noqa: E402
+from sas.reports.tables import to_frame  # noqa: E402
+from sas.runs.store import read_rows  # noqa: E402
 
 
 def effects(df: pd.DataFrame) -> pd.DataFrame:

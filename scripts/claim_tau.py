@@ -17,11 +17,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import sas  # noqa: E402
-from sas.caa import last_token_activations  # noqa: E402
-from sas.sae import encode, load_sae  # noqa: E402
-from sas.sparse import SparseVector, sparse_diff  # noqa: E402
-from sas.sweep import append_row, read_rows  # noqa: E402
-from sas.tasks import run_task, sentiment_pairs  # noqa: E402
+from sas.activations.residual import last_token_activations  # noqa: E402
+from sas.activations.codes import encode  # noqa: E402
+from sas.load.saes import load_sae  # noqa: E402
+from sas.methods.sas import sparse_diff  # noqa: E402
+from sas.steering.sparse import SparseVector  # noqa: E402
+from sas.runs.store import append_row, read_rows  # noqa: E402
+from sas.evaluation.tasks import run_task, sentiment_pairs  # noqa: E402
 
 
 def main():

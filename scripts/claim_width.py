@@ -20,12 +20,14 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import sas  # noqa: E402
-from sas.caa import answer_activations, last_token_activations  # noqa: E402
-from sas.datasets import BEHAVIORS, balance_letters, load_behavior  # noqa: E402
-from sas.features import overlap  # noqa: E402
-from sas.sae import encode, load_sae  # noqa: E402
-from sas.sparse import SparseVector, sparse_diff  # noqa: E402
-from sas.tasks import sentiment_pairs  # noqa: E402
+from sas.activations.residual import answer_activations, last_token_activations  # noqa: E402
+from sas.load.data import BEHAVIORS, balance_letters, load_behavior  # noqa: E402
+from sas.reports.features import overlap  # noqa: E402
+from sas.activations.codes import encode  # noqa: E402
+from sas.load.saes import load_sae  # noqa: E402
+from sas.methods.sas import sparse_diff  # noqa: E402
+from sas.steering.sparse import SparseVector  # noqa: E402
+from sas.evaluation.tasks import sentiment_pairs  # noqa: E402
 
 
 def main():

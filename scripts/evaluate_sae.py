@@ -21,7 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sas import sae as S  # noqa: E402
+import sas.activations.codes as SC  # noqa: E402
+import sas.activations.residual as SR  # noqa: E402
+import sas.evaluation.sae_quality as SQ  # noqa: E402
+import sas.load.saes as S  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -72,21 +75,21 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from sas.models import load_model
+    from sas.load.models import load_model
 
     t0 = time.time()
     model = load_model(args.model, dtype=getattr(torch, args.dtype))
     saes = {name: S.load_sae(name, model) for name in args.sae}
-    tokens = S.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.tokens)
+    tokens = SR.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.tokens)
     ce_rows = tokens[:max(1, args.ce_tokens // (args.context - 1))]
     ab, senti = ab_test_prompts(), sentiment_heldout(args.sentiment_prompts)
     if args.ab_prompts:
         ab = ab[::max(1, len(ab) // args.ab_prompts)][:args.ab_prompts]
-    clean = S.ce_losses(model, None, ce_rows, which=("clean",))["clean"] if args.ce_tokens else float("nan")
+    clean = SQ.ce_losses(model, None, ce_rows, which=("clean",))["clean"] if args.ce_tokens else float("nan")
     dead = {}
     if args.dead_tokens:
-        dead_rows = S.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.dead_tokens)
-        counts, n_dead_tokens = S.firing_counts(model, saes, dead_rows, progress=True)
+        dead_rows = SR.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.dead_tokens)
+        counts, n_dead_tokens = SC.firing_counts(model, saes, dead_rows, progress=True)
         dead = {n: {"dead_fraction": (c == 0).float().mean().item(), "n_dead_tokens": n_dead_tokens,
                     "rare_fraction_under_1e-5": (c < 1e-5 * n_dead_tokens).float().mean().item()}
                 for n, c in counts.items()}
@@ -94,19 +97,19 @@ def main(argv=None) -> None:
     for name, sae in saes.items():
         hook = sae.cfg.metadata.hook_name
         if hook not in acts:
-            acts[hook] = S.hook_activations(model, tokens, hook)
-            ab_acts[hook] = S.prompt_activations(model, ab, hook, last_token_only=True)
-            senti_acts[hook] = S.prompt_activations(model, senti, hook, last_token_only=False)
-            zero[hook] = S.ce_losses(model, sae, ce_rows, which=("zero",))["zero"] if args.ce_tokens else float("nan")
-        m = S.SAEMetrics(**S.reconstruction_metrics(sae, acts[hook]))
+            acts[hook] = SR.hook_activations(model, tokens, hook)
+            ab_acts[hook] = SR.prompt_activations(model, ab, hook, last_token_only=True)
+            senti_acts[hook] = SR.prompt_activations(model, senti, hook, last_token_only=False)
+            zero[hook] = SQ.ce_losses(model, sae, ce_rows, which=("zero",))["zero"] if args.ce_tokens else float("nan")
+        m = SQ.SAEMetrics(**SQ.reconstruction_metrics(sae, acts[hook]))
         if args.ce_tokens:
             m.n_ce_tokens = ce_rows.numel() - len(ce_rows)
             m.ce_loss_clean, m.ce_loss_zero = clean, zero[hook]
-            m.ce_loss_spliced = S.ce_losses(model, sae, ce_rows, which=("spliced",))["spliced"]
+            m.ce_loss_spliced = SQ.ce_losses(model, sae, ce_rows, which=("spliced",))["spliced"]
             m.ce_loss_recovered = (m.ce_loss_zero - m.ce_loss_spliced) / (m.ce_loss_zero - m.ce_loss_clean)
         res = {"heldout": m.to_dict(),
-               "ab_answer_token": S.reconstruction_metrics(sae, ab_acts[hook]),
-               "sentiment_tokens": S.reconstruction_metrics(sae, senti_acts[hook]),
+               "ab_answer_token": SQ.reconstruction_metrics(sae, ab_acts[hook]),
+               "sentiment_tokens": SQ.reconstruction_metrics(sae, senti_acts[hook]),
                "measured": {"date": datetime.date.today().isoformat(), "model_dtype": args.dtype,
                             "heldout": str(args.heldout), "context": args.context,
                             "command": "python scripts/evaluate_sae.py " + " ".join(argv or sys.argv[1:])}}

@@ -14,12 +14,12 @@ import argparse
 import torch
 
 import sas
-from sas.caa import answer_activations, last_token_activations
-from sas.datasets import balance_letters, load_behavior
-from sas.features import logit_effects
-from sas.sae import encode
-from sas.sparse import sparse_diff
-from sas.tasks import sentiment_pairs
+from sas.activations.residual import answer_activations, last_token_activations
+from sas.load.data import balance_letters, load_behavior
+from sas.reports.features import logit_effects
+from sas.activations.codes import encode
+from sas.methods.sas import sparse_diff
+from sas.evaluation.tasks import sentiment_pairs
 
 
 def main():

@@ -6,8 +6,11 @@
 import argparse
 from pathlib import Path
 
-from sas.plots import plot_sweep
-from sas.sweep import letter_bias, read_rows, summary, to_frame
+from sas.reports.plots import plot_sweep
+from sas.reports.tables import letter_bias, summary, to_frame
+
+
+from sas.runs.store import read_rows
 
 
 def main():

@@ -326,7 +326,9 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
 
     from safetensors.torch import load_file, save_file
 
-    from sas.sae import WEIGHTS, sha256
+    from sas.load.models import sha256
+
+    from sas.load.saes import WEIGHTS
 
     cfg = json.loads((final / "cfg.json").read_text())
     training = json.loads((final / "training.json").read_text())
@@ -444,7 +446,7 @@ def main(argv=None) -> None:
     shards = sorted(acts_dir.glob("shard_*.pt"))
     cached = sum(torch.load(s, weights_only=True)["n_tokens"] for s in shards)
     if cached < args.tokens:
-        from sas.models import load_model
+        from sas.load.models import load_model
 
         t0 = time.time()
         model = load_model(args.model, dtype=torch.bfloat16)

@@ -5,7 +5,7 @@ import torch
 @pytest.fixture(scope="session")
 def gemma():
     """The real gemma-3-270m as a HookedTransformer, loaded once per test session (slow tests only)."""
-    from sas.models import load_model
+    from sas.load.models import load_model
 
     return load_model("gemma-3-270m")
 
@@ -15,7 +15,7 @@ def gemma_tokenizer():
     """The gemma-3-270m tokenizer (262,144 tokens; BOS 2, pad 0, EOS 1), from the conversion cache."""
     from transformers import AutoTokenizer
 
-    from sas.models import converted_model_dir
+    from sas.load.models import converted_model_dir
 
     return AutoTokenizer.from_pretrained(converted_model_dir("gemma-3-270m"))
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 import sas.cli
-import sas.models
+import sas.load.models
 from sas.cli import main
 
 
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if a command loads a model: these errors must come first, in a second."""
-    monkeypatch.setattr(sas.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(sas.load.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
 
 
 def _exit(argv, capsys) -> tuple[int | str, str]:

@@ -10,16 +10,20 @@ import torch
 from conftest import hooks_left
 from safetensors.torch import save_file
 
-import sas.evaluate
-import sas.generation
-from sas.caa import answer_activations, caa_vector
-from sas.datasets import ABPair, load_behavior
-from sas.evaluate import ABScorer
-from sas.generation import encode, generate_tokens, logits_at, new_cache, pad_id, pad_left, run_resid
-from sas.prompts import BASE_SUFFIX
+import sas.evaluation.ab
+import sas.forward.generate
+import sas.forward.likelihood
+from sas.activations.residual import answer_activations
+from sas.methods.caa import caa_vector
+from sas.load.data import ABPair, load_behavior
+from sas.evaluation.ab import ABScorer
+from sas.forward.generate import generate_tokens
+from sas.forward.run import encode, logits_at, new_cache, pad_id, pad_left, run_resid
+from sas.load.prompts import BASE_SUFFIX
 from sas.steering import steer, steering_hooks
-from sas.sweep import ab_sweep, read_rows
-from sas.vector import SteeringVector
+from sas.runs.store import read_rows
+from sas.runs.sweep import ab_sweep
+from sas.steering.vector import SteeringVector
 
 LAYER = 1  # steer blocks.1.hook_resid_post; blocks.2.hook_resid_pre then shows exactly what was added
 TEXTS = ["The weather today is mild and", "Hi", "A much longer prompt about the history of the river valley"]
@@ -146,7 +150,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_failed_save_leaves_no_half_written_file(tmp_path, monkeypatch):
-    import sas.vector
+    import sas.steering.vector
 
     old = _vec()
     old.save(tmp_path / "v")
@@ -156,7 +160,7 @@ def test_failed_save_leaves_no_half_written_file(tmp_path, monkeypatch):
             f.write(b"\x00" * 10)
         raise OSError("disk full")
 
-    monkeypatch.setattr(sas.vector, "save_file", torn)
+    monkeypatch.setattr(sas.steering.vector, "save_file", torn)
     with pytest.raises(OSError, match="disk full"):
         _vec(seed=5).save(tmp_path / "v")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json", "v.safetensors"]
@@ -242,15 +246,15 @@ def test_padded_batch_equals_each_row_alone(tiny, positions):
 def _generate_with_logits(model, prompts, n, monkeypatch):
     """Greedy generation through sas.generation, recording the logits of every step [step, batch, vocab]."""
     seen = []
-    real = sas.generation._sample
+    real = sas.forward.generate._sample
 
     def spy(logits, *a, **k):
         seen.append(logits.clone())
         return real(logits, *a, **k)
 
-    monkeypatch.setattr(sas.generation, "_sample", spy)
+    monkeypatch.setattr(sas.forward.generate, "_sample", spy)
     out = generate_tokens(model, prompts, n, stop_at_eos=False)
-    monkeypatch.setattr(sas.generation, "_sample", real)
+    monkeypatch.setattr(sas.forward.generate, "_sample", real)
     return out, torch.stack(seen)
 
 
@@ -437,14 +441,14 @@ def test_resumable_sweep(tiny, tmp_path, monkeypatch):
         calls.append(a)
         return real(self, *a, **k)
 
-    monkeypatch.setattr(sas.evaluate.ABScorer, "score", failing)
+    monkeypatch.setattr(sas.evaluation.ab.ABScorer, "score", failing)
     with pytest.raises(RuntimeError, match="interrupted"):
         ab_sweep(tiny, ["sycophancy"], layers, mults, out=out, n_test=3, vectors=vec, progress=False)
     first = read_rows(out)
     assert 3 <= len(first) < len(conditions)
     with open(out, "a") as f:
         f.write('{"model": "tiny", "method": "caa", "behav')  # a write cut by the interruption
-    monkeypatch.setattr(sas.evaluate.ABScorer, "score", real)
+    monkeypatch.setattr(sas.evaluation.ab.ABScorer, "score", real)
     df = ab_sweep(tiny, ["sycophancy"], layers, mults, out=out, n_test=3, vectors=vec, progress=False)
     rows = read_rows(out)
     assert rows[:len(first)] == first  # finished rows are kept, not recomputed
@@ -454,7 +458,7 @@ def test_resumable_sweep(tiny, tmp_path, monkeypatch):
     zero = [r for r in rows if r["multiplier"] == 0]
     assert zero[0]["p_match"] == zero[1]["p_match"]
     # a third run has nothing left to do
-    monkeypatch.setattr(sas.evaluate.ABScorer, "score", lambda *a, **k: pytest.fail("recomputed a done row"))
+    monkeypatch.setattr(sas.evaluation.ab.ABScorer, "score", lambda *a, **k: pytest.fail("recomputed a done row"))
     ab_sweep(tiny, ["sycophancy"], layers, mults, out=out, n_test=3, vectors=vec, progress=False)
     assert len(read_rows(out)) == len(conditions)
 
@@ -495,7 +499,7 @@ def test_task_sweep_resumes(tiny, tmp_path):
 # ------------------------------------------------------------------------------------------ fluency
 def test_continuation_nll_equals_a_plain_forward(tiny):
     prompts, conts = ["The cat", "A much longer opening sentence about"], [" sat on the mat", " rivers"]
-    nll = sas.generation.continuation_nll(tiny, prompts, conts)
+    nll = sas.forward.likelihood.continuation_nll(tiny, prompts, conts)
     tok = tiny.tokenizer
     for i, (p, c) in enumerate(zip(prompts, conts)):
         pi = [tok.bos_token_id] + tok(p, add_special_tokens=False).input_ids
@@ -507,7 +511,7 @@ def test_continuation_nll_equals_a_plain_forward(tiny):
 
 
 def test_mask_words():
-    from sas.tasks import mask_words
+    from sas.evaluation.tasks import mask_words
 
     v = SteeringVector({1: _dir(0, 2)}, "tiny", "actadd", positions="front",
                        settings={"positive": "Love", "negative": "Hate"})

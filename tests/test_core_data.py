@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from sas.datasets import (BEHAVIORS, ABPair, balance_letters, data_hash, load_behavior, load_mmlu, load_neutral_prompts,
-                          load_open_ended, load_pairs, load_truthfulqa)
-from sas.generation import encode, pad_left
-from sas.prompts import BASE_SUFFIX, ab_tokens, letter_ids
+from sas.load.data import BEHAVIORS, ABPair, balance_letters, data_hash, load_behavior, load_mmlu, load_neutral_prompts, load_open_ended, load_pairs, load_truthfulqa
+from sas.forward.run import encode, pad_left
+from sas.load.prompts import BASE_SUFFIX, ab_tokens, letter_ids
 
 ROW = {"question": "Is it?\n (A) Yes\n (B) No", "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}
 

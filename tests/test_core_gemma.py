@@ -10,13 +10,15 @@ import torch
 from conftest import hooks_left
 
 import sas.cli
-from sas.caa import caa_vector
-from sas.datasets import load_behavior
-from sas.evaluate import ABScorer
-from sas.generation import generate
-from sas.prompts import BASE_SUFFIX
+from sas.methods.caa import caa_vector
+from sas.load.data import load_behavior
+from sas.evaluation.ab import ABScorer
+from sas.forward.generate import generate
+from sas.load.prompts import BASE_SUFFIX
 from sas.steering import steer
-from sas.tasks import run_task, task_vector
+from sas.evaluation.tasks import run_task
+
+from sas.runs.vectors import task_vector
 
 pytestmark = pytest.mark.slow
 

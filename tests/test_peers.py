@@ -25,9 +25,9 @@ def test_caa_vector_equals_steering_vectors(gemma):
     sv = pytest.importorskip("steering_vectors", reason="steering-vectors is not installed: "
                              "pip install --no-deps steering-vectors==0.12.2 scikit-learn")
     from sas import caa_vector, load_behavior
-    from sas.datasets import balance_letters
-    from sas.models import load_hf
-    from sas.prompts import BASE_SUFFIX, ab_tokens
+    from sas.load.data import balance_letters
+    from sas.load.models import load_hf
+    from sas.load.prompts import BASE_SUFFIX, ab_tokens
 
     layers = list(range(gemma.cfg.n_layers))
     pairs = load_behavior("sycophancy")[:300]

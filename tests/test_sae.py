@@ -13,7 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sas import sae as S
+import sas.activations.codes as SC
+import sas.activations.residual as SR
+import sas.evaluation.sae_quality as SQ
+import sas.load.saes as S
 
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ROOT.parent / "shared" / "data" / "corpus" / "enwiki-2014-heldout"
@@ -178,14 +181,14 @@ def test_corpus_without_text(tmp_path):
 def test_feature_basics():
     sae = _direct_jumprelu(_params())
     x = torch.randn(100, D_IN) * 3
-    codes = S.encode(sae, x, batch_size=7)
+    codes = SC.encode(sae, x, batch_size=7)
     torch.testing.assert_close(codes, sae.encode(x))
-    freq = S.feature_frequency(sae, x, batch_size=7)
+    freq = SC.feature_frequency(sae, x, batch_size=7)
     torch.testing.assert_close(freq, (codes > 0).float().mean(0))
-    torch.testing.assert_close(S.decoder_direction(sae, 5), sae.W_dec[5])
+    torch.testing.assert_close(SC.decoder_direction(sae, 5), sae.W_dec[5])
     with pytest.raises(IndexError):
-        S.decoder_direction(sae, D_SAE)
-    m = S.reconstruction_metrics(sae, x, batch_size=13)
+        SC.decoder_direction(sae, D_SAE)
+    m = SQ.reconstruction_metrics(sae, x, batch_size=13)
     ev = 1 - (sae(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
     assert m["explained_variance"] == pytest.approx(ev.item(), rel=1e-4)
     assert m["mean_l0"] == pytest.approx((codes > 0).sum(1).float().mean().item())
@@ -206,12 +209,12 @@ def test_firing_counts_one_streamed_pass_equals_cached_activations(tiny):
             sae.threshold[0] = 1e9  # a dead feature
         sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
         saes[f"L{layer}"] = sae
-    tokens = S.token_chunks(tiny.tokenizer, ["The quick brown fox jumps over the lazy dog. " * 30], context=32)
-    counts, n = S.firing_counts(tiny, saes, tokens, batch_size=3)
+    tokens = SR.token_chunks(tiny.tokenizer, ["The quick brown fox jumps over the lazy dog. " * 30], context=32)
+    counts, n = SC.firing_counts(tiny, saes, tokens, batch_size=3)
     for name, sae in saes.items():
-        acts = S.hook_activations(tiny, tokens, sae.cfg.metadata.hook_name)
+        acts = SR.hook_activations(tiny, tokens, sae.cfg.metadata.hook_name)
         assert n == len(acts)
-        torch.testing.assert_close(counts[name].float() / n, S.feature_frequency(sae, acts))
+        torch.testing.assert_close(counts[name].float() / n, SC.feature_frequency(sae, acts))
     assert counts["L0"][0] == counts["L2"][0] == 0 and (counts["L0"][1:] > 0).any()
 
 
@@ -250,7 +253,7 @@ def test_shipped_sae_reproduces_its_card(gemma):
     for name, card in cards.items():
         texts = heldout_texts(HELDOUT)
         sae = S.load_sae(name, gemma)
-        m = S.evaluate_sae(gemma, sae, texts, n_tokens=8_000, n_ce_tokens=512)  # small: the model is float32
+        m = SQ.evaluate_sae(gemma, sae, texts, n_tokens=8_000, n_ce_tokens=512)  # small: the model is float32
         ref = card["metrics"]["heldout"]
         assert m.explained_variance == pytest.approx(ref["explained_variance"], abs=0.05), name
         assert m.mean_l0 == pytest.approx(ref["mean_l0"], rel=0.25), name

@@ -6,8 +6,9 @@ import torch
 from conftest import hooks_left
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
 
-from sas.generation import generate
-from sas.sparse import SparseVector, sas_vector_from_texts, sigma, sparse_diff
+from sas.forward.generate import generate
+from sas.methods.sas import sas_vector_from_texts, sparse_diff
+from sas.steering.sparse import SparseVector, sigma
 from sas.steering import steer
 
 LAYER = 1
@@ -198,7 +199,7 @@ def test_sas_vector_from_texts_on_tiny(tiny):
 
 # ------------------------------------------------------------------------------------ inspection
 def test_feature_inspection_on_tiny(tiny):
-    from sas.features import logit_effects, overlap, top_contexts
+    from sas.reports.features import logit_effects, overlap, top_contexts
 
     sae = random_sae()
     eff = logit_effects(tiny, sae, [3, 7], k=4)
@@ -216,7 +217,7 @@ def test_feature_inspection_on_tiny(tiny):
 # ------------------------------------------------------------------------ the real model and SAE
 @pytest.fixture(scope="module")
 def shipped_sae(gemma):
-    from sas.sae import load_sae, registry
+    from sas.load.saes import load_sae, registry
 
     names = [n for n, c in registry().items() if c.get("model") == "gemma-3-270m"]
     if not names:
@@ -229,7 +230,7 @@ def shipped_sae(gemma):
 
 @pytest.mark.slow
 def test_fast_path_equals_full_path_on_gemma(gemma, shipped_sae):
-    from sas.tasks import sentiment_pairs
+    from sas.evaluation.tasks import sentiment_pairs
 
     pos, neg = sentiment_pairs()
     v = sas_vector_from_texts(gemma, shipped_sae, pos, neg, tau=0.1)
@@ -251,7 +252,7 @@ def test_fast_path_equals_full_path_on_gemma(gemma, shipped_sae):
 def test_compare_rows_resume_and_one_unsteered_evaluation(tiny, tmp_path, monkeypatch):
     """compare writes one row per method x layer x multiplier, evaluates the unsteered model once
     (multiplier 0 is the same for every method), and a rerun adds nothing."""
-    import sas.compare as C
+    import sas.runs.compare as C
 
     sae = random_sae()
     calls = []
@@ -274,7 +275,7 @@ def test_compare_rows_resume_and_one_unsteered_evaluation(tiny, tmp_path, monkey
 def test_compare_without_one_sided_features_keeps_caa_and_says_so(tiny):
     """A behaviour whose features all fire on both sides has no SAS vector: compare warns and keeps
     CAA instead of stopping a seven-behaviour run."""
-    from sas.compare import build_vectors
+    from sas.runs.compare import build_vectors
 
     sae = random_sae()
     acts = {LAYER: torch.randn(20, 32)}

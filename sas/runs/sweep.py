@@ -6,8 +6,6 @@ the conditions already there, so an interrupted sweep loses at most the conditio
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -15,40 +13,15 @@ from typing import Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .caa import caa_vector
-from .datasets import BEHAVIORS, load_behavior
-from .evaluate import ABScorer, side_effects
-from .tasks import run_task, task_vector
-from .vector import SteeringVector
-
-
-def read_rows(path: str | Path | None) -> list[dict]:
-    """The rows of a results file (a missing file has none). A torn last line is ignored."""
-    if path is None or not Path(path).exists():
-        return []
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by an interrupted write; its condition runs again
-    return rows
-
-
-def append_row(path: str | Path | None, row: dict) -> None:
-    """Append one row and flush it to disk."""
-    if path is None:
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torn = False  # a line cut by an interrupted write: start a new line, or this row is lost with it
-    if Path(path).exists() and Path(path).stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a") as f:
-        f.write(("\n" if torn else "") + json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+from ..evaluation.ab import ABScorer
+from ..evaluation.side_effects import side_effects
+from ..evaluation.tasks import run_task
+from .vectors import task_vector
+from ..load.data import BEHAVIORS, load_behavior
+from ..methods.caa import caa_vector
+from ..reports.tables import to_frame
+from ..steering.vector import SteeringVector
+from .store import append_row, read_rows
 
 
 def _key(row: dict, what: str) -> tuple:
@@ -164,29 +137,3 @@ def task_sweep(model, task: str, methods: Sequence[str], layers: Sequence[int],
     return to_frame(read_rows(out)) if out else None
 
 
-def to_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame, sorted by method, behaviour or task, layer and multiplier."""
-    df = pd.DataFrame(rows)
-    keys = [k for k in ("method", "behavior", "task", "layer", "multiplier") if k in df]
-    return df.sort_values(keys).reset_index(drop=True) if len(df) else df
-
-
-def letter_bias(df: pd.DataFrame) -> pd.DataFrame:
-    """How far steering moves P(A) regardless of behaviour: per method, behaviour and layer, the
-    largest |p_a(multiplier) - p_a(0)|, beside the largest |p_match(multiplier) - p_match(0)|."""
-    out = []
-    for (meth, b, layer), g in df.groupby(["method", "behavior", "layer"]):
-        zero = g[g.multiplier == 0]
-        if zero.empty:
-            continue
-        z = zero.iloc[0]
-        out.append({"method": meth, "behavior": b, "layer": layer,
-                    "max_shift_p_match": (g.p_match - z.p_match).abs().max(),
-                    "max_shift_p_a": (g.p_a - z.p_a).abs().max()})
-    return pd.DataFrame(out)
-
-
-def summary(df: pd.DataFrame, value: str = "p_match") -> pd.DataFrame:
-    """A readable pivot: rows (method, behaviour/task, layer), columns multiplier."""
-    what = "behavior" if "behavior" in df else "task"
-    return df.pivot_table(index=["method", what, "layer"], columns="multiplier", values=value).round(3)

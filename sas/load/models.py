@@ -11,14 +11,12 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-# The model hubs are out of reach on many research machines; never hang on them for local models.
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,9 @@ def _gguf_path(spec: LocalModel, work: Path) -> Path:
     return gguf[0]
 
 
+REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")  # what load_hf reads
+
+
 def _manifest_ok(folder: Path) -> bool:
     """True if ``folder`` holds a complete conversion whose files match their recorded hashes."""
     manifest = folder / "sas_manifest.json"
@@ -81,8 +82,9 @@ def _manifest_ok(folder: Path) -> bool:
         return False
     try:
         files = json.loads(manifest.read_text())["files"]
-        return all((folder / f).stat().st_size == meta["size"] and sha256(folder / f) == meta["sha256"]
-                   for f, meta in files.items())
+        return all(f in files for f in REQUIRED) and all(
+            (folder / f).stat().st_size == meta["size"] and sha256(folder / f) == meta["sha256"]
+            for f, meta in files.items())
     except (OSError, KeyError, ValueError):
         return False
 
@@ -92,18 +94,32 @@ def converted_model_dir(name: str = DEFAULT_MODEL) -> Path:
 
     A partial or corrupted folder (missing file, size or sha256 mismatch) is rebuilt.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from filelock import FileLock
 
     spec = _local_spec(name)
     folder = cache_dir() / spec.name
     if _manifest_ok(folder):
         return folder
-    if folder.exists():
-        warnings.warn(f"the cached conversion in {folder} is incomplete or corrupted; rebuilding it")
-        shutil.rmtree(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):  # one converter at a time; the others wait, then use its result
+        if _manifest_ok(folder):
+            return folder
+        if folder.exists():
+            warnings.warn(f"the cached conversion in {folder} is incomplete or corrupted; rebuilding it")
+            shutil.rmtree(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{spec.name}.", suffix=".partial", dir=folder.parent))
+        try:
+            _convert(spec, tmp)
+            tmp.rename(folder)  # atomic: a folder with this name is always complete
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _convert(spec: LocalModel, tmp: Path) -> None:
+    """Dequantise the package's GGUF into an fp32 Hugging Face folder ``tmp`` with a hash manifest."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     gguf = _gguf_path(spec, tmp)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -115,8 +131,6 @@ def converted_model_dir(name: str = DEFAULT_MODEL) -> Path:
         gguf.unlink()
     files = {p.name: {"size": p.stat().st_size, "sha256": sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
     (tmp / "sas_manifest.json").write_text(json.dumps({"model": spec.name, "files": files}, indent=1))
-    tmp.rename(folder)  # atomic: a folder with this name is always complete
-    return folder
 
 
 def _local_spec(name: str) -> LocalModel:

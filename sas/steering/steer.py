@@ -11,48 +11,14 @@ cache offset). A plain ``model(tokens)`` call inside the block is treated as one
 
 from __future__ import annotations
 
-import contextvars
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from .vector import POSITIONS, SteeringVector
-
-
-@dataclass
-class Batch:
-    """Where the tokens of the current forward pass sit: ``left_pad`` [batch] pad tokens on the left,
-    ``offset`` tokens already in the KV cache, ``prompt_end`` [batch] first real-token position
-    that ``after_prompt`` steers (None: the last prompt token, so the first generated token is steered)."""
-
-    left_pad: torch.Tensor
-    offset: int = 0
-    prompt_end: torch.Tensor | None = None
-
-
-_BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("sas_batch", default=None)
-
-
-@contextmanager
-def batch_positions(batch: Batch):
-    """Tell steering hooks where the tokens of the enclosed forward passes sit."""
-    token = _BATCH.set(batch)
-    try:
-        yield batch
-    finally:
-        _BATCH.reset(token)
-
-
-def _real_positions(n_batch: int, n_pos: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """[batch, pos] index of each token among the real tokens of its row (negative for padding)."""
-    b = _BATCH.get()
-    pos = torch.arange(n_pos, device=device)[None, :].expand(n_batch, n_pos)
-    if b is None:
-        return pos, None
-    return pos + b.offset - b.left_pad.to(device)[:, None], b.prompt_end
+from ..forward.positions import _real_positions, position_mask
+from .vector import SteeringVector
 
 
 def _as_terms(vectors, multipliers) -> list[tuple[SteeringVector, float]]:
@@ -63,23 +29,6 @@ def _as_terms(vectors, multipliers) -> list[tuple[SteeringVector, float]]:
     if len(multipliers) != len(vectors):
         raise ValueError(f"got {len(vectors)} vectors but {len(multipliers)} multipliers")
     return list(zip(vectors, multipliers))
-
-
-def position_mask(positions: str, n_batch: int, n_pos: int, device) -> torch.Tensor:
-    """[batch, pos] bool: which tokens of the current pass ``positions`` steers (``all``/``after_prompt``)."""
-    real, prompt_end = _real_positions(n_batch, n_pos, device)
-    if positions == "all":
-        return real >= 0
-    if positions == "after_prompt":
-        if prompt_end is None:
-            # one pass over a whole prompt: steer its last token, which predicts the first new token
-            b = _BATCH.get()
-            if b is None or b.offset == 0:
-                last = real.max(dim=1, keepdim=True).values
-                return real >= last
-            return real >= 0  # a generation step: every new token is after the prompt
-        return real >= prompt_end.to(device)[:, None]
-    raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
 
 
 def _dense_hook(direction: torch.Tensor, multiplier: float, positions: str) -> Callable:

@@ -8,10 +8,10 @@ from typing import Sequence
 
 import torch
 
-from .datasets import ABPair, load_mmlu, load_text_sample, load_truthfulqa
-from .generation import logits_at, new_cache, pad_id, pad_left, perplexity, run_resid
-from .prompts import ab_tokens
-from .steering import _as_terms, steer
+from ..forward.run import logits_at, new_cache, pad_id, pad_left, run_resid
+from ..load.data import ABPair
+from ..load.prompts import ab_tokens
+from ..steering.steer import _as_terms, steer
 
 
 @dataclass
@@ -91,19 +91,3 @@ def ab_score(model, pairs: list[ABPair], vectors=None, multipliers=1.0, layers=N
     return ABScorer(model, pairs).score(vectors, multipliers, layers, positions)
 
 
-def side_effects(model, vectors=None, multipliers=1.0, layers=None, positions=None, n_mmlu: int = 100,
-                 n_truthfulqa: int = 100, n_texts: int = 20, scorers: dict | None = None) -> dict:
-    """MMLU and TruthfulQA accuracy-like scores (``p_match`` of the correct letter) and held-out
-    perplexity under steering. ``scorers`` may carry prebuilt :class:`ABScorer` objects to reuse."""
-    scorers = scorers if scorers is not None else {}
-    if "mmlu" not in scorers:
-        scorers["mmlu"] = ABScorer(model, load_mmlu()[::max(1, 570 // n_mmlu)][:n_mmlu])
-        scorers["truthfulqa"] = ABScorer(model, load_truthfulqa()[::max(1, 817 // n_truthfulqa)][:n_truthfulqa])
-    out = {k: s.score(vectors, multipliers, layers, positions)["p_match"] for k, s in scorers.items()}
-    texts = load_text_sample(n_texts)
-    if vectors is None:
-        out["perplexity"] = perplexity(model, texts)
-    else:
-        with steer(model, vectors, multipliers, layers, "all" if positions is None else positions):
-            out["perplexity"] = perplexity(model, texts)
-    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .datasets import ABPair
+from .data import ABPair
 
 BASE_SUFFIX = "\n\nAnswer: ("
 CHAT_SUFFIX = "("

@@ -15,12 +15,11 @@ from typing import Sequence
 
 import torch
 
-from .actadd import actadd_vector
-from .caa import contrastive_vector
-from .datasets import load_neutral_prompts
-from .generation import continuation_nll, generate
-from .steering import steer
-from .vector import SteeringVector
+from ..forward.generate import generate
+from ..forward.likelihood import continuation_nll
+from ..load.data import load_neutral_prompts
+from ..steering import steer
+from ..steering.vector import SteeringVector
 
 TASKS = ("sentiment", "topic")
 
@@ -61,22 +60,6 @@ def topic_pairs() -> tuple[list[str], list[str]]:
     pos = [f"Let's talk about the {w}." for w in ("wedding", "bride", "groom", "marriage", "honeymoon")]
     neg = [f"Let's talk about the {w}." for w in ("weather", "economy", "engine", "election", "harvest")]
     return pos, neg
-
-
-def task_vector(model, task: str, method: str, layers: Sequence[int]) -> SteeringVector:
-    """The steering vector a task uses: ActAdd's prompt pair, or CAA from contrastive sentences."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    if method == "actadd":
-        pos, neg = ACTADD_PROMPTS[task]
-        return actadd_vector(model, pos, neg, layers, behavior=task)
-    if method == "caa":
-        if task == "sentiment":
-            pos, neg = sentiment_pairs()
-        else:
-            pos, neg = topic_pairs()
-        return contrastive_vector(model, pos, neg, layers, behavior=task, positions="after_prompt")
-    raise ValueError(f"method {method!r} has no vector for task {task!r}; use 'caa' or 'actadd'")
 
 
 def mask_words(vector: SteeringVector | None) -> re.Pattern | None:

@@ -13,14 +13,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .caa import answer_activations, last_token_activations
-from .datasets import BEHAVIORS, balance_letters, data_hash, load_behavior
-from .evaluate import ABScorer, side_effects
-from .sae import encode
-from .sparse import SparseVector, _sae_name, sparse_diff
-from .sweep import append_row, read_rows, to_frame
-from .tasks import TASKS, run_task, sentiment_pairs, topic_pairs
-from .vector import SteeringVector
+from ..activations.codes import encode
+from ..activations.residual import answer_activations, last_token_activations
+from ..evaluation.ab import ABScorer
+from ..evaluation.side_effects import side_effects
+from ..evaluation.tasks import TASKS, run_task, sentiment_pairs, topic_pairs
+from ..load.data import BEHAVIORS, balance_letters, data_hash, load_behavior
+from ..load.saes import sae_name as _sae_name
+from ..methods.sas import sparse_diff
+from ..reports.tables import to_frame
+from ..steering.sparse import SparseVector
+from ..steering.vector import SteeringVector
+from .store import append_row, read_rows
 
 METHODS = ("caa", "sas", "sas_dense")
 # The SAS edit is several times smaller than CAA's at the same multiplier (the sparse vector keeps
@@ -144,45 +148,3 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
     return to_frame(read_rows(out)) if out else None
 
 
-def plot_compare(df: pd.DataFrame, path: str | Path) -> Path:
-    """Score against multiplier per method (a panel per layer and behaviour/task), and, with side
-    effects, each side effect against the behaviour shift."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import save_figure
-
-    what = "task" if "task" in df and df["task"].notna().any() else "behavior"
-    value = "score" if what == "task" else "p_match"
-    groups = list(df.groupby([what, "layer"]))
-    se = [c for c in ("mmlu", "truthfulqa", "perplexity") if c in df]
-    ncol = max(2, 1 + len(se))
-    fig, axes = plt.subplots(len(groups) + 1, ncol, figsize=(4.5 * ncol, 3.2 * (len(groups) + 1)), squeeze=False)
-    for ((item, layer), g), ax in zip(groups, axes):
-        for meth, gm in g.groupby("method"):
-            gm = gm.sort_values("multiplier")
-            ax[0].plot(gm.multiplier, gm[value], marker="o", label=meth)
-            zero = gm[gm.multiplier == 0][value]
-            shift = gm[value] - (zero.iloc[0] if len(zero) else gm[value].mean())
-            order = shift.argsort().to_numpy()
-            for a, c in zip(ax[1:], se):
-                a.plot(shift.iloc[order], gm[c].iloc[order], marker="o", label=meth)
-                a.set(xlabel=f"{value} shift", ylabel=c, title=f"{item} L{layer}: {c} at matched shift")
-        ax[0].set(xlabel="multiplier", ylabel=value, title=f"{item}, layer {layer}")
-        ax[0].legend(fontsize=7)
-        for a in ax[1 + len(se):]:
-            a.axis("off")
-    # last row: how the SAS vector relates to CAA per layer (direction, and how many features it keeps)
-    per_layer = df[df.method == "sas"].groupby([what, "layer"])[["cos_caa", "n_features"]].first().reset_index()
-    for item, g in per_layer.groupby(what):
-        axes[-1][0].plot(g.layer, g.cos_caa, marker="o", label=item)
-        axes[-1][1].plot(g.layer, g.n_features, marker="o", label=item)
-    axes[-1][0].set(xlabel="layer", ylabel="cosine", title="SAS direction (W_dec^T v) vs CAA vector")
-    axes[-1][1].set(xlabel="layer", ylabel="features", title="features in the SAS vector")
-    for a in axes[-1][:2]:
-        a.legend(fontsize=6)
-    for a in axes[-1][2:]:
-        a.axis("off")
-    return save_figure(fig, path)

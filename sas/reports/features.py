@@ -14,6 +14,9 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from ..hooks import layer_of
+from ..load.saes import sae_layer
+
 
 NEURONPEDIA = {  # sae-lens release -> Neuronpedia model id and SAE set (for Gemma Scope)
     "gemma-scope-2b-pt-res-canonical": ("gemma-2-2b", "gemmascope-res-16k"),
@@ -50,11 +53,11 @@ def top_contexts(model, sae, features: Sequence[int], texts: Sequence[str], k: i
     at most ``max_tokens``), with ``window`` tokens of context each side and the token marked
     ``[[like this]]``. Also the feature's activation frequency over those tokens.
     Columns: feature, rank, activation, token, context, frequency."""
-    from .sae import token_chunks
+    from ..activations.residual import token_chunks
 
     features = _check_ids(sae, features)
     hook = sae.cfg.metadata.hook_name
-    layer = int(hook.split(".")[1])
+    layer = layer_of(hook)
     tokens = token_chunks(model.tokenizer, texts, context, max_tokens)
     best = {f: [] for f in features}
     fired = torch.zeros(len(features))
@@ -107,14 +110,10 @@ def overlap(vectors: dict[str, object], layer: int | None = None) -> pd.DataFram
 
 def plot_overlap(df: pd.DataFrame, path: str | Path) -> Path:
     """A heat map of :func:`overlap`."""
-    import matplotlib
+    from .plots import figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import save_figure
-
-    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(df), 1 + 0.7 * len(df)))
+    fig, axes = figure(figsize=(1 + 0.8 * len(df), 1 + 0.7 * len(df)))
+    ax = axes[0][0]
     im = ax.imshow(df.values, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(df)), df.columns, rotation=45, ha="right")
     ax.set_yticks(range(len(df)), df.index)
@@ -131,7 +130,7 @@ def neuronpedia_url(sae, feature: int) -> str | None:
     if release not in NEURONPEDIA:
         return None
     model_id, sae_set = NEURONPEDIA[release]
-    layer = int(sae.cfg.metadata.hook_name.split(".")[1])
+    layer = sae_layer(sae)
     return f"https://www.neuronpedia.org/{model_id}/{layer}-{sae_set}/{feature}"
 
 

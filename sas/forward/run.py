@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-from .steering import Batch, batch_positions
+from .positions import Batch, batch_positions
 
 
 def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,98 +119,3 @@ def run_resid(model, tokens, attention_mask, left_pad, cache=None, stop_at_layer
                      stop_at_layer=model.cfg.n_layers if stop_at_layer is None else stop_at_layer)
 
 
-def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float,
-            generator) -> torch.Tensor:
-    if not do_sample:
-        return logits.argmax(-1)
-    # restrict to the top k before anything else: sorting all 262k logits every step is slow
-    vals, idx = logits.float().topk(min(top_k, logits.shape[-1]), dim=-1)
-    probs = torch.softmax(vals / temperature, dim=-1)
-    if top_p < 1.0:
-        cum = probs.cumsum(-1)
-        probs = probs * ((cum - probs) < top_p)
-        probs = probs / probs.sum(-1, keepdim=True)
-    choice = torch.multinomial(probs, 1, generator=generator)
-    return idx.gather(-1, choice)[:, 0]
-
-
-@torch.inference_mode()
-def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, do_sample: bool = False,
-                    temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0, seed: int | None = None,
-                    stop_at_eos: bool = True) -> list[list[int]]:
-    """Generate from token-id prompts with a KV cache. Returns the new token ids of each prompt.
-
-    Steering hooks active in the caller apply: ``after_prompt`` steers the last prompt token
-    (so the first new token is steered) and every new token.
-    """
-    tokens, mask, left_pad = pad_left(prompts, pad_id(model))
-    n = len(prompts)
-    cache = new_cache(model, n)
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    eos = model.tokenizer.eos_token_id
-    out = torch.zeros((n, 0), dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    for _ in range(max_new_tokens):
-        resid = run_resid(model, tokens, mask, left_pad, cache)
-        nxt = _sample(logits_at(model, resid[:, -1]), do_sample, temperature, top_k, top_p, gen)
-        if stop_at_eos and eos is not None:
-            nxt = torch.where(done, torch.full_like(nxt, pad_id(model)), nxt)
-            done |= nxt == eos
-        out = torch.cat([out, nxt[:, None]], dim=1)
-        if done.all():
-            break
-        tokens, mask = nxt[:, None], torch.ones((n, 1), dtype=torch.long)
-    result = []
-    for row, d in zip(out.tolist(), done.tolist()):
-        if stop_at_eos and eos in row:
-            row = row[:row.index(eos)]
-        result.append(row)
-    return result
-
-
-def generate(model, prompts: str | list[str], max_new_tokens: int = 32, batch_size: int = 16,
-             **kwargs) -> list[str]:
-    """Continue each prompt; returns the new text only. Keyword arguments as :func:`generate_tokens`.
-
-    Runs inside any active ``steer(...)`` block, so ``with steer(model, v, 4): generate(model, p)``
-    generates steered text.
-    """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        ids = encode(model, prompts[i:i + batch_size])
-        new = generate_tokens(model, ids, max_new_tokens, **kwargs)
-        out += model.tokenizer.batch_decode(new, skip_special_tokens=True)
-    return out
-
-
-@torch.inference_mode()
-def continuation_nll(model, prompts: list[str], continuations: list[str], batch_size: int = 16) -> torch.Tensor:
-    """Summed negative log-likelihood and token count of each continuation given its prompt,
-    under the model as it is (steered if called in a steer block). Returns [n, 2] (nll, n_tokens)."""
-    rows = []
-    for i in range(0, len(prompts), batch_size):
-        p_ids = encode(model, prompts[i:i + batch_size])
-        c_ids = [model.tokenizer(c, add_special_tokens=False).input_ids for c in continuations[i:i + batch_size]]
-        seqs = [p + c for p, c in zip(p_ids, c_ids)]
-        tokens, mask, left_pad = pad_left(seqs, pad_id(model))
-        resid = run_resid(model, tokens, mask, left_pad)
-        n = tokens.shape[1]
-        for j, (p, c) in enumerate(zip(p_ids, c_ids)):
-            if not c:
-                rows.append((0.0, 0))
-                continue
-            start = n - len(c)  # the continuation's positions; predicted from one position earlier
-            logp = torch.log_softmax(logits_at(model, resid[j, start - 1:n - 1]).float(), -1)
-            rows.append((-logp.gather(-1, tokens[j, start:, None]).sum().item(), len(c)))
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def perplexity(model, texts: list[str], batch_size: int = 8, max_tokens: int = 256) -> float:
-    """Token-level perplexity of ``texts`` (each cut to ``max_tokens``), under the model as it is."""
-    ids = [s[:max_tokens] for s in encode(model, texts, prepend_bos=False)]
-    # score every token after the first, conditioned on BOS + the tokens before it
-    conts = [model.tokenizer.decode(s[1:]) for s in ids]
-    heads = [model.tokenizer.decode(s[:1]) for s in ids]
-    nll = continuation_nll(model, heads, conts, batch_size)
-    return float(torch.exp(nll[:, 0].sum() / nll[:, 1].sum()))

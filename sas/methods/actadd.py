@@ -7,10 +7,11 @@ from typing import Sequence
 
 import torch
 
-from .caa import _check_layers
-from .datasets import data_hash
-from .generation import encode, run_resid
-from .vector import SteeringVector
+from ..activations.residual import _check_layers
+from ..forward.run import encode, run_resid
+from ..hooks import resid_hook
+from ..load.data import data_hash
+from ..steering.vector import SteeringVector
 
 
 @torch.inference_mode()
@@ -28,7 +29,7 @@ def actadd_vector(model, positive: str = "Love", negative: str = "Hate", layers:
         a += space
     while len(b) < len(a):
         b += space
-    names = {f"blocks.{x}.hook_resid_post": x for x in layers}
+    names = {resid_hook(x): x for x in layers}
     store = {}
     hooks = [(n, lambda x, hook: store.__setitem__(hook.name, x.float())) for n in names]
     tokens = torch.tensor([a, b])

@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-POSITIONS = ("all", "after_prompt", "front")
+from ..forward.positions import POSITIONS
+from ..hooks import RESID_HOOK
+
 
 
 @dataclass
@@ -26,7 +28,7 @@ class SteeringVector:
     model: str
     method: str
     behavior: str = "custom"
-    hook: str = "blocks.{layer}.hook_resid_post"
+    hook: str = RESID_HOOK
     positions: str = "after_prompt"
     data_hash: str = ""
     settings: dict = field(default_factory=dict)
@@ -121,6 +123,6 @@ class SteeringVector:
         if not meta:
             raise ValueError(f"{path} has no sas metadata; was it written by SteeringVector.save?")
         tensors = load_file(str(path))
-        dirs = {int(k.split(".")[1]): v for k, v in tensors.items()}
+        dirs = {int(k.removeprefix("layer.")): v for k, v in tensors.items()}
         keep = {k: meta[k] for k in ("model", "method", "behavior", "hook", "positions", "data_hash", "settings")}
         return cls(directions=dirs, **keep)

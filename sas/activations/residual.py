@@ -1,17 +1,79 @@
-"""Contrastive Activation Addition (Rimsky et al. 2024): the mean difference of residual
-activations at the answer letter, between the behaviour-matching and the non-matching answer."""
+"""Residual-stream activations: at the answer letter of A/B pairs, at the last token of texts, at a hook
+over token rows. The forward pass stops at the deepest layer read and never builds logits."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .datasets import ABPair, balance_letters, data_hash
-from .generation import encode, new_cache, pad_id, pad_left, run_resid
-from .prompts import ab_tokens
-from .vector import SteeringVector
+from ..forward.run import encode, new_cache, pad_id, pad_left, run_resid
+from ..hooks import layer_of, resid_hook
+from ..load.data import ABPair
+from ..load.prompts import ab_tokens
+
+
+def token_chunks(tokenizer, texts: Iterable[str], context: int = 128, max_tokens: int | None = None) -> torch.Tensor:
+    """Concatenate ``texts`` (each followed by EOS) and cut into rows of BOS + ``context - 1`` tokens: ``[n, context]``."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    rows, cur, total = [], [], 0
+    for text in texts:
+        cur += tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+        while len(cur) >= context - 1:
+            rows.append([bos] + cur[:context - 1])
+            cur = cur[context - 1:]
+            total += context - 1
+        if max_tokens is not None and total >= max_tokens:
+            break
+    if not rows:
+        raise ValueError(f"fewer than {context} tokens of text given; pass more text or a smaller context")
+    return torch.tensor(rows)
+
+
+@torch.no_grad()
+def hook_activations(model, tokens: torch.Tensor, hook: str, batch_size: int = 16,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Residual activations at ``hook`` for ``tokens [n, pos]``, running the model only up to that layer.
+
+    Returns ``[n_kept, d_model]`` float32: positions where ``mask [n, pos]`` is True (default: all but position 0
+    and special tokens, so BOS, whose residual is an outlier, never counts).
+    """
+    if mask is None:
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+        mask[:, 0] = False
+        for sid in model.tokenizer.all_special_ids:
+            mask &= tokens != sid
+    layer = layer_of(hook) if hook.startswith("blocks.") else 0
+    out = []
+    for i in range(0, len(tokens), batch_size):
+        _, cache = model.run_with_cache(tokens[i:i + batch_size], stop_at_layer=layer + 1,
+                                        names_filter=lambda n: n == hook)
+        out.append(cache[hook][mask[i:i + batch_size]].float())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def prompt_activations(model, prompts: list[str], hook: str, last_token_only: bool = True,
+                       batch_size: int = 16) -> torch.Tensor:
+    """Activations at ``hook`` that steering reads: the last token of each prompt (e.g. the answer letter of a
+    CAA A/B prompt ending in ``"Answer: (A"``) or, ``last_token_only=False``, every non-BOS token.
+    Returns ``[n_rows, d_model]`` float32."""
+    tok = model.tokenizer
+    rows = []
+    for i in range(0, len(prompts), batch_size):
+        enc = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch_size]]
+        width = max(map(len, enc))
+        tokens = torch.zeros(len(enc), width, dtype=torch.long)
+        mask = torch.zeros(len(enc), width, dtype=torch.bool)
+        for j, ids in enumerate(enc):  # right padding: causal attention leaves the real tokens unchanged
+            tokens[j, :len(ids)] = torch.tensor(ids)
+            if last_token_only:
+                mask[j, len(ids) - 1] = True
+            else:
+                mask[j, 1:len(ids)] = True
+        rows.append(hook_activations(model, tokens, hook, batch_size, mask=mask))
+    return torch.cat(rows)
 
 
 def _check_layers(model, layers: Sequence[int]) -> list[int]:
@@ -34,7 +96,7 @@ def answer_activations(model, pairs: list[ABPair], layers: Sequence[int], batch_
     """
     layers = _check_layers(model, layers)
     stop = max(layers) + 1
-    names = [f"blocks.{x}.hook_resid_post" for x in layers]
+    names = [resid_hook(x) for x in layers]
     t = ab_tokens(model, pairs)
     # batch questions of similar length: a third less padding on the CAA data
     order = sorted(range(len(pairs)), key=lambda k: len(t.prefix[k]))
@@ -63,32 +125,13 @@ def answer_activations(model, pairs: list[ABPair], layers: Sequence[int], batch_
     return ({x: torch.stack(v)[back] for x, v in pos.items()}, {x: torch.stack(v)[back] for x, v in neg.items()})
 
 
-def caa_vector(model, pairs: list[ABPair], layers: Sequence[int], behavior: str = "custom",
-               balance: bool = True, seed: int = 0, batch_size: int = 16, progress: bool = True) -> SteeringVector:
-    """A CAA vector for ``layers`` from A/B ``pairs`` (letter-balanced by default).
-
-    Returns a :class:`SteeringVector` whose ``directions[layer]`` is ``[d_model]``, added at
-    ``after_prompt`` positions by default, as in CAA.
-    """
-    if not pairs:
-        raise ValueError("the data set is empty: a CAA vector needs at least one pair")
-    used = balance_letters(pairs, seed) if balance else pairs
-    pos, neg = answer_activations(model, used, layers, batch_size, progress)
-    dirs = {x: (pos[x].mean(0) - neg[x].mean(0)) for x in pos}
-    n_a = sum(p.matching == "A" for p in used)
-    return SteeringVector(dirs, model.cfg.model_name, "caa", behavior, positions="after_prompt",
-                          data_hash=data_hash(used),
-                          settings={"n_pairs": len(used), "n_matching_A": n_a, "balanced": balance, "seed": seed,
-                                    "token": "answer letter"})
-
-
 @torch.inference_mode()
 def last_token_activations(model, texts: list[str], layers: Sequence[int], batch_size: int = 16,
                            reduce: str = "last") -> dict[int, torch.Tensor]:
     """Residual activations of each text at its last token (``reduce="last"``) or averaged over its
     tokens after BOS (``"mean"``). Returns ``{layer: [n_texts, d_model]}``."""
     layers = _check_layers(model, layers)
-    names = {f"blocks.{x}.hook_resid_post": x for x in layers}
+    names = {resid_hook(x): x for x in layers}
     out = {x: [] for x in layers}
     for i in range(0, len(texts), batch_size):
         tokens, mask, left_pad = pad_left(encode(model, texts[i:i + batch_size]), pad_id(model))
@@ -105,21 +148,3 @@ def last_token_activations(model, texts: list[str], layers: Sequence[int], batch
                 m[torch.arange(len(m)), left_pad] = 0  # drop BOS
                 out[x].append((a * m[..., None]).sum(1) / m.sum(1, keepdim=True))
     return {x: torch.cat(v) for x, v in out.items()}
-
-
-def contrastive_vector(model, positive: list[str], negative: list[str], layers: Sequence[int],
-                       behavior: str = "custom", reduce: str = "last", positions: str = "all") -> SteeringVector:
-    """CAA from free-text contrastive pairs (e.g. "The movie was wonderful" / "... awful"):
-    mean activation difference at the last token (or averaged over tokens)."""
-    if len(positive) != len(negative) or not positive:
-        raise ValueError(f"need as many positive as negative texts, and at least one; got {len(positive)} "
-                         f"and {len(negative)}")
-    same = [p for p, n in zip(positive, negative) if p == n]
-    if same:
-        raise ValueError(f"{len(same)} pair(s) have the same text on both sides, e.g. {same[0]!r}")
-    pa = last_token_activations(model, positive, layers, reduce=reduce)
-    na = last_token_activations(model, negative, layers, reduce=reduce)
-    dirs = {x: pa[x].mean(0) - na[x].mean(0) for x in pa}
-    return SteeringVector(dirs, model.cfg.model_name, "caa", behavior, positions=positions,
-                          data_hash=data_hash(list(zip(positive, negative))),
-                          settings={"n_pairs": len(positive), "reduce": reduce})

@@ -1,0 +1,205 @@
+"""Sparse autoencoders: load them (sae-lens releases, local folders, Gemma Scope files, the project's own
+registry in ``saes/``), check that they fit a model, measure their quality, and read features.
+
+An SAE here is always a sae-lens ``SAE``; this module only finds, checks and measures them.
+
+    sae = load_sae("gemma-3-270m-L9-4k", model)              # the project's own, by name
+    sae = load_sae("gemma-scope-2-270m-pt-res/layer_9_width_16k_l0_small")  # sae-lens release/id (hub)
+    sae = load_sae("path/to/layer_9/width_16k/average_l0_82")  # a folder: sae-lens, or Gemma Scope params
+    metrics = evaluate_sae(model, sae, texts)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..hooks import layer_of, resid_hook
+from .models import sha256
+
+SAE_DIR = Path(__file__).resolve().parents[2] / "saes"  # the registry: <name>.json cards + <name>/ folders
+WEIGHTS = "sae_weights.safetensors"
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu", dtype: str = "float32",
+             strict: bool = True):
+    """Return a sae-lens ``SAE`` for ``spec``, checked against ``model`` if given.
+
+    ``spec`` is one of:
+    - a name from the registry in ``saes/`` (``registry()`` lists them), e.g. ``"gemma-3-270m-L9-4k"``;
+      the weights' sha256 is checked against the card;
+    - a folder: sae-lens (``cfg.json`` + ``sae_weights.safetensors``), Gemma Scope (``params.npz``) or
+      Gemma Scope 2 (``params.safetensors``);
+    - a sae-lens release and id, as a tuple or ``"release/id"`` (needs the Hugging Face hub).
+
+    With ``model``, the SAE's input width must equal the model's width, its hook must exist in the model,
+    and its model name must match: a mismatch raises ``ValueError`` (``strict=False``: a warning).
+    """
+    if isinstance(spec, tuple):
+        sae = _load_release(*spec, device=device, dtype=dtype)
+    elif Path(spec).is_dir():
+        sae = _load_folder(Path(spec), device, dtype)
+    elif str(spec) in registry():
+        sae = _load_registered(str(spec), device, dtype)
+    elif "/" in str(spec) and not Path(spec).exists():
+        release, _, sae_id = str(spec).partition("/")
+        sae = _load_release(release, sae_id, device=device, dtype=dtype)
+    else:
+        raise ValueError(f"unknown SAE {spec!r}: not a folder, not in the registry ({sorted(registry())}), and "
+                         "not a sae-lens 'release/id'")
+    if model is not None:
+        check_sae_fits(sae, model, strict=strict)
+    sae.sas_name = "/".join(spec) if isinstance(spec, tuple) else str(spec)  # carried into SAS vectors' metadata
+    sae.sas_release = spec[0] if isinstance(spec, tuple) else str(spec).partition("/")[0]  # for Neuronpedia links
+    return sae
+
+
+def registry() -> dict[str, dict]:
+    """The project's own SAEs: ``{name: card}`` from the ``saes/*.json`` cards."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(SAE_DIR.glob("*.json"))}
+
+
+def _load_registered(name: str, device: str, dtype: str):
+    card = registry()[name]
+    folder = SAE_DIR / card.get("folder", name)
+    weights = folder / WEIGHTS
+    fix = (f"restore it with `git checkout -- saes/{folder.name}` (or `git lfs pull`), or retrain it with the "
+           f"command in saes/{name}.json ('training.command')")
+    if not weights.exists():
+        raise FileNotFoundError(f"the weights of SAE {name!r} are missing ({weights}); {fix}")
+    if sha256(weights) != card["sha256"]:
+        raise ValueError(f"the weights of SAE {name!r} ({weights}) do not match the sha256 in its card: "
+                         f"corrupted or replaced; {fix}")
+    return _load_folder(folder, device, dtype)
+
+
+def _load_folder(folder: Path, device: str, dtype: str):
+    from sae_lens import SAE
+
+    if (folder / "cfg.json").exists() and (folder / WEIGHTS).exists():
+        return SAE.load_from_disk(folder, device=device, dtype=dtype)
+    if (folder / "params.npz").exists() or (folder / "params.safetensors").exists():
+        return SAE.load_from_disk(folder, device=device, dtype=dtype, converter=gemma_scope_converter)
+    raise FileNotFoundError(f"{folder} holds no SAE: expected cfg.json + {WEIGHTS} (sae-lens), params.npz "
+                            "(Gemma Scope) or params.safetensors (Gemma Scope 2)")
+
+
+def gemma_scope_converter(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None):
+    """A ``SAE.load_from_disk`` converter for a local Gemma Scope folder.
+
+    Reads ``params.npz`` (Gemma Scope) or ``params.safetensors`` (Gemma Scope 2), both with ``w_enc [d_in, d_sae],
+    w_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in], threshold [d_sae]``. The hook comes from ``cfg_overrides``
+    (``hook_name``), else from a ``layer_N`` part of the path (``blocks.N.hook_resid_post``); the model name from
+    ``cfg_overrides`` (``model_name``) or a ``config.json`` beside the weights. Returns ``(cfg_dict, state_dict)``.
+    """
+    path = Path(path)
+    overrides = dict(cfg_overrides or {})
+    if (path / "params.npz").exists():
+        import numpy as np
+
+        with np.load(path / "params.npz") as data:
+            raw = {k: torch.from_numpy(data[k]) for k in data.files}
+    elif (path / "params.safetensors").exists():
+        from safetensors.torch import load_file
+
+        raw = load_file(path / "params.safetensors")
+    else:
+        raise FileNotFoundError(f"no params.npz or params.safetensors in {path}")
+    missing = {"w_enc", "w_dec", "b_enc", "b_dec", "threshold"} - set(raw)
+    if missing:
+        raise ValueError(f"{path} is not a Gemma Scope SAE: its params lack {sorted(missing)}")
+    extra = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    hook = overrides.pop("hook_name", None)
+    if hook is None:
+        layer = re.search(r"layer_(\d+)", str(path.resolve()))
+        if layer is None:
+            raise ValueError(f"cannot tell the hook of {path}: no 'layer_N' in the path; pass "
+                             "cfg_overrides={'hook_name': 'blocks.N.hook_resid_post'}")
+        hook = resid_hook(int(layer.group(1)))
+    d_in, d_sae = raw["w_enc"].shape
+    dtype = overrides.pop("dtype", None) or "float32"
+    cfg = {
+        "architecture": "jumprelu", "d_in": d_in, "d_sae": d_sae, "dtype": dtype, "device": device,
+        "model_name": overrides.pop("model_name", extra.get("model_name", "unknown")), "hook_name": hook,
+        "apply_b_dec_to_input": False, "normalize_activations": "none", **overrides,
+    }
+    tdtype = getattr(torch, dtype)
+    state = {"W_enc": raw["w_enc"], "W_dec": raw["w_dec"], "b_enc": raw["b_enc"], "b_dec": raw["b_dec"],
+             "threshold": raw["threshold"]}
+    return cfg, {k: v.to(device=device, dtype=tdtype) for k, v in state.items()}
+
+
+def _load_release(release: str, sae_id: str, device: str, dtype: str):
+    from sae_lens import SAE
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        close = difflib.get_close_matches(release, list(directory), n=5, cutoff=0.5)
+        raise ValueError(f"unknown sae-lens release {release!r}; close ones: {close}. "
+                         "All: sae_lens.loading.pretrained_saes_directory.get_pretrained_saes_directory()")
+    ids = directory[release].saes_map
+    if sae_id not in ids:
+        close = difflib.get_close_matches(sae_id, list(ids), n=5, cutoff=0.5)
+        raise ValueError(f"unknown id {sae_id!r} in release {release!r}; close ones: {close or list(ids)[:5]}")
+    try:
+        return SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+    except Exception as e:  # hub errors come as OSError, ConnectionError, requests/httpx errors, ...
+        if _looks_offline(e):
+            raise OSError(f"could not download SAE {release}/{sae_id} from the Hugging Face hub "
+                          f"({directory[release].repo_id}): the hub is unreachable from here. Offline, use one "
+                          f"of the project's own SAEs: {sorted(registry())}, or a local folder.") from e
+        raise
+
+
+def _looks_offline(e: BaseException) -> bool:
+    names = {type(x).__name__ for x in (e, e.__cause__, e.__context__) if x is not None}
+    text = str(e).lower()
+    return bool(names & {"LocalEntryNotFoundError", "ConnectionError", "ConnectError", "OfflineModeIsEnabled",
+                         "MaxRetryError", "NameResolutionError", "Timeout", "ConnectTimeout"}) \
+        or any(s in text for s in ("offline", "connection", "resolve", "unreachable", "network"))
+
+
+def check_sae_fits(sae, model, strict: bool = True) -> None:
+    """Raise ``ValueError`` (or warn, ``strict=False``) if ``sae`` was not made for ``model`` at its hook."""
+    hook = sae.cfg.metadata.hook_name
+    problems = []
+    if hook not in model.hook_dict:
+        problems.append(f"the SAE reads hook {hook!r}, which {model.cfg.model_name} does not have")
+    if re.search(r"hook_(resid_pre|resid_mid|resid_post|mlp_out|attn_out)$", hook or "") and \
+            sae.cfg.d_in != model.cfg.d_model:
+        problems.append(f"the SAE's input width {sae.cfg.d_in} differs from {model.cfg.model_name}'s d_model "
+                        f"{model.cfg.d_model}")
+    if _short(sae.cfg.metadata.model_name) not in ("unknown", "none", _short(model.cfg.model_name)):
+        problems.append(f"the SAE was trained on {sae.cfg.metadata.model_name!r}, not {model.cfg.model_name!r}")
+    if problems:
+        msg = "; ".join(problems) + ". Load an SAE made for this model and layer (sas.sae.registry() lists ours)."
+        if strict:
+            raise ValueError(msg)
+        warnings.warn(msg)
+
+
+def _short(name) -> str:
+    return str(name).lower().split("/")[-1]
+
+
+def sae_hook(sae) -> str:
+    """The hook an SAE reads, e.g. ``blocks.9.hook_resid_post``."""
+    meta = sae.cfg.metadata
+    return meta.hook_name if hasattr(meta, "hook_name") else meta["hook_name"]
+
+
+def sae_layer(sae) -> int:
+    """The block index of the hook an SAE reads."""
+    return layer_of(sae_hook(sae))
+
+
+def sae_name(sae) -> str:
+    """The name an SAE was loaded by (registry name, folder or release/id), else its hook."""
+    return getattr(sae, "sas_name", None) or sae_hook(sae)

@@ -1,0 +1,87 @@
+"""Sparse activation steering (SAS; Bayat et al. 2025): the selection rule and the vector builders."""
+
+from __future__ import annotations
+
+import torch
+
+from ..activations.codes import encode
+from ..activations.residual import answer_activations, last_token_activations
+from ..load.data import ABPair, balance_letters, data_hash
+from ..load.saes import check_sae_fits, sae_layer, sae_name
+from ..steering.sparse import SparseVector
+
+
+MEANS = ("all", "active")
+
+
+
+
+@torch.no_grad()
+def sparse_diff(code_pos: torch.Tensor, code_neg: torch.Tensor, tau: float = 0.1, mean: str = "all",
+                top_k: int | None = None) -> tuple[torch.Tensor, dict]:
+    """The SAS selection rule on codes ``[n_pos, d_sae]`` and ``[n_neg, d_sae]``.
+
+    Returns ``(v [d_sae], info)``: features with firing frequency >= ``tau`` on one side only;
+    ``mean="all"`` averages codes over all rows, ``"active"`` over the rows where the feature fires.
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau is a firing frequency and must be in [0, 1], not {tau}")
+    if mean not in MEANS:
+        raise ValueError(f"mean must be one of {MEANS}, not {mean!r}")
+    fp, fn = (code_pos > 0).float().mean(0), (code_neg > 0).float().mean(0)
+    kp, kn = fp >= tau, fn >= tau
+    if tau == 0:
+        kp, kn = fp > 0, fn > 0
+    both = kp & kn
+
+    def avg(c, f):
+        if mean == "all":
+            return c.mean(0)
+        return c.sum(0) / (c > 0).float().sum(0).clamp(min=1)
+
+    v = avg(code_pos, fp) * (kp & ~both) - avg(code_neg, fn) * (kn & ~both)
+    if top_k is not None and top_k < int((v != 0).sum()):
+        keep = v.abs().topk(top_k).indices
+        v = torch.zeros_like(v).index_copy(0, keep, v[keep])
+    info = {"n_kept_pos": int(kp.sum()), "n_kept_neg": int(kn.sum()), "n_both": int(both.sum()),
+            "n_features": int((v != 0).sum())}
+    if info["n_features"] == 0:
+        raise ValueError(f"no features left after filtering (tau={tau}: {info['n_kept_pos']} kept on the positive "
+                         f"side, {info['n_kept_neg']} on the negative, {info['n_both']} on both); lower tau")
+    return v, info
+
+
+def sas_vector(model, sae, pairs: list[ABPair], layer: int | None = None, tau: float = 0.1, mean: str = "all",
+               top_k: int | None = None, behavior: str = "custom", balance: bool = True, seed: int = 0,
+               acts: tuple | None = None, progress: bool = True) -> SparseVector:
+    """A SAS vector from A/B ``pairs`` at the SAE's layer, from the answer-letter activations.
+
+    ``acts`` may pass precomputed ``(matching, not_matching)`` activations (as from
+    :func:`sas.caa.answer_activations`) to share them with a CAA vector.
+    """
+    check_sae_fits(sae, model)
+    at = sae_layer(sae)
+    layer = at if layer is None else layer
+    if layer != at:
+        raise ValueError(f"the SAE reads layer {at} but layer {layer} was asked for; use an SAE trained at "
+                         f"layer {layer}")
+    used = balance_letters(pairs, seed) if balance else pairs
+    pos, neg = acts if acts is not None else answer_activations(model, used, [layer], progress=progress)
+    v, info = sparse_diff(encode(sae, pos[layer]), encode(sae, neg[layer]), tau, mean, top_k)
+    return SparseVector({layer: v}, {layer: sae}, model.cfg.model_name, behavior,
+                        sae_names={layer: sae_name(sae)}, data_hash=data_hash(used),
+                        settings={"tau": tau, "mean": mean, "top_k": top_k, "n_pairs": len(used),
+                                  "balanced": balance, **info})
+
+
+def sas_vector_from_texts(model, sae, positive: list[str], negative: list[str], tau: float = 0.1,
+                          mean: str = "all", top_k: int | None = None, behavior: str = "custom",
+                          positions: str = "after_prompt") -> SparseVector:
+    """A SAS vector from free-text contrastive pairs, at each text's last token (as ``contrastive_vector``)."""
+    layer = sae_layer(sae)
+    pa = last_token_activations(model, positive, [layer])[layer]
+    na = last_token_activations(model, negative, [layer])[layer]
+    v, info = sparse_diff(encode(sae, pa), encode(sae, na), tau, mean, top_k)
+    return SparseVector({layer: v}, {layer: sae}, model.cfg.model_name, behavior, positions=positions,
+                        sae_names={layer: sae_name(sae)}, data_hash=data_hash(list(zip(positive, negative))),
+                        settings={"tau": tau, "mean": mean, "top_k": top_k, "n_pairs": len(positive), **info})
