@@ -389,12 +389,14 @@ BENCHES = {
 # ---- 4. The full A/B sweep (wall time, no baseline) ----
 
 def run_sweep(ctx: Context, quick: bool, out_dir) -> dict:
-    """Wall time of ``sas.sweep.ab_sweep``, with the time spent building CAA vectors and scoring apart.
+    """Wall time of ``sas.runs.sweep.ab_sweep``, with the time spent building CAA vectors and scoring apart.
 
     Full: all 7 behaviours x layers 2..16 step 2 x multipliers -2..2, every test question.
     Quick: sycophancy x 2 layers x 2 multipliers, 5 test questions, vectors from 16 pairs.
     """
-    import sas.sweep as sw
+    import sas.runs.items as items
+    from sas.activations.contrast import Contrast
+    from sas.runs.sweep import ab_sweep
 
     if quick:
         behaviors, layers, mults, n_test, n_pairs = ["sycophancy"], [2, 4], [-1.0, 1.0], 5, 16
@@ -405,7 +407,7 @@ def run_sweep(ctx: Context, quick: bool, out_dir) -> dict:
     for p in out.with_suffix(".vectors").glob("*") if out.with_suffix(".vectors").exists() else []:
         p.unlink()
     spent = []
-    real_caa, real_load = sw.caa_vector, sw.load_behavior
+    real_acts, real_load = Contrast.activations, items.load_behavior
 
     progress = out.with_suffix(".progress.jsonl")  # per-behaviour marks: a cut-short sweep still tells
     progress.unlink(missing_ok=True)
@@ -414,12 +416,12 @@ def run_sweep(ctx: Context, quick: bool, out_dir) -> dict:
         with open(progress, "a") as f:
             f.write(json.dumps({**row, "wall": time.perf_counter(), "cpu": time.process_time()}) + "\n")
 
-    def timed_caa(*a, **k):
-        mark(event="caa_start", behavior=a[3] if len(a) > 3 else k.get("behavior"))
+    def timed_acts(self, *a, **k):  # the activations are what building a CAA vector costs
+        mark(event="caa_start", behavior=self.name)
         t0 = time.perf_counter()
-        v = real_caa(*a, **k)
+        v = real_acts(self, *a, **k)
         spent.append(time.perf_counter() - t0)
-        mark(event="caa_end", n_pairs=v.settings["n_pairs"])
+        mark(event="caa_end", n_pairs=self.n_pairs)
         return v
 
     def load(b, split="generate"):
@@ -427,14 +429,14 @@ def run_sweep(ctx: Context, quick: bool, out_dir) -> dict:
         return rows[:n_pairs] if split == "generate" and n_pairs else rows
 
     model = ctx.model
-    sw.caa_vector, sw.load_behavior = timed_caa, load
+    Contrast.activations, items.load_behavior = timed_acts, load
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        df = sw.ab_sweep(model, behaviors, layers, mults, out=out, n_test=n_test, progress=False)
+        df = ab_sweep(model, behaviors, layers, mults, out=out, n_test=n_test, progress=False)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
         mark(event="end")
     finally:
-        sw.caa_vector, sw.load_behavior = real_caa, real_load
+        Contrast.activations, items.load_behavior = real_acts, real_load
     scoring = float(df["seconds"].sum())
     return {"behaviors": sorted(set(df["behavior"])), "layers": layers, "multipliers": mults,
             "n_test": n_test or "all (50)", "n_rows": len(df), "total_seconds": total,

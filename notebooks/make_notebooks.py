@@ -46,8 +46,8 @@ NOTEBOOKS = {
                "Build a SAS vector in a shipped SAE's feature space from contrastive sentiment sentences, steer "
                "with it (the reconstruction error of the unsteered activation is kept), and compare with its dense "
                "direction."),
-        ("code", "import torch\nimport sas\nfrom sas.sae import load_sae, registry\nfrom sas.sparse import "
-                 "sas_vector_from_texts\nfrom sas.tasks import sentiment_pairs\n\n"
+        ("code", "import torch\nimport sas\nfrom sas.load.saes import load_sae, registry\nfrom sas.methods.sas import "
+                 "sas_vector_from_texts\nfrom sas.evaluation.tasks import sentiment_pairs\n\n"
                  "model = sas.load_model()\n"
                  "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
                  "key=lambda n: registry()[n]['width'])\n"
@@ -67,9 +67,9 @@ NOTEBOOKS = {
     "03_feature_inspection.ipynb": [
         ("md", "# What do the selected features mean?\n\nFor each feature of a SAS vector: the tokens its decoder "
                "direction promotes and suppresses, and the held-out Wikipedia contexts where it fires most."),
-        ("code", "import sas\nfrom sas.sae import load_sae, registry\nfrom sas.sparse import sas_vector_from_texts\n"
-                 "from sas.tasks import sentiment_pairs\nfrom sas.features import feature_table, top_contexts, "
-                 "overlap\nfrom sas.datasets import load_text_sample\n\n"
+        ("code", "import sas\nfrom sas.load.saes import load_sae, registry\nfrom sas.methods.sas import sas_vector_from_texts\n"
+                 "from sas.evaluation.tasks import sentiment_pairs\nfrom sas.reports.features import feature_table, top_contexts, "
+                 "overlap\nfrom sas.load.data import load_text_sample\n\n"
                  "model = sas.load_model()\n"
                  "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
                  "key=lambda n: registry()[n]['width'])\nsae = load_sae(name, model)\n"
@@ -84,11 +84,11 @@ NOTEBOOKS = {
     "04_sparse_vs_dense.ipynb": [
         ("md", "# Sparse versus dense on the same data\n\nCAA, SAS and the dense direction decoded from the SAS "
                "vector (`sas_dense`), built from the same activations and scored with the same sentiment task."),
-        ("code", "import sas\nfrom sas.sae import load_sae, registry\nfrom sas.compare import compare, "
-                 "plot_compare\n\nmodel = sas.load_model()\n"
+        ("code", "import sas\nfrom sas.load.saes import load_sae, registry, sae_layer\nfrom sas.reports.plots import "
+                 "plot_compare\nfrom sas.runs.compare import compare\n\nmodel = sas.load_model()\n"
                  "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
                  "key=lambda n: registry()[n]['width'])\nsae = load_sae(name, model)\n"
-                 "layer = int(sae.cfg.metadata.hook_name.split('.')[1])"),
+                 "layer = sae_layer(sae)"),
         ("code", "import tempfile, os\nout = os.path.join(tempfile.mkdtemp(), 'compare.jsonl')\n"
                  "df = compare(model, {layer: sae}, task='sentiment', multipliers=[-2, 0, 2], n_prompts=6, "
                  "max_new_tokens=12, progress=False, out=out)\n"

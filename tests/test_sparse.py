@@ -256,8 +256,11 @@ def test_compare_rows_resume_and_one_unsteered_evaluation(tiny, tmp_path, monkey
 
     sae = random_sae()
     calls = []
-    real = C.ABScorer.score
-    monkeypatch.setattr(C.ABScorer, "score", lambda self, *a, **k: calls.append(a[1]) or real(self, *a, **k))
+    from sas.evaluation.ab import ABScorer
+    from sas.runs.store import read_rows
+
+    real = ABScorer.score
+    monkeypatch.setattr(ABScorer, "score", lambda self, *a, **k: calls.append(a[1]) or real(self, *a, **k))
     out = tmp_path / "c.jsonl"
     df = C.compare(tiny, {LAYER: sae}, ["sycophancy"], multipliers={"caa": [-1, 0, 1], "sas": [0, 4],
                    "sas_dense": [4]}, out=out, n_test=4, progress=False)
@@ -269,17 +272,25 @@ def test_compare_rows_resume_and_one_unsteered_evaluation(tiny, tmp_path, monkey
     calls.clear()
     C.compare(tiny, {LAYER: sae}, ["sycophancy"], multipliers={"caa": [-1, 0, 1], "sas": [0, 4],
               "sas_dense": [4]}, out=out, n_test=4, progress=False)
-    assert calls == [] and len(C.read_rows(out)) == 6
+    assert calls == [] and len(read_rows(out)) == 6
 
 
 def test_compare_without_one_sided_features_keeps_caa_and_says_so(tiny):
     """A behaviour whose features all fire on both sides has no SAS vector: compare warns and keeps
     CAA instead of stopping a seven-behaviour run."""
-    from sas.runs.compare import build_vectors
+    from sas.activations.contrast import Contrast
+    from sas.runs.grid import Grid, Runner
 
     sae = random_sae()
     acts = {LAYER: torch.randn(20, 32)}
+    same = Contrast("sycophancy", positive=["a"] * 20, negative=["b"] * 20)
+    same._acts[(tiny.cfg.model_name, str(tiny.cfg.dtype))] = (acts, acts)  # every feature fires on both sides
+    grid = Grid("ab", ["sycophancy"], ["caa", "sas", "sas_dense"], [LAYER], {m: [1.0] for m in ("caa", "sas", "sas_dense")},
+                "tiny", eval_settings={"n_test": 2}, saes={LAYER: "random"})
+    runner = Runner(grid, tiny, {LAYER: sae}, progress=False)
+    runner.items["sycophancy"].__dict__["contrast"] = same
     with pytest.warns(UserWarning, match="no SAS vector"):
-        vecs = build_vectors(tiny, {LAYER: sae}, acts, acts, "same-both-sides", "h", tau=0.1)
-    assert vecs[LAYER]["sas"] is None and vecs[LAYER]["sas_dense"] is None
-    assert vecs[LAYER]["caa"].directions[LAYER].abs().max() == 0
+        rows = {r["method"]: r for r in runner.run(grid.conditions())}
+    assert "p_match" in rows["caa"] and "skipped" not in rows["caa"]
+    assert "no one-sided" in rows["sas"]["skipped"] or "no features" in rows["sas"]["skipped"]
+    assert "skipped" in rows["sas_dense"] and "p_match" not in rows["sas_dense"]

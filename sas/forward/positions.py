@@ -60,3 +60,19 @@ def position_mask(positions: str, n_batch: int, n_pos: int, device) -> torch.Ten
             return real >= 0  # a generation step: every new token is after the prompt
         return real >= prompt_end.to(device)[:, None]
     raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
+
+
+def row_strengths(strength, n_batch: int, device, dtype) -> torch.Tensor:
+    """``strength`` (a number, or a 1-D tensor of one strength per row of the batch) as ``[batch, 1, 1]``.
+
+    Per-row strengths let one batched forward pass run several steering strengths (or a server run
+    requests with different steering) at once.
+    """
+    s = torch.as_tensor(strength, dtype=dtype, device=device)
+    if s.ndim == 0:
+        return s.expand(n_batch)[:, None, None]
+    if s.shape != (n_batch,):
+        raise ValueError(f"per-row strengths must have one value per row: got shape {tuple(s.shape)} for a batch "
+                         f"of {n_batch}")
+    return s[:, None, None]
+

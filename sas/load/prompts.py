@@ -56,3 +56,13 @@ def ab_tokens(model, pairs: list[ABPair], chat: bool | None = None) -> ABTokens:
     letters = sorted({p.matching for p in pairs} | {p.not_matching for p in pairs})
     return ABTokens([question_ids(model, p.question, chat) for p in pairs], suffix,
                     letter_ids(model.tokenizer, letters))
+
+
+def open_ended_prompts(model, behavior: str, n: int | None = None) -> list[str]:
+    """The open-ended test questions of a behaviour, as prompts: ``Question: ...\n\nAnswer:`` for a base
+    model, the bare question for a chat model."""
+    from .data import load_open_ended
+
+    questions = load_open_ended(behavior)[:n]
+    return questions if is_chat(model) else [f"Question: {q}\n\nAnswer:" for q in questions]
+

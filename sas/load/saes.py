@@ -56,6 +56,7 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu"
     if model is not None:
         check_sae_fits(sae, model, strict=strict)
     sae.sas_name = "/".join(spec) if isinstance(spec, tuple) else str(spec)  # carried into SAS vectors' metadata
+    sae.sas_sha256 = sae_sha256(spec)
     sae.sas_release = spec[0] if isinstance(spec, tuple) else str(spec).partition("/")[0]  # for Neuronpedia links
     return sae
 
@@ -203,3 +204,45 @@ def sae_layer(sae) -> int:
 def sae_name(sae) -> str:
     """The name an SAE was loaded by (registry name, folder or release/id), else its hook."""
     return getattr(sae, "sas_name", None) or sae_hook(sae)
+
+
+def sae_sha256(spec) -> str:
+    """The sha256 of an SAE's weights file, from its card for the project's own SAEs (no hashing), from the
+    file for a folder, and ``""`` for a hub release (sae-lens pins those by release and id)."""
+    if isinstance(spec, tuple):
+        return ""
+    if str(spec) in registry():
+        return registry()[str(spec)]["sha256"]
+    folder = Path(spec)
+    for name in (WEIGHTS, "params.safetensors", "params.npz"):
+        if (folder / name).exists():
+            return sha256(folder / name)
+    return ""
+
+
+def select_saes(model_name: str, layers=None, width: int | None = None) -> list[str]:
+    """Names of the project's SAEs for ``model_name``: one per layer (the narrowest, or those of ``width``),
+    at ``layers`` if given. ``ValueError`` if there is none, naming what is shipped."""
+    cards = {n: c for n, c in registry().items() if c.get("model") == model_name}
+    by_layer = {}
+    for n, c in sorted(cards.items(), key=lambda kv: kv[1].get("width", 0)):
+        layer = layer_of(c["hook"])
+        if (layers is None or layer in layers) and (width is None or c.get("width") == width):
+            by_layer.setdefault(layer, n)
+    if not by_layer:
+        raise ValueError(f"no shipped SAE for {model_name} at layers {layers} (width {width}); pass --sae NAME|FOLDER "
+                         f"(shipped: {', '.join(sorted(registry()))})")
+    return [by_layer[x] for x in sorted(by_layer)]
+
+
+def load_saes(specs, model) -> dict:
+    """``{layer: SAE}`` for SAE names/folders ``specs``, each checked against ``model``; two at one layer is an error."""
+    saes = {}
+    for spec in specs:
+        sae = load_sae(spec, model)
+        if sae_layer(sae) in saes:
+            raise ValueError(f"two SAEs read layer {sae_layer(sae)}: {saes[sae_layer(sae)].sas_name} and {spec}; "
+                             "give one SAE per layer")
+        saes[sae_layer(sae)] = sae
+    return saes
+

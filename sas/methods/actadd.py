@@ -12,6 +12,7 @@ from ..forward.run import encode, run_resid
 from ..hooks import resid_hook
 from ..load.data import data_hash
 from ..steering.vector import SteeringVector
+from .registry import register
 
 
 @torch.inference_mode()
@@ -40,3 +41,11 @@ def actadd_vector(model, positive: str = "Love", negative: str = "Hate", layers:
     return SteeringVector(dirs, model.cfg.model_name, "actadd", behavior, positions="front",
                           data_hash=data_hash([positive, negative]),
                           settings={"positive": positive, "negative": negative, "n_pos": len(a)})
+
+
+@register("actadd", multipliers=(-10, -5, 0, 5, 10))
+def build(model, contrast, layers, saes=None, positions="front") -> SteeringVector:
+    """Activation Addition: the position-aligned difference of one prompt pair, added at the front positions."""
+    if contrast.prompt_pair is None:
+        raise ValueError(f"{contrast.name!r} has no ActAdd prompt pair (e.g. 'Love'/'Hate'); ActAdd needs one")
+    return actadd_vector(model, *contrast.prompt_pair, layers=layers, behavior=contrast.name)

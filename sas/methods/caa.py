@@ -8,6 +8,7 @@ from typing import Sequence
 from ..activations.residual import answer_activations, last_token_activations
 from ..load.data import ABPair, balance_letters, data_hash
 from ..steering.vector import SteeringVector
+from .registry import register
 
 
 def caa_vector(model, pairs: list[ABPair], layers: Sequence[int], behavior: str = "custom",
@@ -45,3 +46,13 @@ def contrastive_vector(model, positive: list[str], negative: list[str], layers: 
     return SteeringVector(dirs, model.cfg.model_name, "caa", behavior, positions=positions,
                           data_hash=data_hash(list(zip(positive, negative))),
                           settings={"n_pairs": len(positive), "reduce": reduce})
+
+
+@register("caa", multipliers=(-2, -1, 0, 1, 2))
+def build(model, contrast, layers, saes=None, positions="after_prompt") -> SteeringVector:
+    """Contrastive Activation Addition: the mean activation difference of the contrastive pairs."""
+    pos, neg = contrast.activations(model, layers)
+    return SteeringVector({x: pos[x].mean(0) - neg[x].mean(0) for x in layers}, model.cfg.model_name, "caa",
+                          contrast.name, positions=positions, data_hash=contrast.hash,
+                          settings={"n_pairs": contrast.n_pairs, "token": "answer letter" if contrast.kind == "ab"
+                                    else "last token"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..activations.codes import encode
@@ -9,6 +11,11 @@ from ..activations.residual import answer_activations, last_token_activations
 from ..load.data import ABPair, balance_letters, data_hash
 from ..load.saes import check_sae_fits, sae_layer, sae_name
 from ..steering.sparse import SparseVector
+from .registry import register
+
+
+class NoFeatures(ValueError):
+    """The selection rule left no feature."""
 
 
 MEANS = ("all", "active")
@@ -46,7 +53,7 @@ def sparse_diff(code_pos: torch.Tensor, code_neg: torch.Tensor, tau: float = 0.1
     info = {"n_kept_pos": int(kp.sum()), "n_kept_neg": int(kn.sum()), "n_both": int(both.sum()),
             "n_features": int((v != 0).sum())}
     if info["n_features"] == 0:
-        raise ValueError(f"no features left after filtering (tau={tau}: {info['n_kept_pos']} kept on the positive "
+        raise NoFeatures(f"no features left after filtering (tau={tau}: {info['n_kept_pos']} kept on the positive "
                          f"side, {info['n_kept_neg']} on the negative, {info['n_both']} on both); lower tau")
     return v, info
 
@@ -85,3 +92,28 @@ def sas_vector_from_texts(model, sae, positive: list[str], negative: list[str], 
     return SparseVector({layer: v}, {layer: sae}, model.cfg.model_name, behavior, positions=positions,
                         sae_names={layer: sae_name(sae)}, data_hash=data_hash(list(zip(positive, negative))),
                         settings={"tau": tau, "mean": mean, "top_k": top_k, "n_pairs": len(positive), **info})
+
+
+@register("sas", multipliers=(-8, -4, 0, 4, 8), needs_sae=True)
+def build(model, contrast, layers, saes=None, positions="after_prompt", tau: float = 0.1, mean: str = "all",
+          top_k: int | None = None) -> SparseVector:
+    """Sparse activation steering: the SAS rule on the SAE codes of the contrastive activations, edited in the
+    SAE's sparse space with the reconstruction error kept. A layer with no one-sided feature is left out
+    (with a warning); no layer left is a ``ValueError``."""
+    pos, neg = contrast.activations(model, layers)
+    codes, infos, skipped = {}, {}, {}
+    for x in layers:
+        if x not in (saes or {}):
+            raise ValueError(f"no SAE for layer {x}: SAS needs one per layer ({sorted(saes or {})} given)")
+        try:
+            codes[x], infos[x] = sparse_diff(encode(saes[x], pos[x]), encode(saes[x], neg[x]), tau, mean, top_k)
+        except NoFeatures as e:
+            skipped[x] = str(e)
+            warnings.warn(f"{contrast.name}, layer {x}: no SAS vector ({e})")
+    if not codes:
+        raise NoFeatures("; ".join(f"layer {x}: {e}" for x, e in skipped.items()))
+    return SparseVector(codes, {x: saes[x] for x in codes}, model.cfg.model_name, contrast.name,
+                        positions=positions, sae_names={x: sae_name(saes[x]) for x in codes},
+                        data_hash=contrast.hash,
+                        settings={"tau": tau, "mean": mean, "top_k": top_k, "n_pairs": contrast.n_pairs,
+                                  "per_layer": infos, "skipped": skipped})

@@ -5,13 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 
-def to_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame, sorted by method, behaviour or task, layer and multiplier."""
-    df = pd.DataFrame(rows)
-    keys = [k for k in ("method", "behavior", "task", "layer", "multiplier") if k in df]
-    return df.sort_values(keys).reset_index(drop=True) if len(df) else df
-
-
 def letter_bias(df: pd.DataFrame) -> pd.DataFrame:
     """How far steering moves P(A) regardless of behaviour: per method, behaviour and layer, the
     largest |p_a(multiplier) - p_a(0)|, beside the largest |p_match(multiplier) - p_match(0)|."""

@@ -1,26 +1,14 @@
-"""The vector a task or behaviour uses for a method, built from its contrastive data."""
+"""The vector a task uses for a method, built from the task's contrastive data."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from ..evaluation.tasks import ACTADD_PROMPTS, TASKS, sentiment_pairs, topic_pairs
-from ..methods.actadd import actadd_vector
-from ..methods.caa import contrastive_vector
-from ..steering.vector import SteeringVector
+from ..methods.registry import build_vector
+from .items import TaskItem
 
 
-def task_vector(model, task: str, method: str, layers: Sequence[int]) -> SteeringVector:
-    """The steering vector a task uses: ActAdd's prompt pair, or CAA from contrastive sentences."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    if method == "actadd":
-        pos, neg = ACTADD_PROMPTS[task]
-        return actadd_vector(model, pos, neg, layers, behavior=task)
-    if method == "caa":
-        if task == "sentiment":
-            pos, neg = sentiment_pairs()
-        else:
-            pos, neg = topic_pairs()
-        return contrastive_vector(model, pos, neg, layers, behavior=task, positions="after_prompt")
-    raise ValueError(f"method {method!r} has no vector for task {task!r}; use 'caa' or 'actadd'")
+def task_vector(model, task: str, method: str, layers: Sequence[int], saes: dict | None = None, **settings):
+    """The ``method`` vector of ``task`` (its contrastive texts, or ActAdd's prompt pair) at ``layers``."""
+    item = TaskItem(task)
+    return build_vector(model, method, item.contrast, layers, saes, item.positions, **settings)

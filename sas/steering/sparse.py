@@ -25,8 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..forward.positions import POSITIONS, position_mask
-from ..hooks import RESID_HOOK
+from ..forward.positions import POSITIONS, position_mask, row_strengths
+from ..hooks import RESID_HOOK, check_hook_template
 from .vector import SteeringVector
 
 
@@ -36,7 +36,8 @@ def architecture(sae) -> str:
 
 
 def _elementwise(sae) -> bool:
-    return architecture(sae) in ("jumprelu", "standard", "gated") and \
+    # a gated SAE gates with a second pre-activation (and has no b_enc): it takes the full path
+    return architecture(sae) in ("jumprelu", "standard") and \
         getattr(sae.cfg, "normalize_activations", "none") in ("none", None)
 
 
@@ -65,7 +66,7 @@ class SparseVector:
     model: str = ""
     behavior: str = "custom"
     method: str = "sas"
-    hook: str = RESID_HOOK
+    hook_point: str = RESID_HOOK  # the TransformerLens hook, {layer} left open
     positions: str = "after_prompt"
     sae_names: dict[int, str] = field(default_factory=dict)
     data_hash: str = ""
@@ -73,6 +74,7 @@ class SparseVector:
     fast: bool = True  # use the fast exact path when the activation is elementwise
 
     def __post_init__(self):
+        check_hook_template(self.hook_point)
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
         for layer, c in self.codes.items():
@@ -89,15 +91,11 @@ class SparseVector:
         return sorted(self.codes)
 
     @property
-    def directions(self) -> dict[int, torch.Tensor]:
-        return self.codes
-
-    @property
     def d_model(self) -> int:
         return self.saes[self.layers[0]].cfg.d_in
 
     def hook_name(self, layer: int) -> str:
-        return self.hook.format(layer=layer)
+        return self.hook_point.format(layer=layer)
 
     def features(self, layer: int | None = None) -> torch.Tensor:
         """Indices of the features in the support (sorted by |v|, largest first)."""
@@ -142,11 +140,13 @@ class SparseVector:
         with torch.no_grad():
             dirs = {k: (v.clone().to(self.saes[k].W_dec.dtype) @ self.saes[k].W_dec.detach()).float()
                     for k, v in self.codes.items()}
-        return SteeringVector(dirs, self.model, "sas_dense", self.behavior, self.hook, self.positions,
+        return SteeringVector(dirs, self.model, "sas_dense", self.behavior, self.hook_point, self.positions,
                               self.data_hash, {**self.settings, "from": "sas", "sae": self.sae_names})
 
-    # the steering hook
-    def sparse_hook(self, layer: int, multiplier: float, positions: str):
+    def hook(self, layer: int, strength, positions: str | None = None):
+        """The TransformerLens hook that makes the sparse edit with ``strength`` (a number, or a 1-D tensor
+        of one strength per batch row) at ``positions`` (default: the vector's own)."""
+        positions = positions or self.positions
         sae = self.saes[layer]
         v = self.codes[layer]
         fast = self.fast and _elementwise(sae)
@@ -166,8 +166,10 @@ class SparseVector:
             n_batch, n_pos, _ = resid.shape
             mask = position_mask(positions, n_batch, n_pos, resid.device)
             x = resid[mask]  # [n_steered, d_model]
-            if x.numel() == 0 or multiplier == 0:
+            if x.numel() == 0 or (not isinstance(strength, torch.Tensor) and strength == 0):
                 return resid
+            # one strength per steered row: [n_steered, 1]
+            multiplier = row_strengths(strength, n_batch, x.device, x.dtype)[:, :, 0].expand(n_batch, n_pos)[mask][:, None]
             if fast:
                 xin = (x - b_dec_in.to(x.dtype)) if b_dec_in is not None else x
                 pre = xin @ w_enc.to(x.dtype) + b_enc.to(x.dtype)
@@ -220,8 +222,9 @@ class SparseVector:
                 if layer not in names:
                     raise ValueError(f"{path} names no SAE for layer {layer}; pass saes={{layer: sae}}")
                 saes[layer] = load_sae(names[layer], model)
-        keep = {k: meta[k] for k in ("model", "behavior", "method", "hook", "positions", "data_hash", "settings")
+        keep = {k: meta[k] for k in ("model", "behavior", "method", "positions", "data_hash", "settings")
                 if k in meta}
-        return cls(codes=codes, saes=saes, sae_names=names, **keep)
+        return cls(codes=codes, saes=saes, sae_names=names,
+                   hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)
 
 

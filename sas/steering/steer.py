@@ -1,11 +1,11 @@
 """Apply steering vectors through TransformerLens hooks, at chosen layers and positions.
 
-    with steer(model, vector, multiplier=2.0):
+    with steer(model, vector, multipliers=2.0):
         text = sas.generate(model, ["I think that"])
 
 Hooks are temporary: they are removed when the block ends, also when it raises. Positions are
 counted over real tokens (BOS is 0), so they are right under left padding and with a KV cache,
-as long as the forward passes go through :mod:`sas.generation` (which records the padding and the
+as long as the forward passes go through :mod:`sas.forward` (which records the padding and the
 cache offset). A plain ``model(tokens)`` call inside the block is treated as one unpadded sequence.
 """
 
@@ -17,35 +17,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..forward.positions import _real_positions, position_mask
-from .vector import SteeringVector
 
 
-def _as_terms(vectors, multipliers) -> list[tuple[SteeringVector, float]]:
-    if isinstance(vectors, SteeringVector) or hasattr(vectors, "sparse_hook"):
+def _as_terms(vectors, multipliers) -> list[tuple[object, object]]:
+    if hasattr(vectors, "hook") and hasattr(vectors, "layers"):  # one vector, dense or sparse
         vectors = [vectors]
-    if isinstance(multipliers, (int, float)):
-        multipliers = [float(multipliers)] * len(vectors)
+    if isinstance(multipliers, (int, float)) or (isinstance(multipliers, torch.Tensor) and multipliers.ndim <= 1
+                                                  and len(vectors) == 1):
+        multipliers = [multipliers] * len(vectors)
     if len(multipliers) != len(vectors):
         raise ValueError(f"got {len(vectors)} vectors but {len(multipliers)} multipliers")
     return list(zip(vectors, multipliers))
-
-
-def _dense_hook(direction: torch.Tensor, multiplier: float, positions: str) -> Callable:
-    def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
-        n_batch, n_pos, _ = resid.shape
-        d = direction.to(resid.device, resid.dtype) * multiplier
-        if positions == "front":  # ActAdd: row i of the direction goes to the i-th real token
-            real, _ = _real_positions(n_batch, n_pos, resid.device)
-            inside = (real >= 0) & (real < d.shape[0])
-            idx = real.clamp(0, d.shape[0] - 1)
-            return resid + d[idx] * inside[..., None]
-        mask = position_mask(positions, n_batch, n_pos, resid.device)
-        if d.ndim == 2:
-            d = d.sum(0)  # a position-aligned vector used at other positions: its summed direction
-        return resid + mask[..., None].to(resid.dtype) * d
-
-    return hook
 
 
 def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None = None,
@@ -53,7 +35,7 @@ def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None
     """``(hook_name, fn)`` pairs for ``model.run_with_hooks(tokens, fwd_hooks=...)`` or ``model.hooks``.
 
     ``vectors``: one vector or a list (dense :class:`SteeringVector` or sparse vectors), ``multipliers``:
-    one number or one per vector, ``layers``: a subset of each vector's layers (default all),
+    one number or one per vector (each a number, or a 1-D tensor with one strength per batch row), ``layers``: a subset of each vector's layers (default all),
     ``positions``: ``all``, ``after_prompt`` or ``front`` (default: each vector's own).
     """
     hooks = []
@@ -61,16 +43,13 @@ def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None
         _check_model(model, vec)
         use = vec.layers if layers is None else list(layers)
         for layer in use:
-            if layer not in vec.directions:
+            if layer not in vec.layers:
                 raise ValueError(f"the {vec.method} vector has no direction for layer {layer}; it has {vec.layers}")
             if not 0 <= layer < model.cfg.n_layers:
                 raise ValueError(f"layer {layer} is out of range for {model.cfg.model_name} "
                                  f"({model.cfg.n_layers} layers: 0..{model.cfg.n_layers - 1})")
             pos = positions or vec.positions
-            if hasattr(vec, "sparse_hook"):
-                hooks.append((vec.hook_name(layer), vec.sparse_hook(layer, mult, pos)))
-            else:
-                hooks.append((vec.hook_name(layer), _dense_hook(vec.directions[layer], mult, pos)))
+            hooks.append((vec.hook_name(layer), vec.hook(layer, mult, pos)))
     return hooks
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..forward.positions import POSITIONS
-from ..hooks import RESID_HOOK
+from ..forward.positions import POSITIONS, _real_positions, position_mask, row_strengths
+from ..hooks import RESID_HOOK, check_hook_template
 
 
 
@@ -20,20 +20,21 @@ class SteeringVector:
     """A dense steering vector.
 
     ``directions[layer]`` is ``[d_model]`` (added at every steered position) or ``[n_pos, d_model]``
-    (ActAdd: row i is added at the i-th token of the prompt). ``hook`` is the TransformerLens hook
-    name with ``{layer}`` left open. ``positions`` is where it is added by default.
+    (ActAdd: row i is added at the i-th token of the prompt). ``hook_point`` is the TransformerLens hook
+    name with ``{layer}`` left open; ``hook(layer, strength)`` is the hook function that steers there. ``positions`` is where it is added by default.
     """
 
     directions: dict[int, torch.Tensor]
     model: str
     method: str
     behavior: str = "custom"
-    hook: str = RESID_HOOK
+    hook_point: str = RESID_HOOK  # the TransformerLens hook, {layer} left open
     positions: str = "after_prompt"
     data_hash: str = ""
     settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        check_hook_template(self.hook_point)
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
         for layer, d in self.directions.items():
@@ -50,14 +51,35 @@ class SteeringVector:
         return next(iter(self.directions.values())).shape[-1]
 
     def hook_name(self, layer: int) -> str:
-        return self.hook.format(layer=layer)
+        return self.hook_point.format(layer=layer)
+
+    def hook(self, layer: int, strength, positions: str | None = None):
+        """The TransformerLens hook that adds ``strength`` x ``directions[layer]`` at ``positions``
+        (default: the vector's own). ``strength`` is a number or a 1-D tensor of one strength per batch row."""
+        direction, positions = self.directions[layer], positions or self.positions
+
+        def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
+            n_batch, n_pos, _ = resid.shape
+            s = row_strengths(strength, n_batch, resid.device, resid.dtype)
+            d = direction.to(resid.device, resid.dtype)
+            if positions == "front":  # ActAdd: row i of the direction goes to the i-th real token
+                real, _ = _real_positions(n_batch, n_pos, resid.device)
+                inside = (real >= 0) & (real < d.shape[0])
+                idx = real.clamp(0, d.shape[0] - 1)
+                return resid + s * d[idx] * inside[..., None]
+            mask = position_mask(positions, n_batch, n_pos, resid.device)
+            if d.ndim == 2:
+                d = d.sum(0)  # a position-aligned vector used at other positions: its summed direction
+            return resid + s * mask[..., None].to(resid.dtype) * d
+
+        return hook
 
     def _combine(self, other: "SteeringVector", sign: float) -> "SteeringVector":
         if not isinstance(other, SteeringVector):
             return NotImplemented
-        if other.model != self.model or other.hook != self.hook or other.d_model != self.d_model:
-            raise ValueError(f"cannot combine a vector for {self.model} ({self.hook}, width {self.d_model}) with one "
-                             f"for {other.model} ({other.hook}, width {other.d_model})")
+        if other.model != self.model or other.hook_point != self.hook_point or other.d_model != self.d_model:
+            raise ValueError(f"cannot combine a vector for {self.model} ({self.hook_point}, width {self.d_model}) with one "
+                             f"for {other.model} ({other.hook_point}, width {other.d_model})")
         dirs = {k: v.clone() for k, v in self.directions.items()}
         for k, v in other.directions.items():
             dirs[k] = dirs[k] + sign * v if k in dirs else sign * v
@@ -124,5 +146,14 @@ class SteeringVector:
             raise ValueError(f"{path} has no sas metadata; was it written by SteeringVector.save?")
         tensors = load_file(str(path))
         dirs = {int(k.removeprefix("layer.")): v for k, v in tensors.items()}
-        keep = {k: meta[k] for k in ("model", "method", "behavior", "hook", "positions", "data_hash", "settings")}
-        return cls(directions=dirs, **keep)
+        keep = {k: meta[k] for k in ("model", "method", "behavior", "positions", "data_hash", "settings")}
+        return cls(directions=dirs, hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The ``sas`` metadata in a vector file's header (``{}`` if it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {}).get("sas", "{}"))
+

@@ -1,0 +1,97 @@
+"""What a grid evaluates: an A/B behaviour (CAA's score) or an open-ended task, each with its contrastive
+data (for the vectors), its settings (part of every row's resume key) and its evaluation."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from ..activations.contrast import Contrast
+from ..evaluation.ab import ABScorer
+from ..evaluation.side_effects import side_effects
+from ..evaluation.tasks import get_task, run_task
+from ..load.data import BEHAVIORS, balance_letters, load_behavior
+
+KINDS = ("ab", "task")
+
+
+class ABItem:
+    """A CAA behaviour: vectors from its ``generate`` split (letter-balanced by default), the A/B score on
+    the first ``n_test`` questions of its ``test`` split."""
+
+    column = "behavior"
+    positions = "after_prompt"
+
+    def __init__(self, name: str, n_test: int | None = None, balance: bool = True, seed: int = 0,
+                 side_effects: bool = False):
+        if name not in BEHAVIORS:
+            raise ValueError(f"unknown behaviour {name!r}; choose from {', '.join(BEHAVIORS)} or 'all'")
+        if n_test is not None and n_test < 1:
+            raise ValueError(f"n_test must be at least 1, not {n_test}")
+        self.name, self.n_test, self.balance, self.seed, self.side_effects = name, n_test, balance, seed, side_effects
+        self._scorer, self._se = None, {}
+
+    @cached_property
+    def test(self):
+        return load_behavior(self.name, "test")[:self.n_test]
+
+    def settings(self) -> dict:
+        return {"n_test": len(self.test), "balance": self.balance, "seed": self.seed, "side_effects": self.side_effects}
+
+    @cached_property
+    def contrast(self) -> Contrast:
+        pairs = load_behavior(self.name)
+        return Contrast(self.name, pairs=balance_letters(pairs, self.seed) if self.balance else pairs)
+
+    def evaluate(self, model, vector, multiplier: float, layer: int) -> tuple[dict, None]:
+        if self._scorer is None:
+            self._scorer = ABScorer(model, self.test)
+        steer = vector is not None and multiplier != 0
+        res = self._scorer.score(vector if steer else None, multiplier, [layer])
+        if self.side_effects:
+            res.update(side_effects(model, vector if steer else None, multiplier, [layer], scorers=self._se))
+        return res, None
+
+
+class TaskItem:
+    """An open-ended task: vectors from its contrastive texts (or ActAdd's prompt pair), continuations of
+    ``n_prompts`` prompts (``max_new_tokens`` sampled tokens, ``seed``) scored by the task's scorer."""
+
+    column = "task"
+    positions = "after_prompt"
+
+    def __init__(self, name: str, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
+                 side_effects: bool = False):
+        self.task = get_task(name)
+        if n_prompts < 1 or max_new_tokens < 1:
+            raise ValueError(f"n_prompts and max_new_tokens must be at least 1 (got {n_prompts}, {max_new_tokens})")
+        self.name, self.n_prompts, self.max_new_tokens, self.seed = name, n_prompts, max_new_tokens, seed
+        self.side_effects, self._se = side_effects, {}
+
+    def settings(self) -> dict:
+        return {"n_prompts": self.n_prompts, "max_new_tokens": self.max_new_tokens, "seed": self.seed,
+                "side_effects": self.side_effects}
+
+    @cached_property
+    def contrast(self) -> Contrast:
+        pos, neg = self.task.pairs()
+        return Contrast(self.name, positive=pos, negative=neg, prompt_pair=self.task.actadd)
+
+    def evaluate(self, model, vector, multiplier: float, layer: int) -> tuple[dict, list[str]]:
+        steer = vector is not None and multiplier != 0
+        res = run_task(model, self.name, vector if steer else None, multiplier, [layer], self.n_prompts,
+                       self.max_new_tokens, self.seed)
+        texts = res.pop("texts")
+        if self.side_effects:
+            res.update(side_effects(model, vector if steer else None, multiplier, [layer], scorers=self._se))
+        return res, texts
+
+
+def make_item(kind: str, name: str, settings: dict):
+    """The item ``name`` of ``kind`` (``"ab"`` or ``"task"``) with the grid's evaluation ``settings``."""
+    if kind == "ab":
+        keep = ("n_test", "balance", "seed", "side_effects")
+        return ABItem(name, **{k: v for k, v in settings.items() if k in keep})
+    if kind == "task":
+        keep = ("n_prompts", "max_new_tokens", "seed", "side_effects")
+        return TaskItem(name, **{k: v for k, v in settings.items() if k in keep})
+    raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")

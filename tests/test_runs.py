@@ -1,0 +1,190 @@
+"""The grid runner and the results store: resume keys that hold every setting, torn lines, old files,
+registries, shards, and that a finished run never loads the model."""
+
+import json
+
+import pytest
+import torch
+from test_sparse import LAYER, random_sae
+
+import sas
+import sas.evaluation.ab
+from sas.methods.registry import build_vector, get_method, methods
+from sas.runs.grid import Condition, Grid, Runner, run_grid
+from sas.runs.store import ResultStore, read_rows
+from sas.runs.sweep import ab_sweep, task_sweep
+
+SAS = {"sas": [0.0, 4.0]}
+
+
+def _sas_sweep(tiny, out, **settings):
+    sae = random_sae()
+    return ab_sweep(tiny, ["sycophancy"], [LAYER], SAS["sas"], method="sas", out=out, n_test=2,
+                    saes={LAYER: sae}, settings=settings, progress=False)
+
+
+def test_rerun_with_another_tau_adds_rows_and_returns_only_its_own(tiny, tmp_path):
+    out = tmp_path / "s.jsonl"
+    a = _sas_sweep(tiny, out, tau=0.1)
+    b = _sas_sweep(tiny, out, tau=0.3)
+    rows = read_rows(out)
+    assert len(rows) == 4 and sorted({r["tau"] for r in rows}) == [0.1, 0.3]
+    assert set(a.tau) == {0.1} and set(b.tau) == {0.3}
+    steered = lambda df: df[df.multiplier == 4.0].iloc[0]  # noqa: E731
+    assert steered(a).cos_caa != steered(b).cos_caa  # a different vector, not the old row
+    again = _sas_sweep(tiny, out, tau=0.1)  # resumes: nothing new
+    assert len(read_rows(out)) == 4 and again.p_match.tolist() == a.p_match.tolist()
+
+
+def test_rerun_with_another_seed_adds_rows(tiny, tmp_path):
+    out = tmp_path / "t.jsonl"
+    vec = {"actadd": sas.actadd_vector(tiny, "Love", "Hate", [1], behavior="sentiment")}
+    kw = dict(out=out, n_prompts=2, max_new_tokens=3, vectors=vec, progress=False)
+    a = task_sweep(tiny, "sentiment", ["actadd"], [1], {"actadd": [2.0]}, seed=0, **kw)
+    b = task_sweep(tiny, "sentiment", ["actadd"], [1], {"actadd": [2.0]}, seed=1, **kw)
+    assert len(read_rows(out)) == 2 and a.seed.tolist() == [0] and b.seed.tolist() == [1]
+    texts = read_rows(out.with_name("t.texts.jsonl"))
+    assert [t["seed"] for t in texts] == [0, 1] and texts[0]["texts"] != texts[1]["texts"]
+
+
+def test_other_n_test_and_model_settings_are_new_rows(tiny, tmp_path):
+    out = tmp_path / "n.jsonl"
+    vec = {"sycophancy": sas.actadd_vector(tiny, "a", "b", [1])}
+    ab_sweep(tiny, ["sycophancy"], [1], [1.0], out=out, n_test=2, vectors=vec, progress=False)
+    df = ab_sweep(tiny, ["sycophancy"], [1], [1.0], out=out, n_test=3, vectors=vec, progress=False)
+    assert df.n.tolist() == [3] and len(read_rows(out)) == 2
+    df = ab_sweep(tiny, ["sycophancy"], [1], [1.0], out=out, n_test=3, vectors=vec, progress=False,
+                  with_side_effects=False, balance=False)
+    assert len(read_rows(out)) == 3 and df.balance.tolist() == [False]
+
+
+def test_torn_last_line_is_reported_repaired_and_redone(tiny, tmp_path):
+    out = tmp_path / "torn.jsonl"
+    vec = {"sycophancy": sas.actadd_vector(tiny, "a", "b", [1])}
+    kw = dict(out=out, n_test=2, vectors=vec, progress=False)
+    ab_sweep(tiny, ["sycophancy"], [1], [1.0, 2.0], **kw)
+    text = out.read_text()
+    out.write_text(text[: len(text) - 25])  # the process died in the middle of the second row
+    with pytest.warns(UserWarning, match=r"torn\.jsonl:2: a torn row"):
+        df = ab_sweep(tiny, ["sycophancy"], [1], [1.0, 2.0], **kw)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(x) for x in lines)  # repaired: every line is JSON again
+    assert sorted(df.multiplier) == [1.0, 2.0]
+
+
+def test_a_malformed_middle_line_or_a_foreign_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"model": "m", "method": "caa", "behavior": "x", "layer": 1, "multiplier": 1}\n{oops\n{}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: malformed JSON"):
+        ResultStore(bad, "ab")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"question": "q", "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}\n')
+    with pytest.raises(ValueError, match="not a sas result row"):
+        ResultStore(pairs, "ab")
+    tasks = tmp_path / "task.jsonl"
+    tasks.write_text('{"model": "m", "method": "caa", "task": "sentiment", "layer": 1, "multiplier": 1}\n')
+    with pytest.raises(ValueError, match="holds task results, not behavior results"):
+        ResultStore(tasks, "ab")
+
+
+def test_rows_of_sas_0_1_still_resume(tiny, tmp_path):
+    """A 0.1 row (no dtype, seed, data hash, n_test, ...) reads as the defaults it was made with."""
+    out = tmp_path / "old.jsonl"
+    old = {"model": "tiny", "method": "caa", "behavior": "sycophancy", "layer": 1, "multiplier": 1.0,
+           "p_match": 0.123, "p_match_raw": 0.1, "p_a": 0.5, "n": 2, "seconds": 1.0}
+    out.write_text(json.dumps(old) + "\n")
+    vec = {"sycophancy": sas.actadd_vector(tiny, "a", "b", [1])}
+    df = ab_sweep(tiny, ["sycophancy"], [1], [1.0], out=out, n_test=2, vectors=vec, progress=False)
+    assert df.p_match.tolist() == [0.123] and len(read_rows(out)) == 1
+    ab_sweep(tiny, ["sycophancy"], [1], [1.0], out=out, n_test=3, vectors=vec, progress=False)  # n differs
+    assert len(read_rows(out)) == 2
+
+
+def test_runners_return_rows_without_a_file_and_finished_runs_load_nothing(tiny, tmp_path, monkeypatch):
+    vec = {"sycophancy": sas.actadd_vector(tiny, "a", "b", [1])}
+    df = ab_sweep(tiny, ["sycophancy"], [1], [0.0, 1.0], out=None, n_test=2, vectors=vec, progress=False)
+    assert len(df) == 2 and df.p_match.notna().all()
+    grid = Grid("ab", ["sycophancy"], ["caa"], [1], {"caa": [0.0, 1.0]}, "tiny", eval_settings={"n_test": 2})
+    out = tmp_path / "g.jsonl"
+    run_grid(grid, out, model=tiny, progress=False)
+    # a finished grid, run again without a model: no model load, no activations, the same rows
+    monkeypatch.setattr("sas.load.models.load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(sas.evaluation.ab.ABScorer, "score", lambda *a, **k: pytest.fail("scored again"))
+    grid2 = Grid("ab", ["sycophancy"], ["caa"], [1], {"caa": [0.0, 1.0]}, "tiny", "float32",
+                 eval_settings={"n_test": 2})
+    rows = run_grid(grid2, out, progress=False)
+    assert [r["multiplier"] for r in rows] == [0.0, 1.0]
+
+
+def test_the_cached_vector_is_keyed_by_its_settings(tiny, tmp_path):
+    out = tmp_path / "v.jsonl"
+    _sas_sweep(tiny, out, tau=0.1)
+    _sas_sweep(tiny, out, tau=0.3)
+    files = sorted(p.name for p in (tmp_path / "v.vectors").glob("*.safetensors"))
+    assert len(files) == 2 and all(f.startswith("sas_sycophancy_") for f in files)
+
+
+def test_shards_keep_item_and_method_together():
+    grid = Grid("ab", ["sycophancy", "refusal"], ["caa", "actadd"], [1, 2], {"caa": [0, 1], "actadd": [1]}, "tiny")
+    conds = grid.conditions()
+    shards = Grid.shards(conds, 3)
+    assert sorted(c for s in shards for c in s) == sorted(conds) and len(shards) == 3
+    for s in shards:
+        for c in s:
+            assert all(d in s for d in conds if (d.item, d.method) == (c.item, c.method))
+    assert Condition("sycophancy", "caa", 1, 0.0) in conds
+
+
+def test_registries_list_methods_and_tasks_and_refuse_unknown_settings(tiny):
+    assert {"caa", "actadd", "sas", "sas_dense"} <= set(methods())
+    assert get_method("sas").needs_sae and get_method("sas").settings == {"tau": 0.1, "mean": "all", "top_k": None}
+    with pytest.raises(ValueError, match="unknown method 'cca'"):
+        get_method("cca")
+    with pytest.raises(ValueError, match="has no setting"):
+        Grid("ab", ["sycophancy"], ["caa"], [1], method_settings={"caa": {"tau": 0.2}})
+    from sas.activations.contrast import Contrast
+
+    c = Contrast("x", positive=["I feel good", "This is great"], negative=["I feel bad", "This is awful"])
+    v = build_vector(tiny, "caa", c, [1, 2])
+    assert v.layers == [1, 2] and v.data_hash == c.hash
+    with pytest.raises(ValueError, match="sparse space"):
+        build_vector(tiny, "sas", c, [1])
+
+
+def test_runner_key_holds_sae_name_and_hash(tiny):
+    sae = random_sae()
+    grid = Grid("ab", ["sycophancy"], ["sas"], [LAYER], SAS, "tiny", saes={LAYER: "x"})
+    k = Runner(grid, tiny, {LAYER: sae}).key(Condition("sycophancy", "sas", LAYER, 4.0))
+    assert {"tau", "mean", "top_k", "sae", "sae_sha256", "data_hash", "n_test", "dtype"} <= set(k)
+    with torch.no_grad():
+        sae.W_enc.add_(1.0)
+    k2 = Runner(grid, tiny, {LAYER: sae}).key(Condition("sycophancy", "sas", LAYER, 4.0))
+    assert k2["sae_sha256"] != k["sae_sha256"]
+
+
+
+def test_a_new_method_and_a_new_task_are_one_registration_each(tiny, tmp_path, monkeypatch):
+    """What a user writes to add a method and a task (one file each in sas/methods/ and
+    sas/evaluation/tasks/), here registered from the test: the runner, the sweeps and the CLI see them."""
+    from sas.cli import parser
+    from sas.evaluation.tasks.registry import _TASKS, Task, register_task
+    from sas.methods.registry import _METHODS, register
+    from sas.steering.vector import SteeringVector
+
+    monkeypatch.setattr("sas.methods.registry._METHODS", dict(_METHODS))
+    monkeypatch.setattr("sas.evaluation.tasks.registry._TASKS", dict(_TASKS))
+
+    @register("mean_pos", multipliers=(-1, 0, 1))
+    def build(model, contrast, layers, saes=None, positions="after_prompt", scale: float = 1.0):
+        """The mean activation of the positive side, scaled."""
+        pos, _ = contrast.activations(model, layers)
+        return SteeringVector({x: scale * pos[x].mean(0) for x in layers}, model.cfg.model_name, "mean_pos",
+                              contrast.name, positions=positions, data_hash=contrast.hash)
+
+    register_task(Task("length", pairs=lambda: (["a long text about many things"], ["short"]),
+                       score=lambda texts: [float(len(t.split())) for t in texts]))
+    df = task_sweep(tiny, "length", ["mean_pos"], [1], None, out=tmp_path / "r.jsonl", n_prompts=2,
+                    max_new_tokens=3, progress=False)
+    assert sorted(df.multiplier) == [-1.0, 0.0, 1.0] and set(df.scale) == {1.0}
+    args = parser().parse_args(["sweep", "--task", "length", "--method", "mean_pos,caa"])
+    assert args.task == ["length"] and args.method == ["mean_pos", "caa"]
