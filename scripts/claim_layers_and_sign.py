@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sas.reports.tables import to_frame  # noqa: E402
+from sas.runs.store import to_frame  # noqa: E402
 from sas.runs.store import read_rows  # noqa: E402
 
 

@@ -56,7 +56,7 @@ def main():
             append_row(rows_path, {"tau": tau, "mean": mean, "n_features": 0, "note": str(e)})
             continue
         vec = SparseVector({layer: v}, {layer: sae}, "gemma-3-270m", "sentiment")
-        edit = vec.sparse_hook(layer, 1.0, "all")(acts[None]) - acts[None]
+        edit = vec.hook(layer, 1.0, "all")(acts[None]) - acts[None]
         row = {"tau": tau, "mean": mean, **info, "v_norm": v.norm().item(),
                "resid_change_per_unit": edit.norm(dim=-1).mean().item()}
         for m in (-args.multiplier, args.multiplier):

@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from sas.reports.plots import plot_sweep
-from sas.reports.tables import letter_bias, summary, to_frame
+from sas.reports.tables import letter_bias, summary
+from sas.runs.store import to_frame
 
 
 from sas.runs.store import read_rows

@@ -61,3 +61,18 @@ def test_no_module_imports_a_later_stage(path):
             base = list(pkg[: len(pkg) - (node.level - 1)] if node.level > 1 else pkg)
             target = ".".join(base + ([node.module] if node.module else []))
             assert _stage(target) <= here, f"{rel} ({ORDER[here]}) imports {target} (a later stage)"
+
+
+@pytest.mark.slow
+def test_shipped_saes_load_after_a_plain_pip_install(tmp_path):
+    """`pip install .` (not editable) carries saes/ as sas/_saes, and load_sae finds and checks them there."""
+    root = SAS.parent
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(tmp_path / "site"), str(root)], check=True, capture_output=True, cwd=tmp_path)
+    code = ("import sas.load.saes as s; from sas.load.saes import registry, load_sae; "
+            "assert 'site' in s.__file__, s.__file__; "
+            "print(s.SAE_DIR.name, len(registry()), load_sae('gemma-3-270m-L5-4k').cfg.d_sae)")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["_saes", "3", "4096"]

@@ -188,3 +188,15 @@ def test_a_new_method_and_a_new_task_are_one_registration_each(tiny, tmp_path, m
     assert sorted(df.multiplier) == [-1.0, 0.0, 1.0] and set(df.scale) == {1.0}
     args = parser().parse_args(["sweep", "--task", "length", "--method", "mean_pos,caa"])
     assert args.task == ["length"] and args.method == ["mean_pos", "caa"]
+
+
+def test_the_shipped_result_files_still_load():
+    """docs/data/*.jsonl (written by sas 0.1) read into the store of their kind."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "docs" / "data").glob("*.jsonl"))
+    assert files
+    for f in files:
+        first = json.loads(f.read_text().splitlines()[0])
+        store = ResultStore(f, "task" if "task" in first else "ab")
+        assert len(store.rows) == len(f.read_text().splitlines())

@@ -294,3 +294,26 @@ def test_compare_without_one_sided_features_keeps_caa_and_says_so(tiny):
     assert "p_match" in rows["caa"] and "skipped" not in rows["caa"]
     assert "no one-sided" in rows["sas"]["skipped"] or "no features" in rows["sas"]["skipped"]
     assert "skipped" in rows["sas_dense"] and "p_match" not in rows["sas_dense"]
+
+
+def test_a_gated_sae_takes_the_full_path_with_a_warning(tiny):
+    """sae-lens's gated SAE has no b_enc and gates with a second pre-activation: the fast path would be wrong,
+    so the hook warns and makes the full edit decode(relu(z + m v)) - decode(z)."""
+    from sae_lens import GatedSAE, GatedSAEConfig
+
+    torch.manual_seed(0)
+    sae = GatedSAE(GatedSAEConfig(d_in=32, d_sae=64))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+    sae.cfg.metadata.hook_name = f"blocks.{LAYER}.hook_resid_post"
+    v = torch.zeros(64)
+    v[[2, 9]] = torch.tensor([1.5, -0.5])
+    vec = SparseVector({LAYER: v}, {LAYER: sae}, "tiny", sae_names={LAYER: "gated"})
+    x = torch.randn(1, 5, 32)
+    with pytest.warns(UserWarning, match="no elementwise activation"):
+        out = vec.hook(LAYER, 2.0, "all")(x)
+    with torch.no_grad():
+        z = sae.encode(x[0])
+        want = x[0] + sae.decode(torch.relu(z + 2.0 * v)) - sae.decode(z)
+    torch.testing.assert_close(out[0], want, rtol=1e-5, atol=1e-5)

@@ -14,8 +14,9 @@ def side_effects(model, vectors=None, multipliers=1.0, layers=None, positions=No
     perplexity under steering. ``scorers`` may carry prebuilt :class:`ABScorer` objects to reuse."""
     scorers = scorers if scorers is not None else {}
     if "mmlu" not in scorers:
-        scorers["mmlu"] = ABScorer(model, load_mmlu()[::max(1, 570 // n_mmlu)][:n_mmlu])
-        scorers["truthfulqa"] = ABScorer(model, load_truthfulqa()[::max(1, 817 // n_truthfulqa)][:n_truthfulqa])
+        mmlu, tqa = load_mmlu(), load_truthfulqa()  # every k-th item: a spread over subjects, not the first ones
+        scorers["mmlu"] = ABScorer(model, mmlu[::max(1, len(mmlu) // n_mmlu)][:n_mmlu])
+        scorers["truthfulqa"] = ABScorer(model, tqa[::max(1, len(tqa) // n_truthfulqa)][:n_truthfulqa])
     out = {k: s.score(vectors, multipliers, layers, positions)["p_match"] for k, s in scorers.items()}
     texts = load_text_sample(n_texts)
     if vectors is None:

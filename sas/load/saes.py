@@ -22,7 +22,13 @@ import torch
 from ..hooks import layer_of, resid_hook
 from .models import sha256
 
-SAE_DIR = Path(__file__).resolve().parents[2] / "saes"  # the registry: <name>.json cards + <name>/ folders
+def _sae_dir() -> Path:
+    """The registry folder: ``saes/`` of a checkout (editable install), or its copy ``sas/_saes`` in an installed package."""
+    checkout = Path(__file__).resolve().parents[2] / "saes"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parents[1] / "_saes"
+
+
+SAE_DIR = _sae_dir()  # the registry: <name>.json cards + <name>/ folders
 WEIGHTS = "sae_weights.safetensors"
 
 
