@@ -220,6 +220,11 @@ def _common(sp) -> None:
     sp.add_argument("--layers", type=_ints, help="comma-separated layers")
 
 
+def _sae_args(sp) -> None:
+    sp.add_argument("--sae", help="SAE names or folders, comma-separated (default: the shipped ones)")
+    sp.add_argument("--width", type=int, help="pick shipped SAEs of this width")
+
+
 def _evaluation(sp) -> None:
     sp.add_argument("--behavior", type=_names("behavior"), help="a CAA behaviour, a comma list, or all")
     sp.add_argument("--task", type=_names("task"), help="an open-ended task instead of A/B (sentiment, topic)")
@@ -274,8 +279,7 @@ def parser() -> argparse.ArgumentParser:
                        description="Layers default to those with a shipped SAE. Rows are written as they go.")
     _common(c)
     _evaluation(c)
-    c.add_argument("--sae", help="SAE names or folders, comma-separated (default: the shipped ones)")
-    c.add_argument("--width", type=int, help="pick shipped SAEs of this width")
+    _sae_args(c)
     c.add_argument("--multipliers", type=_floats, help="for every method (default: each method's own: CAA -2..2, "
                    "SAS and SAS-dense -8..8, because the sparse edit is several times smaller per unit)")
     c.add_argument("--sas-multipliers", type=_floats, help="for SAS and SAS-dense, if different from --multipliers")
@@ -289,8 +293,7 @@ def parser() -> argparse.ArgumentParser:
     _common(n)
     n.add_argument("--vector", help="a saved SAS vector")
     n.add_argument("--features", type=_ints, help="feature ids")
-    n.add_argument("--sae", help="SAE name or folder")
-    n.add_argument("--width", type=int)
+    _sae_args(n)
     n.add_argument("--n-features", type=int, default=10)
     n.add_argument("--n-texts", type=int, default=100)
     n.add_argument("--out", default="results/features.md")

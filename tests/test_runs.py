@@ -163,7 +163,7 @@ def test_runner_key_holds_sae_name_and_hash(tiny):
 
 
 
-def test_a_new_method_and_a_new_task_are_one_registration_each(tiny, tmp_path, monkeypatch):
+def test_a_new_method_and_a_new_task_are_one_registration_each(tiny, tmp_path, request):
     """What a user writes to add a method and a task (one file each in sas/methods/ and
     sas/evaluation/tasks/), here registered from the test: the runner, the sweeps and the CLI see them."""
     from sas.cli import parser
@@ -171,8 +171,8 @@ def test_a_new_method_and_a_new_task_are_one_registration_each(tiny, tmp_path, m
     from sas.methods.registry import _METHODS, register
     from sas.steering.vector import SteeringVector
 
-    monkeypatch.setattr("sas.methods.registry._METHODS", dict(_METHODS))
-    monkeypatch.setattr("sas.evaluation.tasks.registry._TASKS", dict(_TASKS))
+    _METHODS.all(), _TASKS.all()  # the built-ins first; the two new entries are removed at the end
+    request.addfinalizer(lambda: (_METHODS.pop("mean_pos", None), _TASKS.pop("length", None)))
 
     @register("mean_pos", multipliers=(-1, 0, 1))
     def build(model, contrast, layers, saes=None, positions="after_prompt", scale: float = 1.0):

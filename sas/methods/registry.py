@@ -11,11 +11,11 @@ folder is imported when the registry is first read, so adding a method is adding
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
+
+from .._registry import Registry
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Method:
     description: str = ""
 
 
-_METHODS: dict[str, Method] = {}
+_METHODS = Registry("method", "sas.methods")
 
 
 def register(name: str, *, multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0), needs_sae: bool = False,
@@ -46,26 +46,13 @@ def register(name: str, *, multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0), needs_sae: b
     return deco
 
 
-_LOADED = []
-
-
 def methods() -> dict[str, Method]:
     """All registered methods, by name (the modules of this folder are imported on the first call)."""
-    if not _LOADED:
-        import sas.methods as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if info.name != "registry":
-                importlib.import_module(f"sas.methods.{info.name}")
-        _LOADED.append(True)
-    return dict(_METHODS)
+    return _METHODS.all()
 
 
 def get_method(name: str) -> Method:
-    all_ = methods()
-    if name not in all_:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(sorted(all_))}")
-    return all_[name]
+    return _METHODS.get_entry(name)
 
 
 def method_settings(name: str, given: dict | None = None) -> dict:

@@ -10,11 +10,10 @@ Every module in this folder is imported when the registry is first read.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..._registry import Registry
 from ...load.data import load_neutral_prompts
 
 
@@ -30,8 +29,7 @@ class Task:
     settings: dict = field(default_factory=dict)
 
 
-_TASKS: dict[str, Task] = {}
-_LOADED = []
+_TASKS = Registry("task", "sas.evaluation.tasks", skip=("registry", "run"))
 
 
 def register_task(task: Task) -> Task:
@@ -40,19 +38,9 @@ def register_task(task: Task) -> Task:
 
 
 def tasks() -> dict[str, Task]:
-    """All registered tasks, by name."""
-    if not _LOADED:
-        import sas.evaluation.tasks as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if info.name not in ("registry", "run"):
-                importlib.import_module(f"sas.evaluation.tasks.{info.name}")
-        _LOADED.append(True)
-    return dict(_TASKS)
+    """All registered tasks, by name (the modules of this folder are imported on the first call)."""
+    return _TASKS.all()
 
 
 def get_task(name: str) -> Task:
-    all_ = tasks()
-    if name not in all_:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(sorted(all_))}")
-    return all_[name]
+    return _TASKS.get_entry(name)
