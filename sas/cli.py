@@ -42,7 +42,7 @@ def _names(kind: str):
         names = list(BEHAVIORS) if kind == "behavior" and s == "all" else [x for x in s.split(",") if x]
         bad = [x for x in names if x not in known]
         if bad or not names:
-            raise argparse.ArgumentTypeError(f"unknown {kind}(s) {', '.join(bad) or s!r}; choose from "
+            raise argparse.ArgumentTypeError(f"unknown {kind}(s) {', '.join(bad) if bad else repr(s)}; choose from "
                                              f"{', '.join(sorted(known))}" + (" or all" if kind == "behavior" else ""))
         return names
 

@@ -54,7 +54,8 @@ def test_no_command(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--behavior", "sycophancy", "--layers", "2,x"], "expected comma-separated integers such as 2,4,6"),
     (["sweep", "--behavior", "sycophancy", "--multipliers", "1,two"], "expected comma-separated numbers"),
-    (["sweep", "--task", "poetry"], "invalid choice: 'poetry'"),
+    (["sweep", "--task", "poetry"], "unknown task(s) poetry; choose from sentiment, topic"),
+    (["sweep", "--method", "cca"], "unknown method(s) cca; choose from actadd, caa, sas"),
     (["sweep", "--dtype", "float8"], "invalid choice: 'float8'"),
 ])
 def test_argument_errors(argv, message, capsys, no_model):
@@ -64,8 +65,8 @@ def test_argument_errors(argv, message, capsys, no_model):
 
 
 def test_unknown_behavior_before_loading_the_model(capsys, no_model, tmp_path):
-    code, _ = _exit(["sweep", "--behavior", "sycophancy,flattery", "--out", str(tmp_path / "r.jsonl")], capsys)
-    assert "unknown behaviour(s) flattery" in str(code) and "sycophancy" in str(code) and "or all" in str(code)
+    code, text = _exit(["sweep", "--behavior", "sycophancy,flattery", "--out", str(tmp_path / "r.jsonl")], capsys)
+    assert code == 2 and "unknown behavior(s) flattery" in text and "sycophancy" in text and "or all" in text
     assert not (tmp_path / "r.jsonl").exists()
 
 

@@ -27,7 +27,7 @@ from .items import make_item
 from .store import ResultStore
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Condition:
     """One row of results."""
 
