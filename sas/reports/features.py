@@ -35,14 +35,16 @@ def _check_ids(sae, features: Sequence[int]) -> list[int]:
 @torch.no_grad()
 def logit_effects(model, sae, features: Sequence[int], k: int = 10) -> pd.DataFrame:
     """The tokens each feature's decoder direction promotes and suppresses: ``W_dec[f] @ W_U``
-    (no final norm; the ranking is what matters). Columns: feature, promoted, suppressed."""
+    (no final norm; the ranking is what matters). Columns: feature, promoted, suppressed, and the logit changes
+    per unit of activation: promoted_logits, suppressed_logits."""
     features = _check_ids(sae, features)
     rows = []
     for f in features:
         eff = sae.W_dec[f].detach().float() @ model.W_U.float()
-        top, bot = eff.topk(k).indices.tolist(), (-eff).topk(k).indices.tolist()
+        top, bot = eff.topk(k), (-eff).topk(k)
         dec = model.tokenizer.convert_ids_to_tokens
-        rows.append({"feature": f, "promoted": dec(top), "suppressed": dec(bot)})
+        rows.append({"feature": f, "promoted": dec(top.indices.tolist()), "suppressed": dec(bot.indices.tolist()),
+                     "promoted_logits": top.values.tolist(), "suppressed_logits": (-bot.values).tolist()})
     return pd.DataFrame(rows)
 
 
@@ -91,7 +93,7 @@ def feature_table(model, sae, vector, layer: int | None = None, k_tokens: int = 
     """One row per feature of a SAS vector: its value in v, and the tokens it promotes/suppresses."""
     layer = vector.layers[0] if layer is None else layer
     feats = vector.features(layer).tolist()
-    eff = logit_effects(model, sae, feats, k_tokens)
+    eff = logit_effects(model, sae, feats, k_tokens).drop(columns=["promoted_logits", "suppressed_logits"])
     eff.insert(1, "value", [vector.codes[layer][f].item() for f in feats])
     eff["neuronpedia"] = [neuronpedia_url(sae, f) for f in feats]
     return eff
