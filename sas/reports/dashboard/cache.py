@@ -156,7 +156,7 @@ def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: in
     texts = load_text_sample() if texts is None else list(texts)
     settings = {"version": VERSION, "model": model.cfg.model_name, "dtype": str(model.cfg.dtype),
                 "hook": sae.cfg.metadata.hook_name, "texts": texts_sha256(texts), "max_tokens": max_tokens,
-                "k": k, "left": left, "right": right, "context": context}
+                "k": k, "left": left, "right": right, "context": context, "n_bins": N_BINS}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir(sae)) / f"features-{key}.safetensors"
     sha = weights_sha256(sae)
@@ -183,8 +183,8 @@ def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: in
     return fc
 
 
-N_BINS = 120
-BIN_EDGES = torch.logspace(-3, 5, N_BINS + 1)  # activations from 1e-3 to 1e5, 15 bins a decade
+N_BINS = 240
+BIN_EDGES = torch.logspace(-3, 5, N_BINS + 1)  # activations from 1e-3 to 1e5, 30 bins a decade
 
 
 @torch.no_grad()
