@@ -25,6 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ...load.saes import sae_hook, sae_layer
+
 VERSION = 1  # bump when the content of the cache changes meaning
 TENSORS = ("top_acts", "top_rows", "top_pos", "windows", "tokens", "counts", "act_sum", "hist", "bin_edges")
 
@@ -130,8 +132,8 @@ def texts_sha256(texts: Sequence[str]) -> str:
 def default_cache_dir(sae) -> Path:
     """Where an SAE's cache lives: beside a local SAE folder (``<folder>/feature_cache``) if writable, else under
     ``$SAS_CACHE/feature_cache/<name>`` (shipped and hub SAEs: the repository's ``saes/`` may be read-only)."""
-    from ...models import cache_dir
-    from ...sae import registry
+    from ...load.models import cache_dir
+    from ...load.saes import registry
 
     name = str(getattr(sae, "sas_name", "") or "sae")
     folder = Path(name)
@@ -150,12 +152,12 @@ def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: in
     ``max_tokens`` caps the tokens used (None: all of ``texts``). The file name holds a hash of every setting
     and of the texts; the file records the SAE weights' sha256, and a file built from other weights is rebuilt
     (with a warning)."""
-    from ...datasets import load_text_sample
-    from ...sae import token_chunks
+    from ...activations.residual import token_chunks
+    from ...load.data import load_text_sample
 
     texts = load_text_sample() if texts is None else list(texts)
     settings = {"version": VERSION, "model": model.cfg.model_name, "dtype": str(model.cfg.dtype),
-                "hook": sae.cfg.metadata.hook_name, "texts": texts_sha256(texts), "max_tokens": max_tokens,
+                "hook": sae_hook(sae), "texts": texts_sha256(texts), "max_tokens": max_tokens,
                 "k": k, "left": left, "right": right, "context": context, "n_bins": N_BINS}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir(sae)) / f"features-{key}.safetensors"
@@ -192,8 +194,7 @@ def _build(model, sae, tokens: torch.Tensor, k: int, left: int, right: int, batc
            progress: bool) -> FeatureCache:
     from tqdm.auto import tqdm
 
-    hook = sae.cfg.metadata.hook_name
-    layer = int(hook.split(".")[1])
+    hook, layer = sae_hook(sae), sae_layer(sae)
     d_sae, n_pos_row = sae.cfg.d_sae, tokens.shape[1]
     width = left + 1 + right
     best_v = torch.zeros(0, d_sae)

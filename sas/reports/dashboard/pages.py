@@ -19,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from ...load.saes import sae_hook, sae_layer, sae_name
+
 MANIFEST = "sas_dashboard.json"  # marks a folder as a dashboard, listing the files it wrote
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -41,7 +43,7 @@ def build_dashboard(model, sae, features, out_dir: str | Path, contrast: tuple |
     """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from ...features import _check_ids, logit_effects, neuronpedia_url
+    from ..features import _check_ids, logit_effects, neuronpedia_url
     from .cache import feature_cache
 
     sae, feats, weights, layer, title = _resolve(sae, features, layer)
@@ -53,7 +55,7 @@ def build_dashboard(model, sae, features, out_dir: str | Path, contrast: tuple |
     fc = feature_cache(model, sae, texts, max_tokens, cache_dir, progress=progress)
     freqs = _contrast_counts(model, sae, layer, contrast) if contrast is not None else None
     eff = logit_effects(model, sae, feats, k_tokens).set_index("feature")
-    name = str(getattr(sae, "sas_name", "") or sae.cfg.metadata.hook_name)
+    name = sae_name(sae)
     tok = model.tokenizer
     specials = set(tok.all_special_ids)
 
@@ -80,7 +82,7 @@ def build_dashboard(model, sae, features, out_dir: str | Path, contrast: tuple |
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2", "html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    common = {"sae_name": name, "hook": sae.cfg.metadata.hook_name, "d_sae": sae.cfg.d_sae,
+    common = {"sae_name": name, "hook": sae_hook(sae), "d_sae": sae.cfg.d_sae,
               "n_positions": fc.n_positions, "n_rows": len(rows), "built": time.strftime("%Y-%m-%d %H:%M"),
               "n_contrast": (freqs[0][1], freqs[1][1]) if freqs else None,
               "cache_note": f"{fc.n_positions} held-out tokens (SAE weights sha256 {fc.meta['sae_sha256'][:12]})"}
@@ -138,9 +140,8 @@ def _resolve(sae, features, layer):
     if isinstance(features, int) or (torch.is_tensor(features) and features.ndim == 0):
         features = [int(features)]
     feats = [int(f) for f in features]
-    layer = int(sae.cfg.metadata.hook_name.split(".")[1]) if layer is None else layer
-    name = getattr(sae, "sas_name", None) or sae.cfg.metadata.hook_name
-    return sae, feats, None, layer, f"Features of {name}"
+    layer = sae_layer(sae) if layer is None else layer
+    return sae, feats, None, layer, f"Features of {sae_name(sae)}"
 
 
 def _check_out_dir(out: Path) -> list[str]:
@@ -166,8 +167,8 @@ def _check_out_dir(out: Path) -> list[str]:
 
 def _contrast_counts(model, sae, layer, contrast):
     """((fired_pos [d_sae], n_pos), (fired_neg [d_sae], n_neg)) on the two sides of the contrastive data."""
-    from ...caa import last_token_activations
-    from ...sae import encode
+    from ...activations.codes import encode
+    from ...activations.residual import last_token_activations
 
     if len(contrast) != 2:
         raise ValueError("contrast is (positive, negative): two lists of texts or two [n, d_in] activation tensors")
