@@ -88,6 +88,11 @@ def test_pages_on_tiny_and_bad_input(tiny, texts, tmp_path):
     with pytest.raises(FileExistsError, match="not part of a sas dashboard.*notes.txt"):
         build_dashboard(tiny, sae, [3], out, max_tokens=300, cache_dir=tmp_path / "cache")
     assert (out / "notes.txt").read_text() == "mine"
+    # a hub SAE that Neuronpedia hosts links each feature to its page there
+    sae.sas_release = "gemma-scope-2b-pt-res-canonical"
+    build_dashboard(tiny, sae, [3], tmp_path / "np", max_tokens=300, cache_dir=tmp_path / "cache")
+    url = f"https://www.neuronpedia.org/gemma-2-2b/{LAYER}-gemmascope-res-16k/3"
+    assert url in (tmp_path / "np" / "index.html").read_text() and url in (tmp_path / "np" / "feature_3.html").read_text()
     with pytest.raises(IndexError, match="out of range: this SAE has 128 features"):
         build_dashboard(tiny, sae, [3, 128], tmp_path / "d2", max_tokens=300, cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="lives in SAE 'random'"):
