@@ -31,10 +31,10 @@ def build_dashboard(model, sae, features, out_dir: str | Path, contrast: tuple |
                     k_tokens: int = 10, progress: bool = False) -> Path:
     """Write feature pages and an index page to ``out_dir``; return the index page's path.
 
-    ``features`` is a :class:`~sas.sparse.SparseVector` (its features at ``layer``, default its first, in order of
+    ``features`` is a :class:`~sas.steering.sparse.SparseVector` (its features at ``layer``, default its first, in order of
     |weight|; ``sae`` may be None to use the vector's own) or a list of feature ids of ``sae``. ``n_features``
     keeps the first n. ``contrast`` is ``(positive, negative)``: lists of texts (read at their last token, as
-    :func:`~sas.sparse.sas_vector_from_texts` does) or activations ``[n, d_in]`` at the SAE's hook; each page
+    :func:`~sas.methods.sas.sas_vector_from_texts` does) or activations ``[n, d_in]`` at the SAE's hook; each page
     then shows how often the feature fires on each side. ``texts``, ``max_tokens``, ``cache_dir``: the held-out
     text the per-SAE cache (:func:`~sas.reports.dashboard.cache.feature_cache`) is built from and where it lives.
 
@@ -104,6 +104,8 @@ def build_dashboard(model, sae, features, out_dir: str | Path, contrast: tuple |
         any_np=any(r["neuronpedia"] for r in rows), settings=settings, **common)
 
     out.mkdir(parents=True, exist_ok=True)
+    # claim the files first: a run that stops half-way leaves a folder the next run may still replace
+    _write(out / MANIFEST, json.dumps({"files": sorted(set(old_files) | set(files))}, indent=1))
     for fname, html in files.items():
         _write(out / fname, html)
     for stale in set(old_files) - set(files):  # pages of features no longer shown
@@ -139,7 +141,7 @@ def _resolve(sae, features, layer):
         raise ValueError("give the SAE the feature ids belong to")
     if isinstance(features, int) or (torch.is_tensor(features) and features.ndim == 0):
         features = [int(features)]
-    feats = [int(f) for f in features]
+    feats = list(dict.fromkeys(int(f) for f in features))  # one page per feature, in the order given
     layer = sae_layer(sae) if layer is None else layer
     return sae, feats, None, layer, f"Features of {sae_name(sae)}"
 
