@@ -48,6 +48,19 @@ def cut(text: str, max_lines: int = MAX_LINES) -> str:
     return "".join(head) + f"... ({len(lines) - len(head) - len(tail)} lines left out)\n" + "".join(tail)
 
 
+def _drop_warnings(lines: list[str]) -> list[str]:
+    """Lines without Python warnings ("path.py:12: SomeWarning: ..." and the indented source line after it):
+    library warnings about the local install are noise to a reader and leak local paths."""
+    out, skipping = [], False
+    for line in lines:
+        if re.match(r"^\S+\.py:\d+: \w*Warning", line):
+            skipping = True
+        elif not (skipping and line.startswith("  ")):
+            skipping = False
+            out.append(line)
+    return out
+
+
 def shrink(nb) -> None:
     """Make ``nb``'s outputs small in place."""
     for cell in nb.cells:
@@ -59,7 +72,7 @@ def shrink(nb) -> None:
             if out.output_type == "stream":
                 # progress bars redraw with \r; keep the last state of each line, drop bars and noise
                 text = "\n".join(line.rsplit("\r", 1)[-1] for line in out.text.split("\n"))
-                text = "\n".join(line for line in text.split("\n")
+                text = "\n".join(line for line in _drop_warnings(text.split("\n"))
                                  if not re.search(r"\d+%\|.*\|", line) and "Loading weights" not in line)
                 if not text.strip():
                     continue
@@ -92,9 +105,15 @@ def execute(path: Path, timeout: int = 1800) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("notebooks", nargs="*", help="names or paths (default: every notebook here)")
+    p.add_argument("--shrink-only", action="store_true", help="shrink the committed outputs, run nothing")
     args = p.parse_args(argv)
     paths = [Path(n) if Path(n).exists() else HERE / n for n in args.notebooks] or sorted(HERE.glob("*.ipynb"))
     for path in paths:
+        if args.shrink_only:
+            nb = nbformat.read(path, as_version=4)
+            shrink(nb)
+            nbformat.write(nb, path)
+            continue
         seconds = execute(path)
         print(f"{path.name}: {seconds:.0f} s, {path.stat().st_size / 1024:.0f} kB", flush=True)
 
