@@ -94,8 +94,8 @@ NOTEBOOKS = {
                  "max_tokens=20_000)\n\n"
                  "def inline(page, height):\n"
                  "    \"\"\"A page of the dashboard in the notebook (an iframe holding the page itself).\"\"\"\n"
-                 "    return HTML(f'<iframe srcdoc=\"{html.escape(page.read_text())}\" '\n"
-                 "                f'style=\"width: 100%; height: {height}px; border: 1px solid #ccc\"></iframe>')\n\n"
+                 "    return HTML(f'<div><iframe srcdoc=\"{html.escape(page.read_text())}\" '\n"
+                 "                f'style=\"width: 100%; height: {height}px; border: 1px solid #ccc\"></iframe></div>')\n\n"
                  "inline(index, 420)"),
         ("code", "inline(index.parent / f'feature_{sv.features()[0].item()}.html', 860)"),
     ],
@@ -116,8 +116,11 @@ NOTEBOOKS = {
 }
 
 
-def main():
+def main(names=None):
+    """Write the notebooks ``names`` (default all; their outputs are lost: run execute_notebooks.py after)."""
     for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
         nb = nbf.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
@@ -127,4 +130,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])
