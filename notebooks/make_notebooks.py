@@ -66,20 +66,38 @@ NOTEBOOKS = {
     ],
     "03_feature_inspection.ipynb": [
         ("md", "# What do the selected features mean?\n\nFor each feature of a SAS vector: the tokens its decoder "
-               "direction promotes and suppresses, and the held-out Wikipedia contexts where it fires most."),
-        ("code", "import sas\nfrom sas.load.saes import load_sae, registry\nfrom sas.methods.sas import sas_vector_from_texts\n"
-                 "from sas.evaluation.tasks import sentiment_pairs\nfrom sas.reports.features import feature_table, top_contexts, "
-                 "overlap\nfrom sas.load.data import load_text_sample\n\n"
+               "direction promotes and suppresses, the held-out Wikipedia contexts where it fires most, and a "
+               "dashboard of HTML pages (one per feature) that shows it all at once."),
+        ("code", "import pandas as pd\nimport sas\nfrom sas.load.saes import load_sae, registry\n"
+                 "from sas.methods.sas import sas_vector_from_texts\nfrom sas.evaluation.tasks import sentiment_pairs\n"
+                 "from sas.reports.features import feature_table, top_contexts, overlap\n"
+                 "from sas.load.data import load_text_sample\n\n"
+                 "pd.set_option('display.max_rows', 12)\npd.set_option('display.max_colwidth', 80)\n"
                  "model = sas.load_model()\n"
                  "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
                  "key=lambda n: registry()[n]['width'])\nsae = load_sae(name, model)\n"
-                 "sv = sas_vector_from_texts(model, sae, *sentiment_pairs(), tau=0.1)"),
+                 "pos, neg = sentiment_pairs()\n"
+                 "sv = sas_vector_from_texts(model, sae, pos, neg, tau=0.1, behavior='sentiment')\nsv.n_features()"),
         ("code", "feature_table(model, sae, sv).head(8)"),
         ("code", "top_contexts(model, sae, sv.features()[:4].tolist(), load_text_sample(20), k=3, "
                  "max_tokens=5000)"),
-        ("code", "pos, neg = sentiment_pairs()\n"
-                 "half = sas_vector_from_texts(model, sae, pos[::2], neg[::2], tau=0.1)\n"
+        ("code", "half = sas_vector_from_texts(model, sae, pos[::2], neg[::2], tau=0.1)\n"
                  "overlap({'all pairs': sv, 'half the pairs': half})"),
+        ("md", "## The dashboard\n\n`build_dashboard` writes an index page (the vector's features by |weight|, with "
+               "how often each fires on the positive and the negative sentences) and one page per feature: top "
+               "held-out contexts with the tokens shaded by activation (hover a token for its value), the "
+               "activation histogram and density, and the logit-lens tokens. What every page needs is computed "
+               "once per SAE and cached under `$SAS_CACHE`; here on 20,000 held-out tokens to keep it quick "
+               "(`sas inspect --html OUT/ --vector V` uses all of them). The pages are self-contained HTML."),
+        ("code", "import html\nfrom IPython.display import HTML\nfrom sas.reports.dashboard import build_dashboard\n\n"
+                 "index = build_dashboard(model, sae, sv, 'dashboard', contrast=(pos, neg), n_features=12, "
+                 "max_tokens=20_000)\n\n"
+                 "def inline(page, height):\n"
+                 "    \"\"\"A page of the dashboard in the notebook (an iframe holding the page itself).\"\"\"\n"
+                 "    return HTML(f'<div><iframe srcdoc=\"{html.escape(page.read_text())}\" '\n"
+                 "                f'style=\"width: 100%; height: {height}px; border: 1px solid #ccc\"></iframe></div>')\n\n"
+                 "inline(index, 420)"),
+        ("code", "inline(index.parent / f'feature_{sv.features()[0].item()}.html', 860)"),
     ],
     "04_sparse_vs_dense.ipynb": [
         ("md", "# Sparse versus dense on the same data\n\nCAA, SAS and the dense direction decoded from the SAS "
@@ -98,8 +116,11 @@ NOTEBOOKS = {
 }
 
 
-def main():
+def main(names=None):
+    """Write the notebooks ``names`` (default all; their outputs are lost: run execute_notebooks.py after)."""
     for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
         nb = nbf.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
@@ -109,4 +130,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -198,18 +198,35 @@ def cmd_inspect(args) -> None:
         sys.exit("sas inspect: give --vector a SAS vector or --features 12,345")
     _check(args)
     model = _model(args)
+    if args.html:
+        return _inspect_html(args, model)
     saes = _saes(args, model)
     texts = load_text_sample(args.n_texts)
     if args.vector:
         v = SparseVector.load(args.vector, saes=saes, model=model)
         layer = v.layers[0]
-        path = report(model, saes[layer], v, texts, args.out, n_features=args.n_features)
-        print(feature_table(model, saes[layer], v).head(args.n_features).to_string())
+        path = report(model, saes[layer], v, texts, args.out, n_features=args.n_features or 10)
+        print(feature_table(model, saes[layer], v).head(args.n_features or 10).to_string())
         print(f"\nreport: {path}")
     else:
         sae = next(iter(saes.values()))
         print(logit_effects(model, sae, args.features).to_string())
         print(top_contexts(model, sae, args.features, texts, k=5, max_tokens=20_000).to_string())
+
+
+def _inspect_html(args, model) -> None:
+    from .reports.dashboard import build_dashboard, vector_contrast
+    from .steering.sparse import SparseVector
+
+    saes = _saes(args, model) if args.sae or not args.vector else None  # a vector names its own SAE
+    if args.vector:
+        v = SparseVector.load(args.vector, saes=saes, model=model)
+        what, sae, contrast = v, None, vector_contrast(model, v, args.contrast)
+    else:
+        what, sae, contrast = args.features, next(iter(saes.values())), None
+    index = build_dashboard(model, sae, what, args.html, contrast=contrast, n_features=args.n_features,
+                            max_tokens=args.max_tokens, progress=True)
+    print(f"dashboard: {index}")
 
 
 def _common(sp) -> None:
@@ -294,9 +311,13 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--vector", help="a saved SAS vector")
     n.add_argument("--features", type=_ints, help="feature ids")
     _sae_args(n)
-    n.add_argument("--n-features", type=int, default=10)
+    n.add_argument("--n-features", type=int, help="features shown (default 10; --html: all)")
     n.add_argument("--n-texts", type=int, default=100)
     n.add_argument("--out", default="results/features.md")
+    n.add_argument("--html", metavar="OUT", help="write HTML feature dashboards to this folder instead")
+    n.add_argument("--contrast", help="--html: the vector's data, for per-side firing (a task or behaviour; "
+                   "default the vector's behaviour)")
+    n.add_argument("--max-tokens", type=int, help="--html: held-out tokens for the per-SAE cache (default all)")
     n.set_defaults(fn=cmd_inspect)
 
     for module in EXTRA_COMMANDS:
