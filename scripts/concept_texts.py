@@ -1,19 +1,20 @@
 """Hand-written texts from which scripts/make_concepts.py builds the shipped concepts (MIT, written for sas)."""
 
-# The 12 sentence frames of the topic pairs: the topic phrase or a mundane one goes in the slot.
+# The 12 sentence frames of the topic pairs: the topic phrase or a mundane one goes in the slot. Each frame ends
+# on the slot: a CAA vector reads the last token, and a final "." carries almost no topic (measured: README).
 TOPIC_TEMPLATES = [
-    "Let's talk about the {}.",
-    "I spent the whole afternoon thinking about the {}.",
-    "My friend told me a long story about the {}.",
-    "The article in this morning's paper was about the {}.",
-    "Everyone at dinner kept asking about the {}.",
-    "She could not stop talking about the {}.",
-    "He wrote a detailed note about the {}.",
-    "The first thing I noticed was the {}.",
-    "We argued for an hour about the {}.",
-    "Tomorrow is all about the {}.",
-    "I have been reading a lot about the {} lately.",
-    "The question on everyone's mind was the {}.",
+    "Let's talk about the {}",
+    "I spent the whole afternoon thinking about the {}",
+    "My friend told me a long story about the {}",
+    "The article in this morning's paper was about the {}",
+    "Everyone at dinner kept asking about the {}",
+    "She could not stop talking about the {}",
+    "He wrote a detailed note about the {}",
+    "The first thing I noticed was the {}",
+    "We argued for an hour about the {}",
+    "Tomorrow is all about the {}",
+    "Lately I have been reading a lot about the {}",
+    "The question on everyone's mind was the {}",
 ]
 
 # Mundane, topic-free phrases for the negative side of every topic pair.
@@ -139,9 +140,9 @@ ADJECTIVES = [
     ("fabulous", "appalling"), ("triumphant", "tragic"),
 ]
 SENTIMENT_TEMPLATES = [
-    "I feel {}.", "This is {}.", "Honestly, the whole experience was {}.", "Today has been {}.",
-    "Everything about it was {}.", "The news this morning was {}.", "My week at work was {}.",
-    "The way they treated us was {}.", "What happened next was {}.", "All in all, it felt {}.",
+    "I feel {}", "This is {}", "Honestly, the whole experience was {}", "Today has been {}",
+    "Everything about it was {}", "The news this morning was {}", "My week at work was {}",
+    "The way they treated us was {}", "What happened next was {}", "All in all, it felt {}",
 ]
 SENTIMENT_WORDS = {
     "positive": ["love", "loved", "wonderful", "happy", "great", "excellent", "beautiful", "amazing", "fantastic",

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from concept_texts import (ADJECTIVES, NEUTRAL_PHRASES, PARALLEL, SENTIMENT_TEMPLATES, SENTIMENT_WORDS,  # noqa: E402
                            TOPIC_TEMPLATES, TOPICS)
 
-from sas.concepts import CONCEPT_DIR, lexicon_pattern, load_concept  # noqa: E402
+from sas.concepts import CONCEPT_DIR, Lexicon, load_concept  # noqa: E402
 
 LICENSE = "MIT; written for sas"
 
@@ -48,11 +48,11 @@ def topic_pairs(phrases: list[str]) -> list[dict]:
 def main() -> None:
     CONCEPT_DIR.mkdir(parents=True, exist_ok=True)
     all_words = [w for _, _, lex, _ in TOPICS.values() for w in lex]
-    neutral = lexicon_pattern(all_words)
+    neutral = Lexicon(all_words)
     bad = [p for p in NEUTRAL_PHRASES + TOPIC_TEMPLATES if neutral.search(p)]
     assert not bad, f"neutral phrases or frames mention a topic: {bad}"
     for name, (desc, phrases, lex, prefix) in TOPICS.items():
-        pat = lexicon_pattern(lex)
+        pat = Lexicon(lex)
         miss = [p for p in phrases if not pat.search(p)]
         assert not miss, f"{name}: positive phrases the lexicon does not match: {miss}"
         assert 30 <= len(lex) <= 80, f"{name}: {len(lex)} lexicon words, want 30..80"

@@ -9,10 +9,10 @@
 from .prompts import SPLITS, prompt_pool, split_of, steering_prompts
 from .schema import (CONCEPT_DIR, MIN_PAIRS, Concept, ContrastivePair, concept_from_dict, get_concept, load_concept,
                      shipped_concepts)
-from .scorers import SCORERS, Scorer, get_scorer, lexicon_pattern, register_scorer
+from .scorers import SCORERS, Scorer, get_scorer, Lexicon, register_scorer
 
 __all__ = [
     "CONCEPT_DIR", "MIN_PAIRS", "SCORERS", "SPLITS", "Concept", "ContrastivePair", "Scorer", "concept_from_dict",
-    "get_concept", "get_scorer", "lexicon_pattern", "load_concept", "prompt_pool", "register_scorer",
+    "Lexicon", "get_concept", "get_scorer", "load_concept", "prompt_pool", "register_scorer",
     "shipped_concepts", "split_of", "steering_prompts",
 ]

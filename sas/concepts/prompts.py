@@ -8,6 +8,7 @@ concept's words are dropped for that concept (steering would get credit for word
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from ..datasets import load_neutral_prompts
 from .schema import Concept
@@ -22,10 +23,15 @@ def split_of(prompt: str, tuning_fraction: float = TUNING_FRACTION) -> str:
     return "tuning" if h < tuning_fraction else "test"
 
 
+@lru_cache(maxsize=1)
+def _neutral() -> tuple[str, ...]:
+    return tuple(load_neutral_prompts())
+
+
 def prompt_pool(concept: Concept) -> tuple[list[str], list[str]]:
     """``(kept, excluded)``: the concept's prompt pool (deduplicated, in pool order) without and with
     the prompts that contain the concept's words."""
-    pool = load_neutral_prompts() if concept.prompts == "neutral" else list(concept.prompts)
+    pool = _neutral() if concept.prompts == "neutral" else list(concept.prompts)
     seen, kept, excluded = set(), [], []
     for p in pool:
         if p in seen or not p.strip():

@@ -11,6 +11,7 @@ Scorers are registered by name (``SCORERS``); a concept file names one and gives
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -108,24 +109,61 @@ def _forms(word: str) -> set[str]:
     return out
 
 
-def lexicon_pattern(words: list[str]) -> re.Pattern:
-    """A case-insensitive regex that matches any of ``words`` (or phrases) as whole words, with simple
-    inflections (``recipe`` matches ``recipes``, ``bake`` matches ``baking``; the last word of a phrase inflects)."""
-    words = [w.strip() for w in words if w and w.strip()]
-    if not words:
-        raise ValueError("a lexicon needs at least one word")
-    alts = set()
-    for w in words:
-        *head, last = w.lower().split()
-        prefix = r"\s+".join(re.escape(h) for h in head)
-        for f in _forms(last):
-            alts.add((prefix + r"\s+" if head else "") + re.escape(f))
-    # longest first so that "weddings" is preferred over "wedding" inside the alternation
-    body = "|".join(sorted(alts, key=len, reverse=True))
-    return re.compile(r"(?<![\w-])(?:" + body + r")(?![\w-])", re.I)
+_WORD = re.compile(r"\w+(?:['-]\w+)*")
 
 
-_WORD = re.compile(r"\w+(?:['’-]\w+)*")
+def _words(text: str) -> list[re.Match]:
+    # curly apostrophes count as straight ones, so "bride’s" is "bride's"
+    return list(_WORD.finditer(text.replace("\u2019", "'")))
+
+
+class Lexicon:
+    """A set of words and phrases matched as whole words (a hyphen joins words: "pre-bake" is not "bake"),
+    case-insensitively, with simple inflections (``recipe`` matches ``recipes``, ``bake`` matches ``baking``;
+    the last word of a phrase inflects). Matching looks words up in a dict, so it is fast on long lists."""
+
+    def __init__(self, words: list[str]):
+        if isinstance(words, str):
+            raise ValueError(f"a lexicon is a list of words, not one string ({words!r})")
+        words = [str(w).strip() for w in words if w and str(w).strip()]
+        if not words:
+            raise ValueError("a lexicon needs at least one word")
+        self.words = words
+        self._by_first: dict[str, set[tuple[str, ...]]] = {}
+        for w in words:
+            parts = [m.group(0).lower() for m in _words(w)]
+            if not parts:
+                raise ValueError(f"lexicon entry {w!r} has no letters or digits")
+            forms = _forms(parts[-1]) if len(parts) > 1 else _forms(parts[0])
+            for f in forms:
+                seq = tuple(parts[:-1]) + (f,)
+                self._by_first.setdefault(seq[0], set()).add(seq)
+        self._longest = max(len(s) for v in self._by_first.values() for s in v)
+
+    def find(self, text: str) -> list[str]:
+        """The lexicon words and phrases in ``text``, in order, longest match first, not overlapping."""
+        ws = _words(text)
+        low = [m.group(0).lower() for m in ws]
+        out, i = [], 0
+        while i < len(low):
+            cands = self._by_first.get(low[i])
+            hit = 0
+            if cands:
+                for n in range(min(self._longest, len(low) - i), 0, -1):
+                    if tuple(low[i:i + n]) in cands:
+                        hit = n
+                        break
+            if hit:
+                out.append(text[ws[i].start():ws[i + hit - 1].end()])
+                i += hit
+            else:
+                i += 1
+        return out
+
+    def search(self, text: str) -> str | None:
+        """The first lexicon word in ``text``, or None."""
+        found = self.find(text)
+        return found[0] if found else None
 
 
 @register_scorer("lexicon")
@@ -141,34 +179,48 @@ class LexiconScorer(Scorer):
     def __post_init__(self):
         if not self.words or isinstance(self.words, str):
             raise ValueError("the lexicon scorer needs `words`: a list of topic words, e.g. ['wedding', 'bride']")
-        self.pattern = lexicon_pattern(list(self.words))
-
-    def matches(self, text: str) -> list[str]:
-        """The lexicon words found in ``text``, in order."""
-        return [m.group(0) for m in self.pattern.finditer(text)]
+        self.lexicon = Lexicon(list(self.words))
 
     def details(self, texts):
-        count = [len(self.matches(t)) for t in _texts(texts)]
-        n_words = [len(_WORD.findall(t)) for t in texts]
+        texts = _texts(texts)
+        count = [len(self.lexicon.find(t)) for t in texts]
+        n_words = [len(_words(t)) for t in texts]
         return {"mention": [float(c > 0) for c in count], "count": [float(c) for c in count],
                 "rate": [c / n if n else 0.0 for c, n in zip(count, n_words)]}
 
 
 # --- language --------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=4)
-def _langid(languages: tuple[str, ...] | None):
-    # py3langid (langid.py's numpy port): offline, pure Python + numpy, 97 languages, probabilities
+# The language codes of py3langid 0.4.0's model (its ``nb_classes``; tests check this list against it), so that
+# a concept file's code is checked without loading the model (several seconds).
+LANGID_CODES = frozenset("""
+ace af am an ar ary arz as az ba bcl be bg bn br bs ca crh cs cy da de dz el en eo es et eu ext fa fi fo fr fuv fy ga gcf gcr gd gl gom grc gu gug guw ha hbo he hi hr ht hu hy id ig is it ja jv ka kab kik kk km kn ko ku ky la lb lg lij ln lo lt ltg lv mg mk ml mn mr ms mt my ne nl nn no nso oc om or pa pcm pl ps pt qu ro ru rw sa sdh se si sk sl sn so sq sr st sv sw ta te tg th tk tl tr tt ug uk ur uz uzs vec vi vo wa wuu xh yo yue zh zu zxx
+""".split())
+
+
+@lru_cache(maxsize=1)
+def _langid_all():
+    # py3langid (langid.py's numpy port): offline, pure Python + numpy, normalised probabilities
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    if languages:
-        unknown = sorted(set(languages) - set(ident.nb_classes))
-        if unknown:
-            raise ValueError(f"py3langid does not know language code(s) {unknown}; use ISO 639-1 codes such as "
-                             f"'fr', 'en', 'es'")
-        ident.set_languages(list(languages))
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+@lru_cache(maxsize=8)
+def _langid(languages: tuple[str, ...] | None):
+    """The identifier, restricted to ``languages`` (None: all); the model file is read once per process."""
+    if not languages:
+        return _langid_all()
+    ident = copy.copy(_langid_all())  # set_languages rebinds attributes from _full_model: a shallow copy suffices
+    ident.set_languages(list(languages))
     return ident
+
+
+def _check_codes(codes) -> None:
+    unknown = sorted(set(codes) - LANGID_CODES)
+    if unknown:
+        raise ValueError(f"py3langid does not know the language code(s) {unknown}; use ISO 639-1 codes such as "
+                         "'fr', 'en', 'es'")
 
 
 @register_scorer("language")
@@ -185,12 +237,11 @@ class LanguageScorer(Scorer):
     primary: ClassVar[str] = "identified"
 
     def __post_init__(self):
-        langs = tuple(sorted(set(self.languages) | {self.target})) if self.languages else None
-        ident = _langid(langs)
-        if self.target not in ident.nb_classes:
-            raise ValueError(f"py3langid does not know the language code {self.target!r}; use an ISO 639-1 code "
-                             f"such as 'fr' or 'es'")
-        self._langs = langs
+        if isinstance(self.languages, str):
+            raise ValueError(f"`languages` is a list of codes, not one string ({self.languages!r})")
+        _check_codes([self.target, *(self.languages or [])])
+        # the identifier itself loads on first use
+        self._langs = tuple(sorted(set(self.languages) | {self.target})) if self.languages else None
 
     def details(self, texts):
         ident = _langid(self._langs)
