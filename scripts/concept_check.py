@@ -21,7 +21,7 @@ import time
 import torch
 
 import sas
-from sas.caa import last_token_activations
+from sas.activations.residual import last_token_activations
 from sas.concepts import shipped_concepts, steering_prompts
 
 

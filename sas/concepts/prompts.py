@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-from ..datasets import load_neutral_prompts
+from ..load.data import load_neutral_prompts
 from .schema import Concept
 
 SPLITS = ("tuning", "test")

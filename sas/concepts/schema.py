@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from ..datasets import DATA
+from ..load.data import DATA
 from .scorers import Lexicon, LexiconScorer, Scorer, get_scorer
 
 CONCEPT_DIR = DATA / "concepts"

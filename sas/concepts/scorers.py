@@ -201,7 +201,11 @@ ace af am an ar ary arz as az ba bcl be bg bn br bs ca crh cs cy da de dz el en 
 @lru_cache(maxsize=1)
 def _langid_all():
     # py3langid (langid.py's numpy port): offline, pure Python + numpy, normalised probabilities
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    try:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    except ImportError as e:
+        raise ImportError("the `language` scorer needs py3langid: pip install 'sas[bench]' "
+                          "(or pip install py3langid==0.4.0)") from e
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
