@@ -29,6 +29,7 @@ def test_a_valid_concept_builds_its_scorer_and_texts():
     assert len(c.pairs) == 64 and c.positive_texts()[0].endswith("wedding number 0")
     assert c.concept_words == ["wedding", "bride"]  # a lexicon's words are the concept's words by default
     assert c.scorer().score(["the bride smiled", "the invoice"]) == [1.0, 0.0]
+    assert c.data_hash == _concept().data_hash != _concept(prefix="Weddings:\n").data_hash
 
 
 def test_unknown_scorer_is_named_with_the_choices():

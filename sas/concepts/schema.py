@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from ..load.data import DATA
+from ..load.data import DATA, data_hash
 from .scorers import Lexicon, LexiconScorer, Scorer, get_scorer
 
 CONCEPT_DIR = DATA / "concepts"
@@ -103,6 +103,13 @@ class Concept:
     def scorer(self) -> Scorer:
         """The concept's scorer, built from ``scorer_name`` and ``scorer_settings``."""
         return self._scorer
+
+    @property
+    def data_hash(self) -> str:
+        """A short sha256 of everything that defines the concept (pairs, scorer, settings, prefix, prompts,
+        concept words), for resume keys: a changed concept file gets new rows."""
+        return data_hash([self.name, [p.texts for p in self.pairs], self.scorer_name, self.scorer_settings,
+                          self.prefix, self.prompts, self.concept_words])
 
     def positive_texts(self) -> list[str]:
         return [p.texts[0] for p in self.pairs]
