@@ -54,9 +54,11 @@ def pick(rows: list[dict], n: int = 40, seed: int = 0) -> None:
         chosen += rng.sample(unsteered, min(len(unsteered), n - len(chosen)))
         out = []
         for r, i in chosen:
-            c = get_concept(r["concept"])
+            # an unsteered text is the same for every concept: judge it against a concept drawn at random
+            name = r["concept"] if r["condition"] != "unsteered" else rng.choice(concepts)
+            c = get_concept(name)
             d = c.scorer().details([r["texts"][i]])
-            out.append({"concept": r["concept"], "condition": r["condition"], "layer": r["layer"],
+            out.append({"concept": name, "condition": r["condition"], "layer": r["layer"],
                         "strength": r["multiplier"], "prompt": r["prompts"][i], "text": r["texts"][i],
                         "scorer": {k: v[0] for k, v in d.items()}, "reading": None, "note": ""})
         atomic_write(f"{OUT}/{scorer}.jsonl", out)
@@ -80,6 +82,12 @@ def agreement() -> None:
                   f"of {len(rows) - len(polar)} neutral texts VADER calls "
                   f"{sum(vader_label(r['scorer']['compound']) != 'neutral' for r in rows if r['reading'] == 'neutral')}"
                   " positive or negative")
+        else:
+            said = ["yes" if r["scorer"]["mention" if scorer == "lexicon" else "identified"] else "no" for r in rows]
+            conf = {(a, b): sum(x == a and r["reading"] == b for x, r in zip(said, rows))
+                    for a in ("yes", "no") for b in ("yes", "no")}
+            print(f"{scorer}: scorer yes / reader yes {conf['yes', 'yes']}, scorer yes / reader no {conf['yes', 'no']}, "
+                  f"scorer no / reader yes {conf['no', 'yes']}, scorer no / reader no {conf['no', 'no']}")
 
 
 if __name__ == "__main__":
