@@ -134,8 +134,7 @@ class Lexicon:
             parts = [m.group(0).lower() for m in _words(w)]
             if not parts:
                 raise ValueError(f"lexicon entry {w!r} has no letters or digits")
-            forms = _forms(parts[-1]) if len(parts) > 1 else _forms(parts[0])
-            for f in forms:
+            for f in _forms(parts[-1]):
                 seq = tuple(parts[:-1]) + (f,)
                 self._by_first.setdefault(seq[0], set()).add(seq)
         self._longest = max(len(s) for v in self._by_first.values() for s in v)
@@ -171,7 +170,8 @@ class Lexicon:
 class LexiconScorer(Scorer):
     """Topic word list. ``mention``: 1.0 if the text contains any lexicon word, else 0.0 (primary);
     ``count``: how many lexicon words it contains; ``rate``: ``count`` per word of the text (words are
-    runs of letters/digits; 0 for an empty text)."""
+    runs of letters/digits; 0 for an empty text). For a rate per model token, divide ``count`` by the
+    continuation's token count."""
 
     words: list[str] = field(default_factory=list)
     primary: ClassVar[str] = "mention"
