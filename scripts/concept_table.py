@@ -33,7 +33,7 @@ def main(path: str) -> None:
         by = {(r["condition"], r["layer"], r["multiplier"]): r for r in rows if r["concept"] == name}
         un = next(r for k, r in by.items() if k[0] == "unsteered")
         pr = next((r for k, r in by.items() if k[0] == "prompting"), None)
-        for (cond, layer, s), r in sorted(((k, r) for k, r in by.items() if k[0] == "caa"), key=lambda kr: kr[0][2]):
+        for (cond, layer, s), r in sorted(((k, r) for k, r in by.items() if k[0] == "caa"), key=lambda kr: (kr[0][1], kr[0][2])):
             print(f"| {name} | {c.scorer_name} | {ci(sc.score(un['texts']))} | "
                   f"{ci(sc.score(pr['texts'])) if pr else 'not run'} | {layer} | {s} ({r['raw_multiplier']:.1f}) | "
                   f"{ci(sc.score(r['texts']))} |")

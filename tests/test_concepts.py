@@ -226,3 +226,23 @@ def test_prompts_with_concept_words_are_excluded():
     assert not any(c.scorer().score(kept))
     fr = get_concept("french")  # its concept words are given in the file, not by the scorer
     assert any("Paris" in p for p in prompt_pool(fr)[1]) and not any("France" in p for p in prompt_pool(fr)[0])
+
+
+# --- with the real model -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_shipped_concept_steers_gemma(gemma):
+    """A CAA vector from the weddings pairs (layer 6, an edit of 0.2x the mean residual norm) makes
+    continuations of tuning prompts mention weddings; unsteered they do not (concept check: 0.00 -> 0.90)."""
+    import sas
+    from sas.activations.residual import last_token_activations
+
+    c = get_concept("weddings")
+    prompts = steering_prompts(c, "tuning", 12)
+    vec = sas.contrastive_vector(gemma, c.positive_texts(), c.negative_texts(), layers=[6], positions="after_prompt")
+    resid = float(last_token_activations(gemma, prompts, [6], reduce="mean")[6].norm(dim=-1).mean())
+    gen = dict(max_new_tokens=24, do_sample=True, top_k=50, seed=0)
+    before = c.scorer().score(sas.generate(gemma, prompts, **gen))
+    with sas.steer(gemma, vec, multipliers=0.2 * resid / float(vec.directions[6].norm())):
+        after = c.scorer().score(sas.generate(gemma, prompts, **gen))
+    assert sum(after) / len(after) >= sum(before) / len(before) + 0.4, (before, after)
