@@ -1,0 +1,265 @@
+"""A benchmark concept as data: contrastive pairs, the prompts to steer, an offline scorer, and the
+prefix of the prompting baseline. The file format (YAML or JSONL) is documented in
+``sas/data/concepts/README.md``.
+
+    c = get_concept("weddings")                    # a shipped concept
+    c = load_concept("my_concept.yaml")            # a concept of your own
+    pos, neg = c.positive_texts(), c.negative_texts()
+    c.scorer().score(["The bride wore white."])    # [1.0]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+from ..load.data import DATA, data_hash
+from .scorers import Lexicon, LexiconScorer, Scorer, get_scorer
+
+CONCEPT_DIR = DATA / "concepts"
+MIN_PAIRS = 64
+PROMPT_SOURCES = ("neutral",)
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class ContrastivePair:
+    """Two texts that differ in the concept: ``positive`` has it, ``negative`` does not. With a ``prompt``,
+    the texts are ``prompt + positive`` and ``prompt + negative`` (a prompt with two completions)."""
+
+    positive: str
+    negative: str
+    prompt: str = ""
+
+    @property
+    def texts(self) -> tuple[str, str]:
+        return self.prompt + self.positive, self.prompt + self.negative
+
+
+@dataclass
+class Concept:
+    """One concept of the benchmark.
+
+    ``pairs``: at least ``min_pairs`` :class:`ContrastivePair` (for CAA / SAS vectors).
+    ``scorer`` / ``scorer_settings``: a name in :data:`sas.concepts.scorers.SCORERS` and its settings.
+    ``prefix``: the prompting baseline's text, prepended to each steering prompt (not scored).
+    ``prompts``: the steering prompts: ``"neutral"`` (the DExperts neutral pool, where prompts containing
+    ``concept_words`` are dropped) or an explicit list (where such prompts are an error).
+    ``concept_words``: words whose presence in a prompt would give the concept away; default: the
+    lexicon scorer's words.
+    """
+
+    name: str
+    pairs: list[ContrastivePair]
+    scorer_name: str
+    prefix: str
+    scorer_settings: dict = field(default_factory=dict)
+    description: str = ""
+    prompts: str | list[str] = "neutral"
+    concept_words: list[str] = field(default_factory=list)
+    min_pairs: int = MIN_PAIRS
+    license: str = ""
+    source: str = ""  # the file it was read from, for error messages
+
+    def __post_init__(self):
+        where = f"concept {self.name!r}" + (f" ({self.source})" if self.source else "")
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError(f"{where}: `name` must be lower-case letters, digits, '-', '_' or '.', e.g. 'weddings'")
+        if not isinstance(self.prefix, str) or not self.prefix.strip():
+            raise ValueError(f"{where}: `prefix` is empty; give the text the prompting baseline prepends to each "
+                             "prompt, e.g. 'The following text is about weddings.\\n\\n'")
+        self.pairs = [p if isinstance(p, ContrastivePair) else _pair(p, f"{where} pair {i}")
+                      for i, p in enumerate(self.pairs)]
+        if len(self.pairs) < self.min_pairs:
+            raise ValueError(f"{where}: {len(self.pairs)} contrastive pairs, fewer than the minimum {self.min_pairs}; "
+                             f"add pairs (or set `min_pairs` lower, at the cost of a noisier vector)")
+        same = [i for i, p in enumerate(self.pairs) if p.texts[0].strip() == p.texts[1].strip()]
+        if same:
+            raise ValueError(f"{where}: pair(s) {same[:10]} have the same text on both sides, e.g. "
+                             f"{self.pairs[same[0]].texts[0]!r}; a contrastive pair needs two different texts")
+        try:
+            self._scorer = get_scorer(self.scorer_name, **dict(self.scorer_settings))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}: {e}") from e
+        if not self.concept_words and isinstance(self._scorer, LexiconScorer):
+            self.concept_words = list(self._scorer.words)
+        if isinstance(self.prompts, str):
+            if self.prompts not in PROMPT_SOURCES:
+                raise ValueError(f"{where}: unknown prompt source {self.prompts!r}; use one of {PROMPT_SOURCES} "
+                                 "or a list of prompts")
+        else:
+            self.prompts = [str(p) for p in self.prompts]
+            if not self.prompts:
+                raise ValueError(f"{where}: `prompts` is an empty list; give prompts or use 'neutral'")
+            bad = [p for p in self.prompts if self.mentions_concept(p)]
+            if bad:
+                raise ValueError(f"{where}: {len(bad)} steering prompt(s) already contain the concept's words, e.g. "
+                                 f"{bad[0]!r} ({self.words.search(bad[0])!r}); remove them, since "
+                                 "steering would get credit for words the prompt already had")
+
+    def scorer(self) -> Scorer:
+        """The concept's scorer, built from ``scorer_name`` and ``scorer_settings``."""
+        return self._scorer
+
+    @property
+    def data_hash(self) -> str:
+        """A short sha256 of everything that defines the concept (pairs, scorer, settings, prefix, prompts,
+        concept words), for resume keys: a changed concept file gets new rows."""
+        return data_hash([self.name, [p.texts for p in self.pairs], self.scorer_name, self.scorer_settings,
+                          self.prefix, self.prompts, self.concept_words])
+
+    def positive_texts(self) -> list[str]:
+        return [p.texts[0] for p in self.pairs]
+
+    def negative_texts(self) -> list[str]:
+        return [p.texts[1] for p in self.pairs]
+
+    @cached_property
+    def words(self) -> Lexicon | None:
+        """The concept's words as a :class:`Lexicon` (None if it has none)."""
+        return Lexicon(self.concept_words) if self.concept_words else None
+
+    def mentions_concept(self, text: str) -> bool:
+        """True if ``text`` contains one of the concept's words (whole words, simple inflections)."""
+        return bool(self.words and self.words.search(text))
+
+
+def _pair(row, where: str) -> ContrastivePair:
+    if isinstance(row, (list, tuple)):
+        if len(row) != 2:
+            raise ValueError(f"{where}: a pair given as a list needs exactly two texts [positive, negative]")
+        row = {"positive": row[0], "negative": row[1]}
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: a pair must be {{'positive': ..., 'negative': ...}} (optionally with 'prompt')")
+    missing = [k for k in ("positive", "negative") if k not in row]
+    extra = sorted(set(row) - {"positive", "negative", "prompt"})
+    if missing or extra:
+        raise ValueError(f"{where}: " + (f"missing field(s) {missing}" if missing else f"unknown field(s) {extra}")
+                         + "; a pair has 'positive', 'negative' and optionally 'prompt'")
+    vals = {k: row.get(k, "") for k in ("positive", "negative", "prompt")}
+    for k, v in vals.items():
+        if not isinstance(v, str):
+            raise ValueError(f"{where}: {k!r} must be a string, got {type(v).__name__}")
+    if not vals["positive"].strip() or not vals["negative"].strip():
+        raise ValueError(f"{where}: empty positive or negative text")
+    return ContrastivePair(**vals)
+
+
+_FIELDS = {"name", "description", "pairs", "scorer", "scorer_settings", "prefix", "prompts", "concept_words",
+           "min_pairs", "license"}
+
+
+def concept_from_dict(d: dict, source: str = "", base: Path | None = None) -> Concept:
+    """A :class:`Concept` from the file schema (a mapping); ``base`` resolves a relative ``prompts`` file."""
+    where = source or "concept"
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: a concept is a mapping with keys {sorted(_FIELDS)}")
+    extra = sorted(set(d) - _FIELDS)
+    if extra:
+        raise ValueError(f"{where}: unknown field(s) {extra}; the fields are {sorted(_FIELDS)}")
+    missing = [k for k in ("name", "pairs", "scorer", "prefix") if k not in d]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}; a concept needs name, pairs, scorer and prefix "
+                         "(see sas/data/concepts/README.md)")
+    scorer = d["scorer"]
+    settings = dict(d.get("scorer_settings") or {})
+    if isinstance(scorer, dict):
+        if "name" not in scorer:
+            raise ValueError(f"{where}: `scorer` as a mapping needs a `name`, e.g. {{name: lexicon, words: [...]}}")
+        settings = {**{k: v for k, v in scorer.items() if k != "name"}, **settings}
+        scorer = scorer["name"]
+    prompts = d.get("prompts", "neutral")
+    if isinstance(prompts, str) and prompts not in PROMPT_SOURCES:
+        path = Path(prompts) if base is None or Path(prompts).is_absolute() else base / prompts
+        if not path.exists():
+            raise ValueError(f"{where}: `prompts` is {prompts!r}, which is neither {PROMPT_SOURCES} nor a file "
+                             f"(looked at {path}); give a text file with one prompt per line")
+        prompts = [s for s in path.read_text().splitlines() if s.strip()]
+    if not isinstance(d["pairs"], list):
+        raise ValueError(f"{where}: `pairs` must be a list of {{positive, negative}} mappings")
+    return Concept(name=d["name"], pairs=d["pairs"], scorer_name=scorer, scorer_settings=settings,
+                   prefix=d["prefix"], description=d.get("description", ""), prompts=prompts,
+                   concept_words=list(d.get("concept_words") or []), min_pairs=int(d.get("min_pairs", MIN_PAIRS)),
+                   license=d.get("license", ""), source=source)
+
+
+def _read_jsonl(path: Path) -> dict:
+    """JSONL: one header line (the concept's fields, without pairs) and one line per pair."""
+    header, pairs = None, []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: malformed JSON line ({e.msg}); fix or remove that line") from e
+        if isinstance(row, dict) and ("positive" in row or "negative" in row):
+            pairs.append(row)
+        elif isinstance(row, dict) and header is None:
+            header = row
+        else:
+            raise ValueError(f"{path}:{i}: a second header line (no 'positive'/'negative'); a concept JSONL has one "
+                             "header line with the concept's fields and one line per pair")
+    if header is None:
+        raise ValueError(f"{path}: no header line; add one line such as "
+                         '{"name": "weddings", "scorer": {"name": "lexicon", "words": [...]}, "prefix": "..."}')
+    if "pairs" in header:
+        raise ValueError(f"{path}: the header line has `pairs`; in JSONL put each pair on its own line")
+    return {**header, "pairs": pairs}
+
+
+def load_concept(path: str | Path) -> Concept:
+    """Read a concept from a YAML (``.yaml``/``.yml``), JSON (``.json``) or JSONL (``.jsonl``) file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no concept file at {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            # libyaml's loader when present: 5x faster than the pure-Python one on the shipped files
+            d = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from e
+    elif suffix == ".json":
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+    elif suffix == ".jsonl":
+        d = _read_jsonl(path)
+    else:
+        raise ValueError(f"{path}: unknown concept file type {suffix!r}; use .yaml, .yml, .json or .jsonl")
+    return concept_from_dict(d, source=str(path), base=path.parent)
+
+
+def shipped_concepts() -> dict[str, Concept]:
+    """The concepts shipped in ``sas/data/concepts/``, by name (read once per process)."""
+    return dict(_shipped())
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict[str, Concept]:
+    out = {}
+    for p in sorted(CONCEPT_DIR.iterdir()):
+        if p.suffix.lower() in (".yaml", ".yml", ".json", ".jsonl"):
+            c = load_concept(p)
+            if c.name in out:
+                raise ValueError(f"two shipped concepts are named {c.name!r}: {out[c.name].source} and {p}")
+            out[c.name] = c
+    return out
+
+
+def get_concept(name_or_path: str | Path) -> Concept:
+    """A shipped concept by name, or a concept file by path."""
+    p = Path(name_or_path)
+    if p.suffix.lower() in (".yaml", ".yml", ".json", ".jsonl") or p.exists():
+        return load_concept(p)
+    shipped = shipped_concepts()
+    if str(name_or_path) not in shipped:
+        raise ValueError(f"unknown concept {name_or_path!r}; choose one of {', '.join(shipped)} or give a file path")
+    return shipped[str(name_or_path)]

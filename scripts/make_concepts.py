@@ -1,0 +1,90 @@
+"""Write the shipped concept files sas/data/concepts/*.yaml from the hand-written texts in concept_texts.py.
+
+    PYTHONPATH=. python scripts/make_concepts.py
+
+Checks as it writes: every positive topic text mentions its lexicon and no negative text does; every
+file loads back through sas.concepts.load_concept.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from concept_texts import (ADJECTIVES, NEUTRAL_PHRASES, PARALLEL, SENTIMENT_TEMPLATES, SENTIMENT_WORDS,  # noqa: E402
+                           TOPIC_TEMPLATES, TOPICS)
+
+from sas.concepts import CONCEPT_DIR, Lexicon, load_concept  # noqa: E402
+
+LICENSE = "MIT; written for sas"
+
+
+def write(name: str, d: dict) -> None:
+    path = CONCEPT_DIR / f"{name}.yaml"
+    text = yaml.safe_dump(d, allow_unicode=True, sort_keys=False, width=120)
+    fd, tmp = tempfile.mkstemp(dir=CONCEPT_DIR, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    c = load_concept(path)
+    print(f"{name}: {len(c.pairs)} pairs, scorer {c.scorer_name}, {len(c.concept_words)} concept words")
+
+
+def topic_pairs(phrases: list[str]) -> list[dict]:
+    """Every frame with every topic phrase; the negative side puts a mundane phrase in the same frame."""
+    out, k = [], 0
+    for t in TOPIC_TEMPLATES:
+        for p in phrases:
+            out.append({"positive": t.format(p), "negative": t.format(NEUTRAL_PHRASES[k % len(NEUTRAL_PHRASES)])})
+            k += 1
+    return out
+
+
+def main() -> None:
+    CONCEPT_DIR.mkdir(parents=True, exist_ok=True)
+    all_words = [w for _, _, lex, _ in TOPICS.values() for w in lex]
+    neutral = Lexicon(all_words)
+    bad = [p for p in NEUTRAL_PHRASES + TOPIC_TEMPLATES if neutral.search(p)]
+    assert not bad, f"neutral phrases or frames mention a topic: {bad}"
+    for name, (desc, phrases, lex, prefix) in TOPICS.items():
+        pat = Lexicon(lex)
+        miss = [p for p in phrases if not pat.search(p)]
+        assert not miss, f"{name}: positive phrases the lexicon does not match: {miss}"
+        assert 30 <= len(lex) <= 80, f"{name}: {len(lex)} lexicon words, want 30..80"
+        write(name, {"name": name, "description": desc, "license": LICENSE,
+                     "scorer": {"name": "lexicon", "words": lex}, "prefix": prefix, "prompts": "neutral",
+                     "pairs": topic_pairs(phrases)})
+    pos = [t.format(a) for i, (a, _) in enumerate(ADJECTIVES) for t in
+           (SENTIMENT_TEMPLATES[i % 10], SENTIMENT_TEMPLATES[(i + 3) % 10])]
+    neg = [t.format(b) for i, (_, b) in enumerate(ADJECTIVES) for t in
+           (SENTIMENT_TEMPLATES[i % 10], SENTIMENT_TEMPLATES[(i + 3) % 10])]
+    for name, sign, (a, b), words, prefix in (
+            ("sentiment-positive", 1, (pos, neg), SENTIMENT_WORDS["positive"],
+             "The following text is happy, warm and positive.\n\n"),
+            ("sentiment-negative", -1, (neg, pos), SENTIMENT_WORDS["negative"],
+             "The following text is sad, bitter and negative.\n\n")):
+        write(name, {"name": name, "license": LICENSE,
+                     "description": f"Sentiment towards {name.split('-')[1]} (VADER compound, direction {sign:+d}); "
+                                    "the same pairs as its opposite, sides swapped.",
+                     "scorer": {"name": "vader", "direction": sign}, "prefix": prefix, "prompts": "neutral",
+                     "concept_words": words, "pairs": [{"positive": p, "negative": n} for p, n in zip(a, b)]})
+    for name, code, col, words, prefix in (
+            ("french", "fr", 1, ["French", "France", "Paris", "français", "française"],
+             "The following text is written in French. Le texte suivant est écrit en français.\n\n"),
+            ("spanish", "es", 2, ["Spanish", "Spain", "Madrid", "español", "española"],
+             "The following text is written in Spanish. El siguiente texto está escrito en español.\n\n")):
+        write(name, {"name": name, "license": LICENSE,
+                     "description": f"Writing in {name.title()}: English sentences against their {name.title()} "
+                                    "translations (same meaning).",
+                     "scorer": {"name": "language", "target": code}, "prefix": prefix, "prompts": "neutral",
+                     "concept_words": words,
+                     "pairs": [{"positive": row[col], "negative": row[0]} for row in PARALLEL]})
+
+
+if __name__ == "__main__":
+    main()
