@@ -18,7 +18,7 @@ from sas.methods.caa import caa_vector
 from sas.load.data import ABPair, load_behavior
 from sas.evaluation.ab import ABScorer
 from sas.forward.generate import generate_tokens
-from sas.forward.run import encode, logits_at, new_cache, pad_id, pad_left, run_resid
+from sas.forward.run import encode, logits_at, pad_id, pad_left, run_resid
 from sas.load.prompts import BASE_SUFFIX
 from sas.steering import steer, steering_hooks
 from sas.runs.store import read_rows

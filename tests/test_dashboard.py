@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import torch

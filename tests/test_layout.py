@@ -11,7 +11,8 @@ import pytest
 
 from sas._shims import MOVED
 
-ORDER = ["hooks", "load", "forward", "activations", "steering", "methods", "evaluation", "runs", "reports", "cli"]
+ORDER = ["hooks", "load", "concepts", "forward", "activations", "steering", "export", "methods", "evaluation", "runs",
+         "reports", "serve", "cli"]
 SAS = Path(__file__).resolve().parents[1] / "sas"
 
 
