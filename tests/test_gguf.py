@@ -1,0 +1,195 @@
+"""GGUF control vectors: the file llama.cpp reads, read back exactly, and checked in llama.cpp itself.
+
+The fast tests need no model; the slow one loads the real gemma-3-270m in sas and its Q4_K_M GGUF in
+llama.cpp (llama-cpp-python, built by .ci/llamacpp.sh) and compares their steering.
+"""
+
+import argparse
+import json
+import time
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+from sas.export import cli as export_cli
+from sas.export.gguf import control_vector, load_gguf, read_directions, save_gguf
+from sas.export.llamacpp import control_vector_buffer
+from sas.sparse import SparseVector
+from sas.vector import SteeringVector
+
+
+def _vec(layers=(1, 3), d=32, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    return SteeringVector({x: torch.randn(d, generator=g) for x in layers}, "tiny", "caa", "sentiment",
+                          data_hash="abc", settings={"n_pairs": 8, "nested": {"a": [1, 2]}}, **kw)
+
+
+def _same(a: SteeringVector, b: SteeringVector) -> bool:
+    return a.meta() == b.meta() and a.layers == b.layers and all(
+        torch.equal(a.directions[x], b.directions[x]) and b.directions[x].dtype == torch.float32 for x in a.layers)
+
+
+def test_round_trip_is_exact(tmp_path):
+    v = _vec(positions="after_prompt")
+    path = save_gguf(v, tmp_path / "v.gguf")
+    back = load_gguf(path)
+    assert _same(v, back)
+    # and the methods on the class are the same functions
+    assert _same(v, SteeringVector.load_gguf(v.save_gguf(tmp_path / "w.gguf")))
+
+
+def test_file_is_the_llamacpp_format(tmp_path):
+    """What llama.cpp's common_control_vector_load_one reads: arch controlvector, direction.N F32 1-D."""
+    v = _vec(layers=(1, 3))
+    r = gguf.GGUFReader(str(save_gguf(v, tmp_path / "v.gguf")))
+    assert r.get_field("general.architecture").contents() == "controlvector"
+    assert r.get_field("controlvector.model_hint").contents() == "tiny"
+    assert r.get_field("controlvector.layer_count").contents() == 2
+    assert sorted(t.name for t in r.tensors) == ["direction.1", "direction.3"]
+    for t in r.tensors:
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32 and list(t.shape) == [32]
+        assert np.array_equal(t.data, v.directions[int(t.name.split(".")[1])].numpy())
+
+
+def test_resid_pre_is_one_layer_lower(tmp_path):
+    """blocks.N.hook_resid_pre is the output of layer N-1: llama.cpp's direction.N-1."""
+    v = _vec(layers=(2, 4), hook="blocks.{layer}.hook_resid_pre")
+    dirs, _ = read_directions(save_gguf(v, tmp_path / "v.gguf"))
+    assert sorted(dirs) == [1, 3]
+    assert _same(v, load_gguf(tmp_path / "v.gguf"))
+    with pytest.raises(ValueError, match="layer 0"):
+        save_gguf(_vec(layers=(1,), hook="blocks.{layer}.hook_resid_pre"), tmp_path / "x.gguf")
+
+
+def test_multiplier_and_layers(tmp_path):
+    v = _vec(layers=(1, 2, 3))
+    back = load_gguf(save_gguf(v, tmp_path / "v.gguf", multiplier=-2.5, layers=[2, 3]))
+    assert back.layers == [2, 3] and back.settings["gguf_multiplier"] == -2.5
+    assert torch.equal(back.directions[2], v.directions[2] * -2.5)
+    # a baked multiplier is the same buffer as llama.cpp's --control-vector-scaled FILE:SCALE
+    buf_baked, n = control_vector_buffer(tmp_path / "v.gguf")
+    buf_scaled, _ = control_vector_buffer(save_gguf(v.only([2, 3]), tmp_path / "w.gguf"), -2.5)
+    assert n == 32 and np.array_equal(buf_baked, buf_scaled)
+
+
+def test_buffer_rows_follow_llamacpp(tmp_path):
+    """Row N-1 of the flat buffer holds direction.N; files add up, each with its scale."""
+    a, b = _vec(layers=(1, 3), seed=1), _vec(layers=(3,), seed=2)
+    buf, n = control_vector_buffer([save_gguf(a, tmp_path / "a"), save_gguf(b, tmp_path / "b")], [2.0, -1.0])
+    rows = buf.reshape(-1, n)
+    assert rows.shape == (3, 32)
+    assert np.allclose(rows[0], 2 * a.directions[1].numpy()) and not rows[1].any()
+    assert np.allclose(rows[2], 2 * a.directions[3].numpy() - b.directions[3].numpy())
+
+
+def test_layer_zero_and_other_hooks_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="layer 0"):
+        save_gguf(_vec(layers=(0, 1)), tmp_path / "v.gguf")
+    assert load_gguf(save_gguf(_vec(layers=(0, 1)), tmp_path / "v.gguf", layers=[1])).layers == [1]
+    with pytest.raises(ValueError, match="no llama.cpp equivalent"):
+        save_gguf(_vec(hook="blocks.{layer}.hook_mlp_out"), tmp_path / "v.gguf")
+    assert not list(tmp_path.glob("*.tmp"))  # no half-written file left
+
+
+def test_position_aligned_actadd_needs_the_flag(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    v = SteeringVector({2: torch.randn(5, 32, generator=g)}, "tiny", "actadd", positions="front")
+    with pytest.raises(ValueError, match="position-aligned"):
+        save_gguf(v, tmp_path / "v.gguf")
+    back = load_gguf(save_gguf(v, tmp_path / "v.gguf", sum_positions=True))
+    assert back.positions == "all" and back.settings["gguf_summed_positions"] == "front"
+    assert torch.equal(back.directions[2], v.directions[2].sum(0))
+
+
+def test_sparse_vector_exports_its_dense_direction(tmp_path):
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=32, d_sae=64))
+    with torch.no_grad():
+        sae.W_dec.normal_(0, 0.3)
+    code = torch.zeros(64)
+    code[[3, 9]] = torch.tensor([1.5, -0.5])
+    sv = SparseVector({2: code}, {2: sae}, "tiny", "sentiment", sae_names={2: "random-sae"})
+    path = save_gguf(sv, tmp_path / "s.gguf")
+    r = gguf.GGUFReader(str(path))
+    assert r.get_field("sas.source").contents() == "sparse"
+    back = load_gguf(path)
+    assert back.method == "sas_dense" and back.settings["sae"] == {"2": "random-sae"}
+    assert torch.allclose(back.directions[2], code @ sae.W_dec.detach(), atol=1e-6)
+    assert _same(control_vector(sv), back)
+
+
+def test_a_foreign_control_vector_loads(tmp_path):
+    """A control vector without sas keys (as repeng's export_gguf writes) loads as positions='all'."""
+    w = gguf.GGUFWriter(str(tmp_path / "r.gguf"), "controlvector")
+    w.add_string("controlvector.model_hint", "gemma3")
+    w.add_uint32("controlvector.layer_count", 1)
+    w.add_tensor("direction.5", np.arange(8, dtype=np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    v = load_gguf(tmp_path / "r.gguf")
+    assert v.layers == [5] and v.positions == "all" and v.model == "gemma3" and v.method == "gguf"
+    assert torch.equal(v.directions[5], torch.arange(8, dtype=torch.float32))
+
+
+def _write(path, tensors: dict, arch="controlvector", meta: str | None = None):
+    w = gguf.GGUFWriter(str(path), arch)
+    if meta is not None:
+        w.add_uint32("sas.format", 1)
+        w.add_string("sas.meta", meta)
+    for name, t in tensors.items():
+        w.add_tensor(name, t)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    return path
+
+
+def test_bad_files_get_clear_errors(tmp_path):
+    ok = np.ones(8, dtype=np.float32)
+    with pytest.raises(FileNotFoundError, match="sas export"):
+        load_gguf(tmp_path / "missing.gguf")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        load_gguf(tmp_path / "junk.gguf")
+    with pytest.raises(ValueError, match="architecture 'gemma3'.*model instead of the vector"):
+        load_gguf(_write(tmp_path / "model.gguf", {"direction.1": ok}, arch="gemma3"))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        load_gguf(_write(tmp_path / "nan.gguf", {"direction.1": np.full(8, np.nan, dtype=np.float32)}))
+    with pytest.raises(ValueError, match="direction.0"):
+        load_gguf(_write(tmp_path / "zero.gguf", {"direction.0": ok}))
+    with pytest.raises(ValueError, match="not a direction.N tensor"):
+        load_gguf(_write(tmp_path / "name.gguf", {"direction.x": ok}))
+    with pytest.raises(ValueError, match="1-D F32"):
+        load_gguf(_write(tmp_path / "f16.gguf", {"direction.1": ok.astype(np.float16)}))
+    with pytest.raises(ValueError, match="width 4"):
+        load_gguf(_write(tmp_path / "width.gguf", {"direction.1": ok, "direction.2": ok[:4]}))
+    with pytest.raises(ValueError, match="no direction.N tensors"):
+        load_gguf(_write(tmp_path / "empty.gguf", {}))
+    meta = json.dumps({**_vec(layers=(1,), d=8).meta(), "layers": [1, 7]})
+    with pytest.raises(ValueError, match="layers \\[1\\] but its sas metadata says \\[1, 7\\]"):
+        load_gguf(_write(tmp_path / "edited.gguf", {"direction.1": ok}, meta=meta))
+    with pytest.raises(ValueError, match="multiplier"):
+        save_gguf(_vec(), tmp_path / "v.gguf", multiplier=float("nan"))
+    with pytest.raises(ValueError, match="no direction for layer"):
+        save_gguf(_vec(layers=(1, 3)), tmp_path / "v.gguf", layers=[2])
+    with pytest.raises(ValueError, match="scale"):
+        control_vector_buffer(save_gguf(_vec(), tmp_path / "v.gguf"), float("inf"))
+
+
+def test_cli_export(tmp_path, capsys):
+    p = argparse.ArgumentParser()
+    export_cli.add_parser(p.add_subparsers(dest="command"))
+    v = _vec(layers=(1, 2, 3))
+    src = v.save(tmp_path / "v")
+    args = p.parse_args(["export", "--gguf", str(tmp_path / "out.gguf"), "--vector", str(src),
+                         "--multiplier", "-2", "--layers", "2-3"])
+    args.fn(args)
+    back = load_gguf(tmp_path / "out.gguf")
+    assert back.layers == [2, 3] and torch.equal(back.directions[3], v.directions[3] * -2)
+    assert "--control-vector-layer-range 2 3" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        p.parse_args(["export", "--gguf", "o.gguf", "--vector", str(src), "--layers", "5-2"])
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    args = p.parse_args(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(tmp_path / "bad.safetensors")])
+    with pytest.raises(ValueError, match="not a safetensors vector"):
+        args.fn(args)
