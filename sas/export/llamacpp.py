@@ -73,6 +73,9 @@ def set_control_vector(llm, files, scales=1.0, layer_range: tuple[int, int] | No
             # llama-adapter.cpp:126 fills layers il < n_layer only: a direction beyond them would be dropped silently
             raise ValueError(f"the control vector has a direction for layer {top} but the model has layers "
                              f"0..{n_layer - 1}")
+        # llama_adapter_cvec::apply writes only the rows the buffer has (llama-adapter.cpp:130): rows of a previous,
+        # longer vector would stay behind. A buffer with a row for every layer 1..n_layer-1 overwrites them all.
+        buf = np.concatenate([buf, np.zeros((n_layer - 1) * n_embd - buf.size, dtype=np.float32)])
         start, end = layer_range or (1, n_layer)
         if not 1 <= start <= end:
             raise ValueError(f"layer_range must be (start, end) with 1 <= start <= end, not {layer_range}")
