@@ -1,5 +1,6 @@
-"""Steering vectors in formats other tools run: GGUF control vectors for llama.cpp (:mod:`sas.export.gguf`)."""
+"""Steering vectors in formats other tools run: GGUF control vectors for llama.cpp.
 
-from .gguf import control_vector, load_gguf, read_directions, save_gguf
-
-__all__ = ["control_vector", "load_gguf", "read_directions", "save_gguf"]
+``sas.export.gguf`` writes and reads the files (``save_gguf``, ``load_gguf``; also ``SteeringVector.save_gguf``),
+``sas.export.llamacpp`` applies one to a llama-cpp-python model, ``sas.export.cli`` is ``sas export``.
+Nothing is imported here, so that ``sas --help`` stays light.
+"""

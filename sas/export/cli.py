@@ -34,8 +34,8 @@ def _load_vector(path: str):
     """A saved dense or sparse vector (a sparse one with the SAEs its file names)."""
     from safetensors import safe_open
 
-    from ..sparse import SparseVector
-    from ..vector import SteeringVector
+    from ..steering.sparse import SparseVector
+    from ..steering.vector import SteeringVector
 
     p = Path(path).with_suffix(".safetensors")
     if not p.exists():

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..vector import SteeringVector
+from ..hooks import RESID_HOOK as RESID_POST
+from ..steering.vector import SteeringVector
 
 ARCH = "controlvector"
 FORMAT = 1  # sas.format: bump when the sas.* keys change meaning
-RESID_POST = "blocks.{layer}.hook_resid_post"
 RESID_PRE = "blocks.{layer}.hook_resid_pre"
 # llama.cpp's layer N is the output of block N: resid_post of block N, or resid_pre of block N+1
 _LLAMA_OFFSET = {RESID_POST: 0, RESID_PRE: -1}
@@ -44,10 +44,10 @@ _LLAMA_OFFSET = {RESID_POST: 0, RESID_PRE: -1}
 
 def llama_layer(vector: SteeringVector, layer: int) -> int:
     """The llama.cpp layer index (``direction.N``, ``--control-vector-layer-range``) of ``vector``'s ``layer``."""
-    if vector.hook not in _LLAMA_OFFSET:
-        raise ValueError(f"llama.cpp adds control vectors to the output of a layer; a vector at {vector.hook!r} "
+    if vector.hook_point not in _LLAMA_OFFSET:
+        raise ValueError(f"llama.cpp adds control vectors to the output of a layer; a vector at {vector.hook_point!r} "
                          f"has no llama.cpp equivalent (sas exports {RESID_POST} and {RESID_PRE})")
-    return layer + _LLAMA_OFFSET[vector.hook]
+    return layer + _LLAMA_OFFSET[vector.hook_point]
 
 
 def control_vector(vector, multiplier: float = 1.0, layers=None, sum_positions: bool = False) -> SteeringVector:
@@ -207,12 +207,12 @@ def load_gguf(path: str | Path) -> SteeringVector:
     if keys.get("sas.format") != FORMAT:
         raise ValueError(f"{path} was written by another version of sas (sas.format {keys.get('sas.format')}, "
                          f"this one reads {FORMAT}); re-export it")
-    hook = meta["hook"]
+    hook = meta.get("hook_point", meta.get("hook"))
     if hook not in _LLAMA_OFFSET:
         raise ValueError(f"{path} names the hook {hook!r}; sas exports only {RESID_POST} and {RESID_PRE}")
     dirs = {n - _LLAMA_OFFSET[hook]: torch.from_numpy(d) for n, d in sorted(raw.items())}
     if sorted(dirs) != sorted(meta["layers"]):
         raise ValueError(f"{path}: its direction tensors are for layers {sorted(dirs)} but its sas metadata says "
                          f"{meta['layers']}; the file was edited, re-export it")
-    keep = {k: meta[k] for k in ("model", "method", "behavior", "hook", "positions", "data_hash", "settings")}
-    return SteeringVector(directions=dirs, **keep)
+    keep = {k: meta[k] for k in ("model", "method", "behavior", "positions", "data_hash", "settings")}
+    return SteeringVector(directions=dirs, hook_point=hook, **keep)
