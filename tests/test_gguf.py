@@ -302,3 +302,4 @@ def test_llamacpp_steers_like_sas(gemma, tmp_path):
     assert np.array_equal(ll_outside, ll_base), "a layer range without the vector's layer still steered"
     set_control_vector(llm, None)
     assert np.array_equal(llama_run(0.0)[0], ll_base), "turning the control vector off did not restore the logits"
+    llm.close()  # now, not at interpreter exit, where llama-cpp-python's free functions may be gone already
