@@ -44,6 +44,7 @@ _API = {
     "task_vector": "runs.vectors",
     "ab_sweep": "runs.sweep", "task_sweep": "runs.sweep", "compare": "runs.compare",
     "run_grid": "runs.grid", "Grid": "runs.grid", "ResultStore": "runs.store",
+    "save_gguf": "export.gguf", "load_gguf": "export.gguf",
 }
 _SUBPACKAGES = {"load", "forward", "activations", "steering", "methods", "evaluation", "runs", "reports",
                 "hooks", "cli", "datasets", "tasks", "features"}

@@ -149,19 +149,6 @@ class SteeringVector:
         keep = {k: meta[k] for k in ("model", "method", "behavior", "positions", "data_hash", "settings")}
         return cls(directions=dirs, hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)
 
-    def save_gguf(self, path: str | Path, multiplier: float = 1.0, layers=None, sum_positions: bool = False) -> Path:
-        """Write a llama.cpp control vector (``.gguf``); see :func:`sas.export.gguf.save_gguf`."""
-        from ..export.gguf import save_gguf
-
-        return save_gguf(self, path, multiplier, layers, sum_positions)
-
-    @classmethod
-    def load_gguf(cls, path: str | Path) -> "SteeringVector":
-        """Read a llama.cpp control vector (``.gguf``); see :func:`sas.export.gguf.load_gguf`."""
-        from ..export.gguf import load_gguf
-
-        return load_gguf(path)
-
 
 def read_meta(path: str | Path) -> dict:
     """The ``sas`` metadata in a vector file's header (``{}`` if it has none)."""
