@@ -1,0 +1,214 @@
+"""Batched generation for the server: concurrent requests run together, each row with its own steering.
+
+One worker thread owns the model. It waits for a request, gathers the others that arrive within a short
+window (``window_s``) up to ``max_batch`` rows, and generates them as one left-padded batch with a KV
+cache, through sas's own forward path (:func:`sas.generation.run_resid`, :func:`logits_at`), so a row is
+computed as ``sas.generate`` computes it. Batching is static: a request that arrives while a batch runs
+waits for the next one. Rows leave early (EOS, a stop string, their ``max_tokens``) and their answers go
+back at once; the batch ends when every row has.
+
+Per-row steering: each (vector, layer, positions) used by any row becomes one hook whose strength is a
+tensor [batch], zero for the rows that do not ask for it, and zero strength leaves a row untouched.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..generation import _sample, logits_at, new_cache, pad_id, pad_left, run_resid
+
+
+@dataclass
+class Term:
+    """One steering term of one row: ``vector`` x ``strength`` at ``layers`` and ``positions``."""
+
+    vector: object
+    strength: float
+    layers: list[int]
+    positions: str
+
+
+@dataclass
+class Job:
+    """One row: prompt token ids, sampling settings, steering, and ``emit(event)`` to report progress.
+
+    ``emit`` receives ``("token", text_delta)`` while generating, then ``("done", info)`` or
+    ``("error", exc)``; it is called from the worker thread.
+    """
+
+    ids: list[int]
+    max_tokens: int
+    emit: Callable[[tuple], None]
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 50
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    steer: list[Term] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def row_hook(model, vec, layer: int, strengths: torch.Tensor, positions: str):
+    """A TransformerLens hook that steers row i of the batch by ``vec`` x ``strengths[i]`` at ``layer``.
+
+    Uses the vector's own per-row hook (``vec.hook(layer, strengths, positions)``) when it has one;
+    otherwise it runs the library's scalar hook once per distinct non-zero strength and takes each row
+    from the run with its own strength, so every row is steered exactly as a batch of its own would be
+    (the sparse edit is not linear in the strength) and rows at strength 0 are left as they are.
+    """
+    if callable(getattr(vec, "hook", None)):
+        return vec.hook(layer, strengths, positions)
+    from ..steering import steering_hooks
+
+    fns = {s: steering_hooks(model, vec, s, [layer], positions)[0][1]
+           for s in sorted(set(strengths.tolist()) - {0.0})}
+
+    def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
+        out = resid
+        for s, fn in fns.items():
+            rows = (strengths == s).to(resid.device)[:, None, None]
+            out = torch.where(rows, fn(resid), out)
+        return out
+
+    return hook
+
+
+def batch_hooks(model, jobs: list[Job]) -> list[tuple[str, Callable]]:
+    """``(hook_name, fn)`` pairs that steer each row of ``jobs`` by its own terms."""
+    n = len(jobs)
+    terms: dict[tuple, list] = {}  # (vector id, layer, positions, k-th use in the row) -> [vec, strengths]
+    for i, job in enumerate(jobs):
+        seen: dict[tuple, int] = {}
+        for t in job.steer:
+            for layer in t.layers:
+                base = (id(t.vector), layer, t.positions)
+                k = seen.get(base, 0)
+                seen[base] = k + 1
+                entry = terms.setdefault((*base, k), [t.vector, torch.zeros(n)])
+                entry[1][i] = t.strength
+    hooks = []
+    for (_, layer, positions, _), (vec, strengths) in terms.items():
+        if strengths.any():
+            hooks.append((vec.hook_name(layer), row_hook(model, vec, layer, strengths, positions)))
+    return hooks
+
+
+class _Row:
+    """Decoding state of one row: the text so far and how much of it has been sent."""
+
+    def __init__(self, job: Job, tokenizer):
+        self.job, self.tok = job, tokenizer
+        self.ids: list[int] = []
+        self.sent = 0
+        self.done = False
+        self.finish = "length"
+        self.text = ""
+        self.gen = torch.Generator().manual_seed(job.seed) if job.seed is not None else None
+        self.hold = max((len(s) for s in job.stop), default=1) - 1  # a stop string may be forming
+
+    def add(self, token: int, eos: int | None) -> None:
+        if token == eos:
+            self.done, self.finish = True, "stop"
+        else:
+            self.ids.append(token)
+            self.text = self.tok.decode(self.ids, skip_special_tokens=True)
+            cut = min((i for i in (self.text.find(s) for s in self.job.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                self.text, self.done, self.finish = self.text[:cut], True, "stop"
+            elif len(self.ids) >= self.job.max_tokens:
+                self.done = True
+        if self.job.cancelled:
+            self.done = True
+        # send what cannot change any more: not a half-decoded character, not a stop string forming
+        end = len(self.text) if self.done else len(self.text) - self.hold
+        while end > self.sent and self.text[end - 1] == "\ufffd" and not self.done:
+            end -= 1
+        if end > self.sent:
+            self.job.emit(("token", self.text[self.sent:end]))
+            self.sent = end
+        if self.done:
+            self.job.emit(("done", {"text": self.text, "finish_reason": self.finish,
+                                    "prompt_tokens": len(self.job.ids), "completion_tokens": len(self.ids)}))
+
+
+@torch.inference_mode()
+def run_batch(model, jobs: list[Job]) -> None:
+    """Generate every job as one left-padded batch (KV cache), each row with its own steering and sampling."""
+    tok = model.tokenizer
+    tokens, mask, left_pad = pad_left([j.ids for j in jobs], pad_id(model))
+    n = len(jobs)
+    cache = new_cache(model, n)
+    rows = [_Row(j, tok) for j in jobs]
+    eos = tok.eos_token_id
+    with model.hooks(fwd_hooks=batch_hooks(model, jobs)):
+        for _ in range(max(j.max_tokens for j in jobs)):
+            resid = run_resid(model, tokens, mask, left_pad, cache)
+            logits = logits_at(model, resid[:, -1])
+            nxt = logits.argmax(-1)
+            for i, r in enumerate(rows):
+                if not r.done and r.job.temperature > 0:  # each row samples with its own settings and seed
+                    nxt[i] = _sample(logits[i:i + 1], True, r.job.temperature, r.job.top_k, r.job.top_p, r.gen)[0]
+            for i, r in enumerate(rows):
+                if r.done:
+                    nxt[i] = pad_id(model)
+                else:
+                    r.add(int(nxt[i]), eos)
+            if all(r.done for r in rows):
+                break
+            tokens, mask = nxt[:, None], torch.ones((n, 1), dtype=torch.long)
+
+
+class Batcher:
+    """The worker thread: ``submit(jobs)`` queues rows; they run in batches of up to ``max_batch`` rows,
+    gathered over ``window_s`` seconds after the first one arrives."""
+
+    def __init__(self, model, max_batch: int = 16, window_s: float = 0.02, max_queue: int = 256):
+        self.model, self.max_batch, self.window_s, self.max_queue = model, max_batch, window_s, max_queue
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self._stop = threading.Event()
+        self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
+        self._thread = threading.Thread(target=self._loop, name="sas-serve-batcher", daemon=True)
+        self._thread.start()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, jobs: list[Job]) -> None:
+        for j in jobs:  # the rows of one request go in together, so they usually share a batch
+            self._queue.put(j)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _gather(self) -> list[Job]:
+        try:
+            first = self._queue.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        jobs, deadline = [first], time.monotonic() + self.window_s
+        while len(jobs) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                jobs.append(self._queue.get(timeout=max(left, 0)) if left > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return [j for j in jobs if not j.cancelled]
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            jobs = self._gather()
+            if not jobs:
+                continue
+            self.batches.append(len(jobs))
+            try:
+                run_batch(self.model, jobs)
+            except Exception as e:  # report to every row of the batch and keep serving
+                for j in jobs:
+                    j.emit(("error", e))
