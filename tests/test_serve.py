@@ -37,10 +37,11 @@ def _free_port() -> int:
 def vectors(gemma, tmp_path_factory):
     """A dense sentiment CAA vector and a sparse SAS one, saved under a vectors folder."""
     import sas
-    from sas.sae import load_sae
-    from sas.sparse import sas_vector_from_texts
+    from sas.evaluation.tasks import sentiment_pairs
+    from sas.load.saes import load_sae
+    from sas.methods.sas import sas_vector_from_texts
 
-    pos, neg = sas.tasks.sentiment_pairs()
+    pos, neg = sentiment_pairs()
     dense = sas.contrastive_vector(gemma, pos, neg, [6], behavior="sentiment")
     sparse = sas_vector_from_texts(gemma, load_sae("gemma-3-270m-L9-4k", gemma), pos, neg, tau=0.1,
                                    behavior="sentiment")
@@ -95,7 +96,7 @@ def _raw(base, body, key=KEY, path="/v1/completions"):
 
 @pytest.mark.slow
 def test_completions_steering_streaming_chat(gemma, server, client):
-    from sas.generation import generate
+    from sas.forward.generate import generate
 
     plain = complete(client)
     assert plain.choices[0].text == generate(gemma, [PROMPT], N)[0]  # the server generates as sas.generate
@@ -209,3 +210,31 @@ def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(server, client)
     # and it still serves
     assert complete(client, max_tokens=2).usage.completion_tokens == 2
     assert httpx.get(base + "/health").json()["status"] == "ok"
+
+
+def test_per_row_steering_matches_each_row_alone(tiny):
+    """Fast: a batch whose rows carry different vectors and strengths (dense and 0) gives each row the
+    tokens that row gets alone under ``sas.steer`` (tiny random model, real generation path)."""
+    from sas.forward.generate import generate_tokens
+    from sas.forward.run import encode
+    from sas.serve.batching import Job, Term, run_batch
+    from sas.steering.steer import steer
+    from sas.steering.vector import SteeringVector
+
+    torch.manual_seed(0)
+    a = SteeringVector({1: torch.randn(32) * 8}, "tiny", "caa")
+    b = SteeringVector({1: torch.randn(32) * 8, 2: torch.randn(32) * 8}, "tiny", "caa", positions="all")
+    prompts = encode(tiny, ["I think that", "The weather is very", "Once upon a time there"])
+    rows = [[Term(a, 1.0, [1], "after_prompt")], [Term(b, -2.0, [1, 2], "all")], [Term(a, 0.0, [1], "after_prompt")]]
+    out = [[] for _ in rows]
+    jobs = [Job(p, 6, lambda e, i=i: out[i].append(e), steer=r) for i, (p, r) in enumerate(zip(prompts, rows))]
+    run_batch(tiny, jobs)
+    done = [next(v for k, v in events if k == "done") for events in out]
+    for p, r, d, events in zip(prompts, rows, done, out):
+        with steer(tiny, r[0].vector, r[0].strength, r[0].layers, r[0].positions):
+            alone = generate_tokens(tiny, [p], 6)[0]
+        assert d["text"] == tiny.tokenizer.decode(alone, skip_special_tokens=True)
+        assert "".join(v for k, v in events if k == "token") == d["text"]  # the streamed pieces add up
+    plain = generate_tokens(tiny, [prompts[2]], 6)[0]
+    assert done[2]["text"] == tiny.tokenizer.decode(plain, skip_special_tokens=True)  # strength 0: unsteered
+    assert done[0]["text"] != tiny.tokenizer.decode(generate_tokens(tiny, [prompts[0]], 6)[0], skip_special_tokens=True)

@@ -6,6 +6,13 @@
 See :mod:`sas.serve.app` for the endpoints and :mod:`sas.serve.schemas` for the request fields.
 """
 
-from .app import Limits, make_app
-
 __all__ = ["Limits", "make_app"]
+
+
+def __getattr__(name: str):
+    # lazy: `sas --help` imports sas.serve.cli, which must work without FastAPI installed
+    if name in __all__:
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'sas.serve' has no attribute {name!r}")

@@ -24,8 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..generation import encode
-from ..sparse import SparseVector
+from ..forward.run import encode
+from ..steering.sparse import SparseVector
 from .batching import Batcher, Job, Term
 from .chat import chat_ids
 from .schemas import ChatRequest, CompletionRequest, LoadVector, Steer, _Common

@@ -2,7 +2,7 @@
 
 One worker thread owns the model. It waits for a request, gathers the others that arrive within a short
 window (``window_s``) up to ``max_batch`` rows, and generates them as one left-padded batch with a KV
-cache, through sas's own forward path (:func:`sas.generation.run_resid`, :func:`logits_at`), so a row is
+cache, through sas's own forward path (:func:`sas.forward.run.run_resid`, :func:`logits_at`), so a row is
 computed as ``sas.generate`` computes it. Batching is static: a request that arrives while a batch runs
 waits for the next one. Rows leave early (EOS, a stop string, their ``max_tokens``) and their answers go
 back at once; the batch ends when every row has.
@@ -21,7 +21,8 @@ from typing import Callable
 
 import torch
 
-from ..generation import _sample, logits_at, new_cache, pad_id, pad_left, run_resid
+from ..forward.generate import _sample
+from ..forward.run import logits_at, new_cache, pad_id, pad_left, run_resid
 
 
 @dataclass
@@ -64,7 +65,7 @@ def row_hook(model, vec, layer: int, strengths: torch.Tensor, positions: str):
     """
     if callable(getattr(vec, "hook", None)):
         return vec.hook(layer, strengths, positions)
-    from ..steering import steering_hooks
+    from ..steering.steer import steering_hooks
 
     fns = {s: steering_hooks(model, vec, s, [layer], positions)[0][1]
            for s in sorted(set(strengths.tolist()) - {0.0})}

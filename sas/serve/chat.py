@@ -19,7 +19,7 @@ server also stops at ``PLAIN_STOPS``.
 
 from __future__ import annotations
 
-from ..generation import encode
+from ..forward.run import encode
 
 PLAIN_STOPS = ["\n\nUser:", "\n\nSystem:"]
 _ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}

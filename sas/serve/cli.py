@@ -21,7 +21,7 @@ def cmd_serve(args) -> None:
         sys.exit('sas serve needs the serve extra: pip install -e ".[serve]"')
     import torch
 
-    from ..models import load_model
+    from ..load.models import load_model
     from .app import Limits, make_app
     from .vectors import VectorError, load_vector
 

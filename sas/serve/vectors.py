@@ -12,8 +12,8 @@ import json
 import threading
 from pathlib import Path
 
-from ..sparse import SparseVector
-from ..vector import SteeringVector
+from ..steering.sparse import SparseVector
+from ..steering.vector import SteeringVector
 
 
 class VectorError(ValueError):
