@@ -127,7 +127,8 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name, "queued_rows": batcher.pending()}
+        return {"status": "ok", "model": name, "queued_rows": batcher.pending(), "batches_run": len(batcher.batches),
+                "rows_run": sum(batcher.batches)}
 
     @app.get("/v1/models", dependencies=[Depends(auth)])
     async def models():
@@ -211,7 +212,7 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
 
                 seed = None if req.seed is None else req.seed + j
                 jobs.append(Job(ids, max_tokens, emit, req.temperature, req.top_p, req.top_k, seed,
-                                list(req.stop or []) + stops, terms))
+                                list(req.stop or []) + stops, terms, req.ignore_eos))
         return jobs, events, terms
 
     def steering_info(terms: list[Term], specs: list[Steer]) -> list[dict]:

@@ -1,8 +1,8 @@
 """Batched generation for the server: concurrent requests run together, each row with its own steering.
 
-One worker thread owns the model. It waits for a request, gathers the others that arrive within a short
-window (``window_s``) up to ``max_batch`` rows, and generates them as one left-padded batch with a KV
-cache, through sas's own forward path (:func:`sas.forward.run.run_resid`, :func:`logits_at`), so a row is
+One worker thread owns the model. It waits for a request, gathers the others that follow it within a
+short window (``window_s`` between arrivals, at most 5 windows) up to ``max_batch`` rows, and generates
+them as one left-padded batch with a KV cache, through sas's own forward path (:func:`sas.forward.run.run_resid`, :func:`logits_at`), so a row is
 computed as ``sas.generate`` computes it. Batching is static: a request that arrives while a batch runs
 waits for the next one. Rows leave early (EOS, a stop string, their ``max_tokens``) and their answers go
 back at once; the batch ends when every row has.
@@ -52,6 +52,7 @@ class Job:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     steer: list[Term] = field(default_factory=list)
+    ignore_eos: bool = False
     cancelled: bool = False
 
 
@@ -114,7 +115,7 @@ class _Row:
         self.hold = max((len(s) for s in job.stop), default=1) - 1  # a stop string may be forming
 
     def add(self, token: int, eos: int | None) -> None:
-        if token == eos:
+        if token == eos and not self.job.ignore_eos:
             self.done, self.finish = True, "stop"
         else:
             self.ids.append(token)
@@ -167,7 +168,7 @@ def run_batch(model, jobs: list[Job]) -> None:
 
 class Batcher:
     """The worker thread: ``submit(jobs)`` queues rows; they run in batches of up to ``max_batch`` rows,
-    gathered over ``window_s`` seconds after the first one arrives."""
+    gathered until no new row has come for ``window_s`` seconds (at most ``5 * window_s`` after the first)."""
 
     def __init__(self, model, max_batch: int = 16, window_s: float = 0.02, max_queue: int = 256):
         self.model, self.max_batch, self.window_s, self.max_queue = model, max_batch, window_s, max_queue
@@ -193,11 +194,13 @@ class Batcher:
             first = self._queue.get(timeout=0.1)
         except queue.Empty:
             return []
-        jobs, deadline = [first], time.monotonic() + self.window_s
+        # wait until no request has come for window_s (clients rarely arrive together: one may still be
+        # sending), but at most 5 windows in all
+        jobs, cap = [first], time.monotonic() + 5 * self.window_s
         while len(jobs) < self.max_batch:
-            left = deadline - time.monotonic()
+            left = min(self.window_s, cap - time.monotonic())
             try:
-                jobs.append(self._queue.get(timeout=max(left, 0)) if left > 0 else self._queue.get_nowait())
+                jobs.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
             except queue.Empty:
                 break
         return [j for j in jobs if not j.cancelled]

@@ -44,6 +44,7 @@ class _Common(BaseModel):
     stop: str | list[str] | None = None
     user: str | None = None
     steer: list[Steer] = Field(default_factory=list)
+    ignore_eos: bool = False  # vLLM's extra field: generate max_tokens tokens even past EOS (benchmarks)
     # OpenAI fields not implemented here: refused unless at their default
     logprobs: bool | int | None = None
     presence_penalty: float | None = None
