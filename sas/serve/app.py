@@ -172,7 +172,7 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
                                "invalid_value", f"steer.{i}.layers")
             positions = s.positions or vec.positions
             aligned = not isinstance(vec, SparseVector) and all(vec.directions[x].ndim == 2 for x in layers)
-            if (positions == "front") != aligned and (positions == "front" or vec.positions == "front"):
+            if positions == "front" and not aligned:
                 raise ApiError(400, f"positions {positions!r} does not fit vector {s.vector!r}: 'front' is for "
                                "position-aligned (ActAdd) vectors only", "invalid_value", f"steer.{i}.positions")
             terms.append(Term(vec, float(s.strength), layers, positions))
@@ -268,7 +268,8 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
         prompts = req.prompts()
         if not prompts or any(not p for p in prompts):
             raise ApiError(400, "prompt is empty; give a non-empty string or list of strings", "invalid_value", "prompt")
-        ids = encode(model, prompts)
+        with batcher.tokenizer_lock:
+            ids = encode(model, prompts)
         jobs, events, terms = await prepare(req, ids, [])
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         batcher.submit(jobs)
@@ -286,7 +287,8 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
     async def chat_completions(req: ChatRequest):
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        ids, stops = chat_ids(model, messages)
+        with batcher.tokenizer_lock:
+            ids, stops = chat_ids(model, messages)
         jobs, events, terms = await prepare(req, [ids], stops)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         batcher.submit(jobs)

@@ -13,6 +13,7 @@ tensor [batch], zero for the rows that do not ask for it, and zero strength leav
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -104,8 +105,8 @@ def batch_hooks(model, jobs: list[Job]) -> list[tuple[str, Callable]]:
 class _Row:
     """Decoding state of one row: the text so far and how much of it has been sent."""
 
-    def __init__(self, job: Job, tokenizer):
-        self.job, self.tok = job, tokenizer
+    def __init__(self, job: Job, tokenizer, lock):
+        self.job, self.tok, self.lock = job, tokenizer, lock
         self.ids: list[int] = []
         self.sent = 0
         self.done = False
@@ -119,7 +120,8 @@ class _Row:
             self.done, self.finish = True, "stop"
         else:
             self.ids.append(token)
-            self.text = self.tok.decode(self.ids, skip_special_tokens=True)
+            with self.lock:
+                self.text = self.tok.decode(self.ids, skip_special_tokens=True)
             cut = min((i for i in (self.text.find(s) for s in self.job.stop) if i >= 0), default=-1)
             if cut >= 0:
                 self.text, self.done, self.finish = self.text[:cut], True, "stop"
@@ -140,13 +142,13 @@ class _Row:
 
 
 @torch.inference_mode()
-def run_batch(model, jobs: list[Job]) -> None:
+def run_batch(model, jobs: list[Job], tokenizer_lock=None) -> None:
     """Generate every job as one left-padded batch (KV cache), each row with its own steering and sampling."""
     tok = model.tokenizer
     tokens, mask, left_pad = pad_left([j.ids for j in jobs], pad_id(model))
     n = len(jobs)
     cache = new_cache(model, n)
-    rows = [_Row(j, tok) for j in jobs]
+    rows = [_Row(j, tok, tokenizer_lock or contextlib.nullcontext()) for j in jobs]
     eos = tok.eos_token_id
     with model.hooks(fwd_hooks=batch_hooks(model, jobs)):
         for _ in range(max(j.max_tokens for j in jobs)):
@@ -174,6 +176,8 @@ class Batcher:
         self.model, self.max_batch, self.window_s, self.max_queue = model, max_batch, window_s, max_queue
         self._queue: queue.Queue[Job] = queue.Queue()
         self._stop = threading.Event()
+        # a Hugging Face fast tokenizer used from two threads at once can raise "Already borrowed"
+        self.tokenizer_lock = threading.Lock()
         self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
         self._thread = threading.Thread(target=self._loop, name="sas-serve-batcher", daemon=True)
         self._thread.start()
@@ -212,7 +216,7 @@ class Batcher:
                 continue
             self.batches.append(len(jobs))
             try:
-                run_batch(self.model, jobs)
+                run_batch(self.model, jobs, self.tokenizer_lock)
             except Exception as e:  # report to every row of the batch and keep serving
                 for j in jobs:
                     j.emit(("error", e))

@@ -28,6 +28,13 @@ class Steer(BaseModel):
     layers: list[int] | None = None
     positions: Literal["after_prompt", "all", "front"] | None = None
 
+    @field_validator("layers")
+    @classmethod
+    def _distinct(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"layers {v} repeats a layer; list each layer once")
+        return v
+
 
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
