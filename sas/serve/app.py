@@ -42,7 +42,7 @@ class Limits:
     max_batch: int = 16  # rows generated together (also the most rows one request may ask for)
     max_vectors: int = 4  # steering terms per request
     max_queue: int = 256  # rows waiting; more gets 429
-    window_ms: float = 20.0  # how long the batcher waits for more requests after the first
+    window_ms: float = 50.0  # how long the batcher waits for another request (at most 5 windows in all)
 
 
 class ApiError(Exception):

@@ -172,7 +172,7 @@ class Batcher:
     """The worker thread: ``submit(jobs)`` queues rows; they run in batches of up to ``max_batch`` rows,
     gathered until no new row has come for ``window_s`` seconds (at most ``5 * window_s`` after the first)."""
 
-    def __init__(self, model, max_batch: int = 16, window_s: float = 0.02, max_queue: int = 256):
+    def __init__(self, model, max_batch: int = 16, window_s: float = 0.05, max_queue: int = 256):
         self.model, self.max_batch, self.window_s, self.max_queue = model, max_batch, window_s, max_queue
         self._queue: queue.Queue[Job] = queue.Queue()
         self._stop = threading.Event()

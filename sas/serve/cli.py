@@ -63,8 +63,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--max-prompt-tokens", type=int, default=2048)
     s.add_argument("--max-batch", type=int, default=16, help="most rows generated together")
     s.add_argument("--max-vectors", type=int, default=4, help="most steering terms per request")
-    s.add_argument("--batch-window-ms", type=float, default=20.0,
-                   help="how long to wait for more requests to batch with the first")
+    s.add_argument("--batch-window-ms", type=float, default=50.0,
+                   help="how long to wait for another request to batch with (at most 5 windows)")
     s.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     s.add_argument("--log-level", default="info")
     s.set_defaults(fn=cmd_serve)
