@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..forward.run import encode
 
-PLAIN_STOPS = ["\n\nUser:", "\n\nSystem:"]
+PLAIN_STOPS = ["\n\nUser:", "\n\nSystem:", "\n\nAssistant:"]
 _ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
 
 
