@@ -57,32 +57,7 @@ class Job:
     cancelled: bool = False
 
 
-def row_hook(model, vec, layer: int, strengths: torch.Tensor, positions: str):
-    """A TransformerLens hook that steers row i of the batch by ``vec`` x ``strengths[i]`` at ``layer``.
-
-    Uses the vector's own per-row hook (``vec.hook(layer, strengths, positions)``) when it has one;
-    otherwise it runs the library's scalar hook once per distinct non-zero strength and takes each row
-    from the run with its own strength, so every row is steered exactly as a batch of its own would be
-    (the sparse edit is not linear in the strength) and rows at strength 0 are left as they are.
-    """
-    if callable(getattr(vec, "hook", None)):
-        return vec.hook(layer, strengths, positions)
-    from ..steering.steer import steering_hooks
-
-    fns = {s: steering_hooks(model, vec, s, [layer], positions)[0][1]
-           for s in sorted(set(strengths.tolist()) - {0.0})}
-
-    def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
-        out = resid
-        for s, fn in fns.items():
-            rows = (strengths == s).to(resid.device)[:, None, None]
-            out = torch.where(rows, fn(resid), out)
-        return out
-
-    return hook
-
-
-def batch_hooks(model, jobs: list[Job]) -> list[tuple[str, Callable]]:
+def batch_hooks(jobs: list[Job]) -> list[tuple[str, Callable]]:
     """``(hook_name, fn)`` pairs that steer each row of ``jobs`` by its own terms."""
     n = len(jobs)
     terms: dict[tuple, list] = {}  # (vector id, layer, positions, k-th use in the row) -> [vec, strengths]
@@ -98,7 +73,8 @@ def batch_hooks(model, jobs: list[Job]) -> list[tuple[str, Callable]]:
     hooks = []
     for (_, layer, positions, _), (vec, strengths) in terms.items():
         if strengths.any():
-            hooks.append((vec.hook_name(layer), row_hook(model, vec, layer, strengths, positions)))
+            # the vector's own hook with one strength per row: rows at 0 come out unchanged
+            hooks.append((vec.hook_name(layer), vec.hook(layer, strengths, positions)))
     return hooks
 
 
@@ -150,7 +126,7 @@ def run_batch(model, jobs: list[Job], tokenizer_lock=None) -> None:
     cache = new_cache(model, n)
     rows = [_Row(j, tok, tokenizer_lock or contextlib.nullcontext()) for j in jobs]
     eos = tok.eos_token_id
-    with model.hooks(fwd_hooks=batch_hooks(model, jobs)):
+    with model.hooks(fwd_hooks=batch_hooks(jobs)):
         for _ in range(max(j.max_tokens for j in jobs)):
             resid = run_resid(model, tokens, mask, left_pad, cache)
             logits = logits_at(model, resid[:, -1])
