@@ -1,0 +1,240 @@
+"""`sas serve` tested as a client uses it: the real server on a free local port, the official `openai` client.
+
+The server runs in a thread of the test process on the session's gemma-3-270m (one model in memory);
+requests go over real HTTP on 127.0.0.1. Vectors are real: a sentiment CAA vector (layer 6) and a SAS
+vector in the shipped SAE gemma-3-270m-L9-4k, both saved to files and loaded by the server.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+PROMPT = "I think that the movie was"
+N = 8  # new tokens per request: enough to tell texts apart, cheap on a shared CPU
+KEY = "test-key"
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def vectors(gemma, tmp_path_factory):
+    """A dense sentiment CAA vector and a sparse SAS one, saved under a vectors folder."""
+    import sas
+    from sas.evaluation.tasks import sentiment_pairs
+    from sas.load.saes import load_sae
+    from sas.methods.sas import sas_vector_from_texts
+
+    pos, neg = sentiment_pairs()
+    dense = sas.contrastive_vector(gemma, pos, neg, [6], behavior="sentiment")
+    sparse = sas_vector_from_texts(gemma, load_sae("gemma-3-270m-L9-4k", gemma), pos, neg, tau=0.1,
+                                   behavior="sentiment")
+    folder = tmp_path_factory.mktemp("vectors")
+    dense.save(folder / "sentiment")
+    sparse.save(folder / "sentiment_sas")
+    # the right kind of file for another model: width 32, not 640
+    sas.SteeringVector({6: torch.ones(32)}, "tiny", "caa").save(folder / "narrow")
+    return folder, dense, sparse
+
+
+@pytest.fixture(scope="module")
+def server(gemma, vectors):
+    """``(base_url, app)`` of a running server with the dense vector registered as ``sentiment``."""
+    import uvicorn
+
+    from sas.serve import Limits, make_app
+
+    folder, dense, _ = vectors
+    torch.set_num_threads(1)
+    app = make_app(gemma, {"sentiment": dense}, vectors_dir=folder, api_key=KEY,
+                   limits=Limits(max_tokens=64, max_batch=8, max_vectors=3, max_prompt_tokens=512, window_ms=100))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline, "the server did not start in 30 s"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=300)
+
+
+def complete(client, steer=None, prompt=PROMPT, **kw):
+    kw = {"max_tokens": N, "temperature": 0, **kw}
+    extra = {"steer": steer} if steer is not None else None
+    return client.completions.create(model="gemma-3-270m", prompt=prompt, extra_body=extra, **kw)
+
+
+def _raw(base, body, key=KEY, path="/v1/completions"):
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return httpx.post(base + path, content=data, headers=headers, timeout=60)
+
+
+@pytest.mark.slow
+def test_completions_steering_streaming_chat(gemma, server, client):
+    from sas.forward.generate import generate
+
+    plain = complete(client)
+    assert plain.choices[0].text == generate(gemma, [PROMPT], N)[0]  # the server generates as sas.generate
+    assert plain.usage.completion_tokens == N and plain.choices[0].finish_reason == "length"
+
+    zero = complete(client, [{"vector": "sentiment", "strength": 0.0}])
+    assert zero.choices[0].text == plain.choices[0].text  # strength 0 is token-for-token unsteered
+
+    steered = complete(client, [{"vector": "sentiment", "strength": 2.0, "layers": [6]}])
+    assert steered.choices[0].text != plain.choices[0].text
+    assert steered.model_extra["steering"] == [{"vector": "sentiment", "strength": 2.0, "layers": [6],
+                                                "positions": "all", "kind": "dense"}]
+
+    chunks = list(complete(client, [{"vector": "sentiment", "strength": 2.0, "layers": [6]}], stream=True))
+    assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason == "length"
+    assert "".join(c.choices[0].text for c in chunks) == steered.choices[0].text
+
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    chat = client.chat.completions.create(model="gemma-3-270m", messages=msgs, max_tokens=12, temperature=0)
+    text = chat.choices[0].message.content
+    assert chat.choices[0].message.role == "assistant" and "Paris" in text
+    stream = client.chat.completions.create(model="gemma-3-270m", messages=msgs, max_tokens=12, temperature=0,
+                                            stream=True)
+    parts = list(stream)
+    assert parts[0].choices[0].delta.role == "assistant"
+    assert "".join(p.choices[0].delta.content or "" for p in parts) == text
+
+
+@pytest.mark.slow
+def test_concurrent_requests_keep_their_own_steering(server, client, vectors):
+    """Four requests with different vectors run in one batch; each row equals the same request run alone."""
+    _, app = server
+    requests = [None,
+                [{"vector": "sentiment", "strength": 1.5}],
+                [{"vector": "sentiment", "strength": -1.5}],
+                [{"vector": "sentiment_sas", "strength": 8.0}],  # a file in the vectors folder: sparse, layer 9
+                [{"vector": "sentiment_sas", "strength": 0.0}, {"vector": "sentiment", "strength": 0.0}]]
+    alone = [complete(client, r).choices[0].text for r in requests]
+    assert len(set(alone[:4])) == 4, alone  # every vector changes the text, each differently
+    assert alone[4] == alone[0]  # strength 0, sparse and dense: unsteered
+    before = list(app.state.batcher.batches)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda r: complete(client, r).choices[0].text, requests))
+    sizes = app.state.batcher.batches[len(before):]
+    assert max(sizes) >= 2, f"the requests were not batched together: batch sizes {sizes}"
+    assert together == alone
+
+    # sampling: a seed makes a row reproducible, also batched with other rows
+    def sample(_):
+        return complete(client, [{"vector": "sentiment", "strength": 1.0}], temperature=0.9, top_p=0.9,
+                        seed=7).choices[0].text
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(sample, range(2))
+    assert a == b
+
+
+@pytest.mark.slow
+def test_vector_endpoints(server, client, vectors):
+    base, _ = server
+    h = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.post(base + "/v1/vectors", json={"name": "sas9", "path": "sentiment_sas"}, headers=h)
+    assert r.status_code == 201 and r.json()["kind"] == "sparse" and r.json()["layers"] == [9]
+    listed = {v["id"]: v for v in httpx.get(base + "/v1/vectors", headers=h).json()["data"]}
+    assert listed["sentiment"]["kind"] == "dense" and listed["sentiment"]["layers"] == [6]
+    assert "sas9" in listed
+    r = httpx.post(base + "/v1/vectors", json={"name": "narrow"}, headers=h)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_width"
+    assert "width 32" in r.json()["error"]["message"]
+    r = httpx.post(base + "/v1/vectors", json={"name": "up", "path": "../../etc/passwd"}, headers=h)
+    assert r.status_code == 403
+    assert httpx.delete(base + "/v1/vectors/sas9", headers=h).status_code == 200
+    assert [m.id for m in client.models.list().data] == ["gemma-3-270m"]
+
+
+@pytest.mark.slow
+def test_bad_requests_get_clear_4xx_and_the_server_keeps_serving(server, client):
+    base, _ = server
+    cases = [
+        ({"steer": [{"vector": "nope"}]}, 404, "vector_not_found"),
+        ({"steer": [{"vector": "narrow"}]}, 400, "wrong_width"),
+        ({"steer": [{"vector": "sentiment", "layers": [40]}]}, 400, "layer_out_of_range"),
+        ({"steer": [{"vector": "sentiment", "layers": [5]}]}, 400, "layer_not_in_vector"),
+        ({"steer": [{"vector": "sentiment"}] * 4}, 400, "too_many_vectors"),
+        ({"stear": [{"vector": "sentiment"}]}, 400, "unknown_field"),
+        ({"max_tokens": 10_000}, 400, "max_tokens_exceeded"),
+        ({"temperature": -1}, 400, "invalid_value"),
+        ({"top_p": 0}, 400, "invalid_value"),
+        ({"model": "gpt-4"}, 404, "model_not_found"),
+        ({"prompt": "word " * 600}, 400, "context_length_exceeded"),
+    ]
+    for extra, status, code in cases:
+        body = {"model": "gemma-3-270m", "prompt": PROMPT, "max_tokens": 4, **extra}
+        r = _raw(base, body)
+        assert r.status_code == status, (extra, r.text)
+        err = r.json()["error"]
+        assert err["code"] == code and err["message"], (extra, err)
+    # NaN and inf: JSON's literals (Python's json accepts them) and strings
+    for raw in ('NaN', 'Infinity', '"nan"'):
+        r = _raw(base, '{"model": "gemma-3-270m", "prompt": "x", "steer": [{"vector": "sentiment", "strength": %s}]}'
+                 % raw)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "steer.0.strength", r.text
+    r = _raw(base, '{"model": "gemma-3-270m", "prompt": ')
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = _raw(base, {"model": "gemma-3-270m", "prompt": PROMPT}, key="wrong")
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.NotFoundError, match="unknown vector"):
+        complete(client, [{"vector": "nope"}])
+    with pytest.raises(openai.BadRequestError, match="finite"):
+        complete(client, [{"vector": "sentiment", "strength": "inf"}])
+    # and it still serves
+    assert complete(client, max_tokens=2).usage.completion_tokens == 2
+    assert httpx.get(base + "/health").json()["status"] == "ok"
+
+
+def test_per_row_steering_matches_each_row_alone(tiny):
+    """Fast: a batch whose rows carry different vectors and strengths (dense and 0) gives each row the
+    tokens that row gets alone under ``sas.steer`` (tiny random model, real generation path)."""
+    from sas.forward.generate import generate_tokens
+    from sas.forward.run import encode
+    from sas.serve.batching import Job, Term, run_batch
+    from sas.steering.steer import steer
+    from sas.steering.vector import SteeringVector
+
+    torch.manual_seed(0)
+    a = SteeringVector({1: torch.randn(32) * 8}, "tiny", "caa")
+    b = SteeringVector({1: torch.randn(32) * 8, 2: torch.randn(32) * 8}, "tiny", "caa", positions="all")
+    prompts = encode(tiny, ["I think that", "The weather is very", "Once upon a time there"])
+    rows = [[Term(a, 1.0, [1], "after_prompt")], [Term(b, -2.0, [1, 2], "all")], [Term(a, 0.0, [1], "after_prompt")]]
+    out = [[] for _ in rows]
+    jobs = [Job(p, 6, lambda e, i=i: out[i].append(e), steer=r) for i, (p, r) in enumerate(zip(prompts, rows))]
+    run_batch(tiny, jobs)
+    done = [next(v for k, v in events if k == "done") for events in out]
+    for p, r, d, events in zip(prompts, rows, done, out):
+        with steer(tiny, r[0].vector, r[0].strength, r[0].layers, r[0].positions):
+            alone = generate_tokens(tiny, [p], 6)[0]
+        assert d["text"] == tiny.tokenizer.decode(alone, skip_special_tokens=True)
+        assert "".join(v for k, v in events if k == "token") == d["text"]  # the streamed pieces add up
+    plain = generate_tokens(tiny, [prompts[2]], 6)[0]
+    assert done[2]["text"] == tiny.tokenizer.decode(plain, skip_special_tokens=True)  # strength 0: unsteered
+    assert done[0]["text"] != tiny.tokenizer.decode(generate_tokens(tiny, [prompts[0]], 6)[0], skip_special_tokens=True)
