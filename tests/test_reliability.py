@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -170,20 +171,20 @@ def test_03_never_follows_a_path_or_hub_name_from_the_file(tmp_path, name, monke
                                   "blocks.{layer:>50000000}.hook_resid_post"])
 def test_04_unknown_hook_refused_on_construction_and_load(tmp_path, hook):
     with pytest.raises(ValueError, match="hook"):
-        _vec(hook=hook)
+        _vec(hook_point=hook)
     path = _vec().save(tmp_path / "v")
-    _edit_header(path, lambda m: m.__setitem__("hook", hook))
+    _edit_header(path, lambda m: m.__setitem__("hook_point", hook))
     with pytest.raises(ValueError, match="hook"):
         SteeringVector.load(path)
     sae = random_sae()
     with pytest.raises(ValueError, match="hook"):
-        SparseVector({LAYER: torch.zeros(64)}, {LAYER: sae}, "tiny", hook=hook)
+        SparseVector({LAYER: torch.zeros(64)}, {LAYER: sae}, "tiny", hook_point=hook)
 
 
 def test_04_hook_names_are_never_formatted():
     v = _vec()
     assert v.hook_name(LAYER) == f"blocks.{LAYER}.hook_resid_post"
-    v.hook = "{layer.__class__}"  # edited after construction
+    v.hook_point = "{layer.__class__}"  # edited after construction
     with pytest.raises(ValueError, match="hook"):
         v.hook_name(LAYER)
 
@@ -270,19 +271,19 @@ def test_08_sas_from_texts_needs_the_same_number_of_texts(tiny):
 def test_09_steering_is_per_thread(tiny):
     """A thread that does not steer sees the unsteered model while another thread is inside steer()."""
     v = _vec()
-    clean = _resid_after(tiny, lambda: __import__("contextlib").nullcontext())
+    clean = _resid_after(tiny, nullcontext)
     inside, leave, seen = threading.Event(), threading.Event(), {}
 
     def steered():
         with steer(tiny, v, 3.0):
             inside.set()
             leave.wait(30)
-            seen["steered"] = _resid_after(tiny, lambda: __import__("contextlib").nullcontext())
+            seen["steered"] = _resid_after(tiny, nullcontext)
 
     t = threading.Thread(target=steered)
     t.start()
     assert inside.wait(30)
-    seen["other"] = _resid_after(tiny, lambda: __import__("contextlib").nullcontext())
+    seen["other"] = _resid_after(tiny, nullcontext)
     leave.set()
     t.join(30)
     torch.testing.assert_close(seen["other"], clean)  # the other thread was not steered
@@ -292,9 +293,9 @@ def test_09_steering_is_per_thread(tiny):
 
 def test_09_one_threads_exit_does_not_remove_anothers_hooks(tiny):
     v, w = _vec(seed=1), _vec(seed=2)
-    a_in, b_in, a_out, b_check = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
     seen = {}
-    clean = _resid_after(tiny, lambda: __import__("contextlib").nullcontext())
+    clean = _resid_after(tiny, nullcontext)
 
     def a():
         with steer(tiny, v, 2.0):
@@ -307,7 +308,7 @@ def test_09_one_threads_exit_does_not_remove_anothers_hooks(tiny):
         with steer(tiny, w, 2.0):
             b_in.set()
             a_out.wait(30)  # A has left its block: B must still be steered
-            seen["b"] = _resid_after(tiny, lambda: __import__("contextlib").nullcontext())
+            seen["b"] = _resid_after(tiny, nullcontext)
 
     ts = [threading.Thread(target=a), threading.Thread(target=b)]
     [t.start() for t in ts]
