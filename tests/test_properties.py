@@ -242,6 +242,6 @@ def test_negative_multipliers_reach_the_parser(xs, flag, before):
     value = ",".join(f"{x:g}" for x in xs)
     rest = ["--behavior", "sycophancy", "--layers", "5"]
     argv = ["compare"] + ([flag, value] + rest if before else rest + [flag, value])
-    args = cli.parser().parse_args(cli.rewrite_negative_values(argv))
+    args = cli.parser().parse_args(cli.split_negative_numbers(argv))
     assert getattr(args, flag[2:].replace("-", "_")) == [float(f"{x:g}") for x in xs]
     assert args.layers == [5] and args.behavior == "sycophancy"

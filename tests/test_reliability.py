@@ -204,7 +204,8 @@ def test_05_two_processes_convert_the_model_at_once(tmp_path):
         assert p.returncode == 0, err[-3000:]
         assert "rebuilding" not in err
     assert outs[0][0].strip() == outs[1][0].strip() == str(tmp_path / "gemma-3-270m")
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["gemma-3-270m"]
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))  # filelock keeps its file
+    assert left == ["gemma-3-270m"]
     assert M._manifest_ok(tmp_path / "gemma-3-270m")
 
 
@@ -356,7 +357,7 @@ def test_11_missing_model_package_leaves_no_partial_folder(tmp_path, monkeypatch
     monkeypatch.setitem(M.LOCAL_MODELS, "nopkg-1m", fake)
     with pytest.raises(ImportError, match="sas_no_such_package_xyz"):
         M.converted_model_dir("nopkg-1m")
-    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
 # ---------------------------------------------------------------------------- 12. load_pairs
