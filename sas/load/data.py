@@ -127,6 +127,21 @@ def _json_stream(text: str) -> list | None:
         out.append(value)
 
 
+def as_pairs(pairs, what: str = "pairs") -> list[ABPair]:
+    """``pairs`` as a non-empty list of :class:`ABPair`; ``TypeError`` for a path or text (load it with
+    :func:`load_pairs`) or other items, ``ValueError`` if empty."""
+    if isinstance(pairs, (str, bytes, Path)):
+        raise TypeError(f"{what} must be a list of ABPair, not {type(pairs).__name__} {str(pairs)[:40]!r}; read a "
+                        "file with sas.load_pairs(path)")
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError(f"the data set is empty: {what} needs at least one pair")
+    bad = [p for p in pairs if not isinstance(p, ABPair)]
+    if bad:
+        raise TypeError(f"{what} must hold ABPair items, not {type(bad[0]).__name__}; see sas.load_pairs")
+    return pairs
+
+
 def load_pairs(path: str | Path) -> list[ABPair]:
     """Read A/B pairs from a JSON list or JSONL file in the CAA schema."""
     return [_pair(r, w) for r, w in _read_rows(Path(path))]
