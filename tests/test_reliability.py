@@ -536,7 +536,7 @@ def test_19_p_a_is_not_made_up_for_other_letters(tiny):
     assert mixed["p_a"] is not None and mixed["n_ab"] == 2
 
 
-# ------------------------------------------------------------- 21. tests need no ../shared
+# ------------------------------------------- 21. tests read no data from outside the repository
 def test_21_no_test_reads_the_shared_folder():
     """No test and no test helper refers to the shared data folder outside this repository."""
     word = "sha" + "red"  # spelled apart so that this file does not match itself
