@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import hooks_left
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from sas import cli
@@ -148,6 +148,8 @@ def test_save_load_round_trip_any_name(a, name, suffix):
 
 @FAST
 @given(names_=st.lists(names, min_size=2, max_size=4, unique=True))
+@example(names_=["caa_sent_tau0.1", "caa_sent_tau0.2"])
+@example(names_=["my.pairs.v1", "my.pairs.v2", "my.pairs.v1.safetensors.x"])
 def test_distinct_names_give_distinct_files(names_):
     """Names differing only after a dot (tau0.1, tau0.2) never overwrite each other."""
     assume(len({n.removesuffix(".safetensors") for n in names_}) == len(names_))
@@ -157,6 +159,44 @@ def test_distinct_names_give_distinct_files(names_):
         assert len(paths) == len(names_)
         for i, n in enumerate(names_):
             assert SteeringVector.load(Path(d) / n).directions[0][0].item() == float(i)
+
+
+_SAE = None
+
+
+def _sae():
+    """One small random JumpReLU SAE at blocks.1 (d_in 4, 16 features), made once."""
+    global _SAE
+    if _SAE is None:
+        from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+        torch.manual_seed(0)
+        _SAE = JumpReLUSAE(JumpReLUSAEConfig(d_in=4, d_sae=16, apply_b_dec_to_input=False))
+        with torch.no_grad():
+            _SAE.W_dec.normal_()
+        _SAE.cfg.metadata.hook_name = "blocks.1.hook_resid_post"
+        _SAE.requires_grad_(False)
+    return _SAE
+
+
+codes = st.dictionaries(st.integers(0, 15), finite, min_size=1, max_size=5).map(
+    lambda d: torch.zeros(16).index_put_((torch.tensor(list(d)),), torch.tensor(list(d.values()))))
+
+
+@FAST
+@given(a=codes, b=codes, c=finite, name=names)
+def test_sparse_vector_arithmetic_and_round_trip(a, b, c, name):
+    from sas.steering.sparse import SparseVector
+
+    sae = _sae()
+    va, vb = SparseVector({1: a}, {1: sae}, "m"), SparseVector({1: b}, {1: sae}, "m")
+    torch.testing.assert_close((va + vb).codes[1], a + b)
+    torch.testing.assert_close((va - vb).codes[1], a - b)
+    torch.testing.assert_close((c * va).codes[1], c * a)
+    with tempfile.TemporaryDirectory() as d:
+        (va * c).save(Path(d) / name)
+        back = SparseVector.load(Path(d) / name, saes={1: sae})
+        assert torch.equal(back.codes[1], (va * c).codes[1]) and back.saes[1] is sae
 
 
 # ----------------------------------------------------------------------- steer arguments
