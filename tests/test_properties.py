@@ -141,7 +141,7 @@ def test_save_load_round_trip_any_name(a, name, suffix):
         want = target.name if target.name.endswith(".safetensors") else target.name + ".safetensors"
         assert path == Path(d) / want
         back = SteeringVector.load(target)
-        assert back.layers == a.layers and back.hook == a.hook and back.model == a.model
+        assert back.layers == a.layers and back.hook_point == a.hook_point and back.model == a.model
         for x in a.layers:
             assert torch.equal(back.directions[x], a.directions[x])
 
@@ -284,4 +284,4 @@ def test_negative_multipliers_reach_the_parser(xs, flag, before):
     argv = ["compare"] + ([flag, value] + rest if before else rest + [flag, value])
     args = cli.parser().parse_args(cli.split_negative_numbers(argv))
     assert getattr(args, flag[2:].replace("-", "_")) == [float(f"{x:g}") for x in xs]
-    assert args.layers == [5] and args.behavior == "sycophancy"
+    assert args.layers == [5] and args.behavior == ["sycophancy"]
