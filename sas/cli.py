@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -20,16 +21,25 @@ EXTRA_COMMANDS = ("sas.export.cli", "sas.serve.cli")
 
 def _ints(s: str) -> list[int]:
     try:
-        return [int(x) for x in s.split(",") if x.strip()]
+        out = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4,6, got {s!r}")
+    if not out:  # an empty list would silently mean "the default"
+        raise argparse.ArgumentTypeError(f"expected at least one integer such as 2,4,6, got {s!r}")
+    return out
 
 
 def _floats(s: str) -> list[float]:
     try:
-        return [float(x) for x in s.split(",") if x.strip()]
+        out = [float(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as -2,-1,0,1,2, got {s!r}")
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one number such as -2,-1,0,1,2, got {s!r}")
+    bad = [x for x in out if not math.isfinite(x)]
+    if bad:  # NaN/inf steer nowhere and are not valid JSON in the results file
+        raise argparse.ArgumentTypeError(f"numbers must be finite, got {bad[0]} in {s!r}")
+    return out
 
 
 def _names(kind: str):
@@ -327,11 +337,15 @@ def parser() -> argparse.ArgumentParser:
 
 def split_negative_numbers(argv: list[str]) -> list[str]:
     """``--multipliers -2,-1,0`` as ``--multipliers=-2,-1,0``: argparse reads ``-2,-1,0`` as an option."""
-    out = list(argv)
-    for i in range(len(out) - 1):
-        if out[i] in ("--multipliers", "--sas-multipliers") and out[i + 1][:1] == "-":
-            out[i:i + 2] = [f"{out[i]}={out[i + 1]}", ""]
-    return [a for a in out if a != ""]
+    out, i = [], 0
+    while i < len(argv):  # other arguments, empty strings too (--prompt ""), pass unchanged
+        if argv[i] in ("--multipliers", "--sas-multipliers") and i + 1 < len(argv) and argv[i + 1][:1] == "-":
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def main(argv=None) -> None:
@@ -339,7 +353,7 @@ def main(argv=None) -> None:
     args = parser().parse_args(split_negative_numbers(sys.argv[1:] if argv is None else argv))
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, ImportError, OSError, IndexError, KeyError) as e:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError, IndexError, KeyError) as e:
         sys.exit(f"sas {args.command}: error: {e}")
 
 

@@ -33,3 +33,9 @@ def check_hook_template(template: str) -> str:
         raise ValueError(f"unsupported hook {template!r}: sas steers and reads only {', '.join(HOOK_TEMPLATES)}; "
                          "rebuild the vector with sas rather than editing its file")
     return template
+
+
+def hook_at(template: str, layer: int) -> str:
+    """The hook name of ``template`` (checked by :func:`check_hook_template`) at ``layer``. Never
+    ``str.format``: a template from a file must not reach attribute lookups or format specs."""
+    return check_hook_template(template).replace("{layer}", str(int(layer)))

@@ -1,6 +1,7 @@
 """Measure SAEs on held-out text and on the contexts steering reads; print JSON, optionally update registry cards.
 
-    python scripts/evaluate_sae.py --sae gemma-3-270m-L9-4k --sae gemma-3-270m-L5-4k --tokens 200000 --write-card
+    python scripts/evaluate_sae.py --sae gemma-3-270m-L9-4k --sae gemma-3-270m-L5-4k --tokens 200000 --write-card \
+        --heldout ../shared/data/corpus/enwiki-2014-heldout --data ../shared/data
 
 Metrics (see ``sas.sae``): on ``--heldout`` text (never used in training): explained variance, mean L0 and dead
 fraction on ``--tokens`` non-BOS tokens, cross-entropy loss recovered on ``--ce-tokens``; explained variance at the
@@ -26,35 +27,53 @@ import sas.activations.residual as SR  # noqa: E402
 import sas.evaluation.sae_quality as SQ  # noqa: E402
 import sas.load.saes as S  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the default --data: the project's staged data sets
+
+
+def heldout_files(path: Path) -> list[Path]:
+    """The ``.jsonl`` files of a held-out corpus (a file or a folder); a clear error if there are none."""
+    files = [path] if path.is_file() else sorted(path.glob("*.jsonl")) if path.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no held-out corpus at {path}: pass --heldout a folder or file of jsonl lines with a "
+                                "'text' field (../shared/data/corpus/enwiki-2014-heldout, or the small "
+                                "sas/data/text/enwiki_heldout_sample.jsonl)")
+    return files
 
 
 def heldout_texts(path: Path):
-    for f in sorted(path.glob("*.jsonl")):
+    """Yield the ``text`` of every line of the held-out corpus at ``path`` (a ``.jsonl`` file or a folder)."""
+    for f in heldout_files(path):
         for line in open(f, encoding="utf-8"):
             if line.strip():
                 yield json.loads(line)["text"]
 
 
-def ab_test_prompts() -> list[str]:
+def ab_test_prompts(data: Path = DATA) -> list[str]:
     """CAA A/B test prompts ending in the answer letter (``question + "\\n\\nAnswer: (" + letter``), both letters."""
     out = []
-    for f in sorted((DATA / "caa" / "datasets" / "test").glob("*/test_dataset_ab.json")):
+    caa = data / "caa" / "datasets" if (data / "caa" / "datasets").is_dir() else data / "caa"
+    files = sorted((caa / "test").glob("*/test_dataset_ab.json"))
+    if not files:
+        raise FileNotFoundError(f"no CAA A/B test sets under {data}: pass --data ../shared/data (or sas/data)")
+    for f in files:
         for item in json.loads(f.read_text()):
             for ans in (item["answer_matching_behavior"], item["answer_not_matching_behavior"]):
                 out.append(f"{item['question']}\n\nAnswer: ({ans.strip()[1]}")
     return out
 
 
-def sentiment_heldout(n: int) -> list[str]:
+def sentiment_heldout(n: int, data: Path = DATA) -> list[str]:
     """Sentiment prompts + continuations whose md5 falls in the 20% that SAE training never saw."""
     out = []
-    for f in sorted((DATA / "sentiment").glob("*_prompts.jsonl")):
-        for line in open(f):
+    for f in sorted((data / "sentiment").glob("*_prompts.jsonl")):
+        for line in open(f, encoding="utf-8"):
             row = json.loads(line)
             if int(hashlib.md5(row["prompt"]["text"].encode()).hexdigest(), 16) % 5 == 0:
                 out.append(row["prompt"]["text"] + row["continuation"]["text"])
-    return out[::max(1, len(out) // n)][:n]
+    if n and not out:
+        raise FileNotFoundError(f"no sentiment prompts under {data / 'sentiment'}: pass --data ../shared/data "
+                                "(or sas/data)")
+    return out[::max(1, len(out) // n)][:n] if n else []
 
 
 def main(argv=None) -> None:
@@ -62,7 +81,10 @@ def main(argv=None) -> None:
     ap.add_argument("--sae", action="append", required=True, help="registry name or folder (repeatable)")
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--dtype", default="bfloat16", help="model dtype (bfloat16 is 2x faster on this CPU)")
-    ap.add_argument("--heldout", type=Path, default=DATA / "corpus" / "enwiki-2014-heldout")
+    ap.add_argument("--heldout", type=Path, required=True, help="held-out text (a jsonl file or a folder of them, "
+                    "'text' per line), e.g. ../shared/data/corpus/enwiki-2014-heldout")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder of the CAA test and sentiment prompt sets "
+                    "(default ../shared/data)")
     ap.add_argument("--tokens", type=int, default=200_000, help="held-out tokens for explained variance, L0, dead")
     ap.add_argument("--ce-tokens", type=int, default=8192)
     ap.add_argument("--dead-tokens", type=int, default=0, help="count dead features over this many held-out "
@@ -73,6 +95,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--write-card", action="store_true", help="store the metrics in the registry cards")
     args = ap.parse_args(argv)
+    heldout_files(args.heldout)  # check the inputs before the model loads
+    ab, senti = ab_test_prompts(args.data), sentiment_heldout(args.sentiment_prompts, args.data)
     if args.threads:
         torch.set_num_threads(args.threads)
     from sas.load.models import load_model
@@ -82,7 +106,6 @@ def main(argv=None) -> None:
     saes = {name: S.load_sae(name, model) for name in args.sae}
     tokens = SR.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.tokens)
     ce_rows = tokens[:max(1, args.ce_tokens // (args.context - 1))]
-    ab, senti = ab_test_prompts(), sentiment_heldout(args.sentiment_prompts)
     if args.ab_prompts:
         ab = ab[::max(1, len(ab) // args.ab_prompts)][:args.ab_prompts]
     clean = SQ.ce_losses(model, None, ce_rows, which=("clean",))["clean"] if args.ce_tokens else float("nan")

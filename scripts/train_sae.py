@@ -37,9 +37,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CAA_GENERATE = DATA / "caa" / "datasets" / "generate"
-SENTIMENT = DATA / "sentiment"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the default --data: the project's staged data sets
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -49,6 +47,9 @@ def corpus_files(paths: list[str]) -> list[Path]:
     for p in map(Path, paths):
         if "heldout" in p.name:
             raise ValueError(f"{p} is a held-out corpus (measurement only); train on the training shards")
+        if not p.exists():
+            raise FileNotFoundError(f"no corpus at {p}; pass --corpus a folder or file of jsonl lines with a 'text' "
+                                    "field (e.g. ../shared/data/corpus/enwiki-2014)")
         files += [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix in (".jsonl", ".txt"))
     if not files:
         raise FileNotFoundError(f"no .jsonl or .txt files under {paths}; pass --corpus a folder of "
@@ -71,15 +72,24 @@ def corpus_texts(files: list[Path]):
                     yield para
 
 
-def steering_prompts(seed: int = 0) -> list[str]:
+def data_dir(path: Path) -> Path:
+    """``path`` if it holds the CAA data (``caa/datasets/`` as staged, or ``caa/`` as shipped in ``sas/data``)."""
+    if not (path / "caa" / "datasets").is_dir() and not (path / "caa" / "generate").is_dir():
+        raise FileNotFoundError(f"no CAA data under {path}: pass --data a folder holding caa/datasets/ and sentiment/ "
+                                "(../shared/data) or the package's own sas/data")
+    return path
+
+
+def steering_prompts(data: Path = DATA, seed: int = 0) -> list[str]:
     """The contexts steering reads: CAA A/B prompts (generate splits only; both answers) and the
-    sentiment prompts whose md5 puts them in the training 80% (the other 20% stay unseen)."""
+    sentiment prompts whose md5 puts them in the training 80% (the other 20% stay unseen), from ``data``."""
     prompts = []
-    for f in sorted(CAA_GENERATE.glob("*/generate_dataset.json")):
+    caa = data / "caa" / "datasets" if (data / "caa" / "datasets").is_dir() else data / "caa"
+    for f in sorted((caa / "generate").glob("*/generate_dataset.json")):
         for item in json.loads(f.read_text()):
             for ans in (item["answer_matching_behavior"], item["answer_not_matching_behavior"]):
                 prompts.append(f"{item['question']}\n\nAnswer: {ans}")
-    for f in sorted(SENTIMENT.glob("*_prompts.jsonl")):
+    for f in sorted((data / "sentiment").glob("*_prompts.jsonl")):
         for line in open(f):
             row = json.loads(line)
             if int(hashlib.md5(row["prompt"]["text"].encode()).hexdigest(), 16) % 5:  # 80% train
@@ -88,11 +98,11 @@ def steering_prompts(seed: int = 0) -> list[str]:
     return prompts
 
 
-def token_sequences(tokenizer, files: list[Path], context: int, prompt_frac: float, seed: int = 0):
+def token_sequences(tokenizer, files: list[Path], context: int, prompt_frac: float, seed: int = 0, data: Path = DATA):
     """Yield token-id lists (BOS first, at most ``context`` long): corpus chunks, with steering prompts
     mixed in so that about ``prompt_frac`` of the tokens come from prompts (until they run out)."""
     bos = tokenizer.bos_token_id
-    prompts = iter(steering_prompts(seed)) if prompt_frac > 0 else iter(())
+    prompts = iter(steering_prompts(data, seed)) if prompt_frac > 0 else iter(())
     n_corpus = n_prompt = 0
     for text in corpus_texts(files):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -130,7 +140,7 @@ def residual_batch(model, seqs: list[list[int]], hooks: list[str], special_ids: 
 
 
 def extract(model, files, hooks, n_tokens, out: Path, context=128, batch_seqs=16, prompt_frac=0.2,
-            shard_tokens=1 << 16, seed=0) -> None:
+            shard_tokens=1 << 16, seed=0, data: Path = DATA) -> None:
     """Cache residual activations of ``n_tokens`` tokens to ``out/shard_XXXXX.pt`` (resumes)."""
     from tqdm import tqdm
 
@@ -142,7 +152,7 @@ def extract(model, files, hooks, n_tokens, out: Path, context=128, batch_seqs=16
         return
     tok = model.tokenizer
     special = set(tok.all_special_ids)
-    stream = token_sequences(tok, files, context, prompt_frac, seed)
+    stream = token_sequences(tok, files, context, prompt_frac, seed, data)
     for _ in range(done_seqs):  # deterministic stream: skip what the existing shards hold
         next(stream)
     buf: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
@@ -401,6 +411,8 @@ def main(argv=None) -> None:
                     "dead features (1/32 left 39%% of a 4096-wide SAE dead after 500k tokens)")
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--prompt-frac", type=float, default=0.2, help="share of tokens from CAA/sentiment prompts")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder of the CAA and sentiment prompt sets "
+                    "(default ../shared/data; sas/data, shipped, has the CAA sets and the neutral sentiment prompts)")
     ap.add_argument("--checkpoints", type=int, default=20)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
@@ -440,6 +452,7 @@ def main(argv=None) -> None:
         return
 
     files = corpus_files(args.corpus)
+    data = data_dir(args.data) if args.prompt_frac > 0 else args.data
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     command_file.write_text(extra["command"] + "\n")
@@ -452,7 +465,7 @@ def main(argv=None) -> None:
         model = load_model(args.model, dtype=torch.bfloat16)
         print(f"[extract] model loaded in {time.time() - t0:.0f} s", flush=True)
         extract(model, files, hooks, args.tokens, acts_dir, context=args.context, prompt_frac=args.prompt_frac,
-                seed=args.seed)
+                seed=args.seed, data=data)
         del model
     if args.extract_only:
         return

@@ -19,7 +19,8 @@ import sas.evaluation.sae_quality as SQ
 import sas.load.saes as S
 
 ROOT = Path(__file__).resolve().parents[1]
-HELDOUT = ROOT.parent / "shared" / "data" / "corpus" / "enwiki-2014-heldout"
+HELDOUT = ROOT / "sas" / "data" / "text" / "enwiki_heldout_sample.jsonl"  # shipped: tests read no data outside
+TRAIN = ROOT / "tests" / "data" / "enwiki_train_sample.jsonl"  # the repository (see tests/data/README.md)
 D_IN, D_SAE = 16, 48
 
 
@@ -174,7 +175,7 @@ def test_corpus_without_text(tmp_path):
     with pytest.raises(FileNotFoundError, match="no .jsonl or .txt"):
         train.corpus_files([str(tmp_path)])
     with pytest.raises(ValueError, match="held-out"):
-        train.corpus_files([str(HELDOUT)])
+        train.corpus_files([str(tmp_path / "enwiki-2014-heldout")])
 
 
 # --------------------------------------------------------------------------------- features
@@ -223,8 +224,7 @@ def test_firing_counts_one_streamed_pass_equals_cached_activations(tiny):
 def test_tiny_training_run(tmp_path):
     """End to end on the real model: ~20k tokens of activations, two tiny SAEs, export as JumpReLU, resume."""
     train = _script("train_sae")
-    corpus = ROOT.parent / "shared" / "data" / "corpus" / "enwiki-2014" / "enwiki2014-0000.jsonl"
-    argv = ["--corpus", str(corpus), "--sae", "9:256", "--sae", "5:256", "--k", "16", "--tokens", "16000",
+    argv = ["--corpus", str(TRAIN), "--data", str(ROOT / "sas" / "data"), "--sae", "9:256", "--sae", "5:256", "--k", "16", "--tokens", "16000",
             "--batch", "512", "--checkpoints", "3", "--out", str(tmp_path)]
     train.main(argv)
     for name in ("L9-w256", "L5-w256"):

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import int_list
 from ..forward.run import encode, new_cache, pad_id, pad_left, run_resid
 from ..hooks import layer_of, resid_hook
 from ..load.data import ABPair
@@ -77,7 +78,7 @@ def prompt_activations(model, prompts: list[str], hook: str, last_token_only: bo
 
 
 def _check_layers(model, layers: Sequence[int]) -> list[int]:
-    layers = sorted(set(int(x) for x in layers))
+    layers = sorted(set(int_list(layers, "layers")))
     bad = [x for x in layers if not 0 <= x < model.cfg.n_layers]
     if bad or not layers:
         raise ValueError(f"layer(s) {bad or '[]'} out of range for {model.cfg.model_name}: "

@@ -80,10 +80,14 @@ class ABScorer:
                 logp = torch.log_softmax(logits_at(m, resid[:, -1]).float(), -1)[:, ids]
                 for j, p in enumerate(c.pairs):
                     lm, ln = logp[j, col[p.matching]], logp[j, col[p.not_matching]]
-                    la, lb = logp[j, col.get("A", 0)], logp[j, col.get("B", 0)]
-                    rows.append((torch.sigmoid(lm - ln).item(), lm.exp().item(), torch.sigmoid(la - lb).item()))
-        r = torch.tensor(rows).mean(0)
-        return {"p_match": r[0].item(), "p_match_raw": r[1].item(), "p_a": r[2].item(), "n": len(rows)}
+                    # the letter bias is P(A) against P(B): only defined for pairs answered with A and B
+                    ab = {p.matching, p.not_matching} == {"A", "B"}
+                    pa = torch.sigmoid(logp[j, col["A"]] - logp[j, col["B"]]).item() if ab else float("nan")
+                    rows.append((torch.sigmoid(lm - ln).item(), lm.exp().item(), pa))
+        r = torch.tensor(rows)
+        pa = r[:, 2][~r[:, 2].isnan()]
+        return {"p_match": r[:, 0].mean().item(), "p_match_raw": r[:, 1].mean().item(),
+                "p_a": pa.mean().item() if len(pa) else None, "n": len(rows), "n_ab": len(pa)}
 
 
 def ab_score(model, pairs: list[ABPair], vectors=None, multipliers=1.0, layers=None, positions=None) -> dict:

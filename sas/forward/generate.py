@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .run import encode, logits_at, new_cache, pad_id, pad_left, run_resid
+from ..checks import text_list
+from .run import check_context, encode, logits_at, new_cache, pad_id, pad_left, run_resid
 
 
 def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int, top_p: float,
@@ -22,6 +25,21 @@ def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: in
     return idx.gather(-1, choice)[:, 0]
 
 
+def _check_sampling(max_new_tokens, do_sample: bool, temperature, top_k, top_p) -> None:
+    """Clear errors for sampling settings that torch.multinomial would fail on, or sample wrongly with."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, not {max_new_tokens!r}")
+    if not do_sample:
+        return
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, not {temperature!r} (a negative one samples the "
+                         "inverted distribution); for greedy decoding pass do_sample=False")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, not {top_k!r}")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], not {top_p!r} (1 keeps the whole top-k distribution)")
+
+
 @torch.inference_mode()
 def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, do_sample: bool = False,
                     temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0, seed: int | None = None,
@@ -31,7 +49,10 @@ def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, d
     Steering hooks active in the caller apply: ``after_prompt`` steers the last prompt token
     (so the first new token is steered) and every new token.
     """
+    _check_sampling(max_new_tokens, do_sample, temperature, top_k, top_p)
     tokens, mask, left_pad = pad_left(prompts, pad_id(model))
+    check_context(model, tokens.shape[1] + max_new_tokens, f"the longest prompt ({tokens.shape[1]} tokens) plus "
+                  f"max_new_tokens={max_new_tokens}")
     n = len(prompts)
     cache = new_cache(model, n)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -63,7 +84,7 @@ def generate(model, prompts: str | list[str], max_new_tokens: int = 32, batch_si
     Runs inside any active ``steer(...)`` block, so ``with steer(model, v, 4): generate(model, p)``
     generates steered text.
     """
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    prompts = [prompts] if isinstance(prompts, str) else text_list(prompts, "prompts")
     out = []
     for i in range(0, len(prompts), batch_size):
         ids = encode(model, prompts[i:i + batch_size])

@@ -107,6 +107,15 @@ def fast_layout(model) -> None:
     model._sas_fast_layout = True
 
 
+def check_context(model, n_tokens: int, what: str = "the sequence") -> None:
+    """``ValueError`` if ``n_tokens`` exceed the model's context ``cfg.n_ctx``: TransformerLens builds its
+    positional (rotary) tables for that many positions, and a longer pass fails deep inside with an IndexError."""
+    if n_tokens > model.cfg.n_ctx:
+        raise ValueError(f"{what} is {n_tokens} tokens, more than the {model.cfg.n_ctx}-token context of "
+                         f"{model.cfg.model_name} (TransformerLens's cfg.n_ctx, the length its position tables "
+                         "cover); shorten the prompt or ask for fewer new tokens")
+
+
 @torch.inference_mode()
 def run_resid(model, tokens, attention_mask, left_pad, cache=None, stop_at_layer=None,
               prompt_end=None) -> torch.Tensor:
@@ -116,6 +125,7 @@ def run_resid(model, tokens, attention_mask, left_pad, cache=None, stop_at_layer
     """
     fast_layout(model)
     offset = cache.previous_attention_mask.shape[1] if cache is not None else 0
+    check_context(model, offset + tokens.shape[1])
     with batch_positions(Batch(left_pad, offset, prompt_end)):
         return model(tokens, attention_mask=attention_mask, past_kv_cache=cache,
                      stop_at_layer=model.cfg.n_layers if stop_at_layer is None else stop_at_layer)

@@ -7,6 +7,7 @@ list or as JSONL: ``{"question": "...", "answer_matching_behavior": "(A)",
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import random
@@ -44,34 +45,101 @@ def _pair(row: dict, where: str, keys=("answer_matching_behavior", "answer_not_m
     missing = [k for k in (qkey, *keys) if k not in row]
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing}; expected {{'question', '{keys[0]}', '{keys[1]}'}}")
+    if not isinstance(row[qkey], str) or not row[qkey].strip():
+        raise ValueError(f"{where}: the {qkey} must be non-empty text, not {row[qkey]!r}")
     a, b = _letter(row[keys[0]], where), _letter(row[keys[1]], where)
     if a == b:
         raise ValueError(f"{where}: both answers are ({a}); a contrastive pair needs two different answers")
     return ABPair(row[qkey], a, b)
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_JSON_TYPES = {list: "a list", dict: "an object", str: "a string", int: "a number", float: "a number",
+               bool: "true/false", type(None): "null"}
+
+
+def _read_text(path: Path) -> str:
+    """The text of ``path``: UTF-8 (a BOM is fine), or UTF-16/32 with a BOM; ``ValueError`` naming the file else."""
+    raw = path.read_bytes()
+    codec = next((c for bom, c in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not {codec.upper()} text (byte {e.start}: {e.reason}); save the file as UTF-8") from e
+
+
 def _read_rows(path: Path) -> list[tuple[dict, str]]:
+    """``[(row, where)]`` of a JSON list, a single JSON object (pretty-printed or not), JSONL, or a stream of
+    (pretty-printed) JSON objects; ``where`` names the file and item or line for error messages."""
     if not path.exists():
         raise FileNotFoundError(f"no data file at {path}")
-    text = path.read_text()
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
+    text = _read_text(path)
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError as e:
+        if text.lstrip().startswith("["):
             raise ValueError(f"{path}: not valid JSON ({e}); use a JSON list or one JSON object per line") from e
-        out = [(r, f"{path} item {i}") for i, r in enumerate(rows)]
+        out = _json_lines(path, text)
     else:
-        out = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((json.loads(line), f"{path}:{i}"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: malformed JSON line ({e.msg}); fix or remove that line") from e
+        if isinstance(whole, list):
+            out = [(r, f"{path} item {i}") for i, r in enumerate(whole)]
+        else:
+            out = [(whole, f"{path}:1" if "\n" not in text.strip() else f"{path} item 0")]
+    for row, where in out:
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object {{\"question\": ...}}, got "
+                             f"{_JSON_TYPES.get(type(row), type(row).__name__)}")
     if not out:
         raise ValueError(f"{path}: the data set is empty")
     return out
+
+
+def _json_lines(path: Path, text: str) -> list[tuple[object, str]]:
+    # split on "\n" only: str.splitlines() also splits inside strings at U+2028, U+0085 and other separators
+    # that json.dumps(ensure_ascii=False) leaves raw
+    out = []
+    for i, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((json.loads(line), f"{path}:{i}"))
+        except json.JSONDecodeError as e:
+            stream = _json_stream(text)  # pretty-printed objects one after another
+            if stream is not None:
+                return [(r, f"{path} object {k}") for k, r in enumerate(stream)]
+            raise ValueError(f"{path}:{i}: malformed JSON line ({e.msg}); fix or remove that line") from e
+    return out
+
+
+def _json_stream(text: str) -> list | None:
+    """The JSON values of ``text`` one after another (whitespace between), or None if it is not such a stream."""
+    dec, pos, out = json.JSONDecoder(), 0, []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos == len(text):
+            return out
+        try:
+            value, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+        out.append(value)
+
+
+def as_pairs(pairs, what: str = "pairs") -> list[ABPair]:
+    """``pairs`` as a non-empty list of :class:`ABPair`; ``TypeError`` for a path or text (load it with
+    :func:`load_pairs`) or other items, ``ValueError`` if empty."""
+    if isinstance(pairs, (str, bytes, Path)):
+        raise TypeError(f"{what} must be a list of ABPair, not {type(pairs).__name__} {str(pairs)[:40]!r}; read a "
+                        "file with sas.load_pairs(path)")
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError(f"the data set is empty: {what} needs at least one pair")
+    bad = [p for p in pairs if not isinstance(p, ABPair)]
+    if bad:
+        raise TypeError(f"{what} must hold ABPair items, not {type(bad[0]).__name__}; see sas.load_pairs")
+    return pairs
 
 
 def load_pairs(path: str | Path) -> list[ABPair]:
@@ -134,16 +202,16 @@ def data_hash(items) -> str:
 
 def load_neutral_prompts(n: int | None = None) -> list[str]:
     """Neutral OpenWebText half-sentences (DExperts), for sentiment steering."""
-    rows = [json.loads(line)["prompt"]["text"] for line in (DATA / "sentiment/neutral_prompts.jsonl").open()]
+    rows = [json.loads(line)["prompt"]["text"] for line in (DATA / "sentiment/neutral_prompts.jsonl").open(encoding="utf-8")]
     return rows[:n] if n else rows
 
 
 def load_text_sample(n: int | None = None) -> list[str]:
     """Held-out English Wikipedia texts (never used to train the shipped SAEs), for perplexity."""
-    rows = [json.loads(line)["text"] for line in (DATA / "text/enwiki_heldout_sample.jsonl").open()]
+    rows = [json.loads(line)["text"] for line in (DATA / "text/enwiki_heldout_sample.jsonl").open(encoding="utf-8")]
     return rows[:n] if n else rows
 
 
 def load_actadd_prompts() -> list[str]:
     """The prompts of the ActAdd paper."""
-    return [s for s in (DATA / "actadd/prompts.txt").read_text().splitlines() if s.strip()]
+    return [s for s in (DATA / "actadd/prompts.txt").read_text(encoding="utf-8").splitlines() if s.strip()]

@@ -182,6 +182,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype | str = torch.float
                     spec.tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype)
             del hf
         else:
+            _check_hub_name(name)
             try:
                 model = HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype)
             except OSError as e:
@@ -190,6 +191,22 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype | str = torch.float
     model.cfg.model_name = name
     model.eval()
     return model
+
+
+def _check_hub_name(name: str) -> None:
+    """``ValueError`` for a name TransformerLens does not know, saying first what loads offline (TransformerLens's
+    own error lists every hub model, thousands of characters, and none of the local ones)."""
+    import difflib
+
+    from transformer_lens import loading_from_pretrained as tl
+
+    known = list(tl.OFFICIAL_MODEL_NAMES) + [a for aliases in tl.MODEL_ALIASES.values() for a in aliases]
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, list(LOCAL_MODELS) + known, n=4, cutoff=0.6)
+    raise ValueError(f"unknown model {name!r}. Offline (no hub needed): {', '.join(sorted(LOCAL_MODELS))}. "
+                     f"Close names: {close or 'none'}. Any other name must be one TransformerLens knows "
+                     "(transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES) and needs the Hugging Face hub")
 
 
 def _hooked_llama(hf, tok, device: str, dtype: torch.dtype):

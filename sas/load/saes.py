@@ -53,7 +53,10 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu"
         sae = _load_folder(Path(spec), device, dtype)
     elif str(spec) in registry():
         sae = _load_registered(str(spec), device, dtype)
-    elif "/" in str(spec) and not Path(spec).exists():
+    elif _looks_like_path(str(spec)):
+        raise FileNotFoundError(f"no SAE folder at {Path(spec).expanduser().resolve()}; check the path, or use a name "
+                                f"from the registry ({sorted(registry())})")
+    elif "/" in str(spec):
         release, _, sae_id = str(spec).partition("/")
         sae = _load_release(release, sae_id, device=device, dtype=dtype)
     else:
@@ -86,13 +89,33 @@ def _load_registered(name: str, device: str, dtype: str):
     return _load_folder(folder, device, dtype)
 
 
+def _looks_like_path(spec: str) -> bool:
+    """True for a spec that names a local path (``./x``, ``../x``, ``/x``, ``~/x``, or under an existing folder):
+    sae-lens release names never start so, so a missing folder is reported as missing, not as a release."""
+    if spec.startswith((".", "/", "~")) or spec.endswith("/") or "\\" in spec:
+        return True
+    parent = Path(spec).parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
 def _load_folder(folder: Path, device: str, dtype: str):
+    from safetensors import SafetensorError
     from sae_lens import SAE
 
     if (folder / "cfg.json").exists() and (folder / WEIGHTS).exists():
-        return SAE.load_from_disk(folder, device=device, dtype=dtype)
-    if (folder / "params.npz").exists() or (folder / "params.safetensors").exists():
-        return SAE.load_from_disk(folder, device=device, dtype=dtype, converter=gemma_scope_converter)
+        kw = {}
+    elif (folder / "params.npz").exists() or (folder / "params.safetensors").exists():
+        kw = {"converter": gemma_scope_converter}
+    else:
+        kw = None
+    if kw is not None:
+        try:
+            return SAE.load_from_disk(folder, device=device, dtype=dtype, **kw)
+        except (SafetensorError, RuntimeError, KeyError, TypeError, ValueError, OSError) as e:
+            # sae-lens and torch name neither the folder nor the fix (a truncated file, a cfg.json whose d_in or
+            # d_sae disagrees with the weights' shapes)
+            raise ValueError(f"cannot load the SAE in {folder}: {type(e).__name__}: {str(e)[:300]}. Check that "
+                             f"cfg.json matches the weights and that the weight file is complete") from e
     raise FileNotFoundError(f"{folder} holds no SAE: expected cfg.json + {WEIGHTS} (sae-lens), params.npz "
                             "(Gemma Scope) or params.safetensors (Gemma Scope 2)")
 
@@ -110,7 +133,7 @@ def gemma_scope_converter(path: str | Path, device: str = "cpu", cfg_overrides: 
     if (path / "params.npz").exists():
         import numpy as np
 
-        with np.load(path / "params.npz") as data:
+        with np.load(path / "params.npz", allow_pickle=False) as data:
             raw = {k: torch.from_numpy(data[k]) for k in data.files}
     elif (path / "params.safetensors").exists():
         from safetensors.torch import load_file
@@ -200,6 +223,19 @@ def sae_hook(sae) -> str:
     """The hook an SAE reads, e.g. ``blocks.9.hook_resid_post``."""
     meta = sae.cfg.metadata
     return meta.hook_name if hasattr(meta, "hook_name") else meta["hook_name"]
+
+
+def sae_hash(sae) -> str:
+    """sha256 of an SAE's parameters (name, dtype, shape and bytes of each tensor of its state dict, in name
+    order): ties a saved SAS vector to the exact weights it was built in, wherever they came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(sae.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def sae_layer(sae) -> int:

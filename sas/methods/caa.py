@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..activations.residual import answer_activations, last_token_activations
-from ..load.data import ABPair, balance_letters, data_hash
+from ..checks import text_pairs
+from ..load.data import ABPair, as_pairs, balance_letters, data_hash
 from ..steering.vector import SteeringVector
 from .registry import register
 
@@ -18,8 +19,7 @@ def caa_vector(model, pairs: list[ABPair], layers: Sequence[int], behavior: str 
     Returns a :class:`SteeringVector` whose ``directions[layer]`` is ``[d_model]``, added at
     ``after_prompt`` positions by default, as in CAA.
     """
-    if not pairs:
-        raise ValueError("the data set is empty: a CAA vector needs at least one pair")
+    pairs = as_pairs(pairs)
     used = balance_letters(pairs, seed) if balance else pairs
     pos, neg = answer_activations(model, used, layers, batch_size, progress)
     dirs = {x: (pos[x].mean(0) - neg[x].mean(0)) for x in pos}
@@ -34,9 +34,7 @@ def contrastive_vector(model, positive: list[str], negative: list[str], layers: 
                        behavior: str = "custom", reduce: str = "last", positions: str = "all") -> SteeringVector:
     """CAA from free-text contrastive pairs (e.g. "The movie was wonderful" / "... awful"):
     mean activation difference at the last token (or averaged over tokens)."""
-    if len(positive) != len(negative) or not positive:
-        raise ValueError(f"need as many positive as negative texts, and at least one; got {len(positive)} "
-                         f"and {len(negative)}")
+    positive, negative = text_pairs(positive, negative)
     same = [p for p, n in zip(positive, negative) if p == n]
     if same:
         raise ValueError(f"{len(same)} pair(s) have the same text on both sides, e.g. {same[0]!r}")

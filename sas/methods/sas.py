@@ -8,7 +8,8 @@ import torch
 
 from ..activations.codes import encode
 from ..activations.residual import answer_activations, last_token_activations
-from ..load.data import ABPair, balance_letters, data_hash
+from ..checks import text_pairs
+from ..load.data import ABPair, as_pairs, balance_letters, data_hash
 from ..load.saes import check_sae_fits, sae_layer, sae_name
 from ..steering.sparse import SparseVector
 from .registry import register
@@ -72,6 +73,7 @@ def sas_vector(model, sae, pairs: list[ABPair], layer: int | None = None, tau: f
     if layer != at:
         raise ValueError(f"the SAE reads layer {at} but layer {layer} was asked for; use an SAE trained at "
                          f"layer {layer}")
+    pairs = as_pairs(pairs)
     used = balance_letters(pairs, seed) if balance else pairs
     pos, neg = acts if acts is not None else answer_activations(model, used, [layer], progress=progress)
     v, info = sparse_diff(encode(sae, pos[layer]), encode(sae, neg[layer]), tau, mean, top_k)
@@ -85,6 +87,7 @@ def sas_vector_from_texts(model, sae, positive: list[str], negative: list[str], 
                           mean: str = "all", top_k: int | None = None, behavior: str = "custom",
                           positions: str = "after_prompt") -> SparseVector:
     """A SAS vector from free-text contrastive pairs, at each text's last token (as ``contrastive_vector``)."""
+    positive, negative = text_pairs(positive, negative)
     layer = sae_layer(sae)
     pa = last_token_activations(model, positive, [layer])[layer]
     na = last_token_activations(model, negative, [layer])[layer]

@@ -15,19 +15,15 @@ the fast path, exact and O(|S| d_model) per token.
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..forward.positions import POSITIONS, position_mask, row_strengths
-from ..hooks import RESID_HOOK, check_hook_template
-from .vector import SteeringVector
+from ..hooks import RESID_HOOK, check_hook_template, hook_at
+from .vector import SteeringVector, check_directions, read_vector_file, write_vector_file
 
 
 def architecture(sae) -> str:
@@ -74,17 +70,22 @@ class SparseVector:
     fast: bool = True  # use the fast exact path when the activation is elementwise
 
     def __post_init__(self):
+        from ..load.saes import sae_hook
+
         check_hook_template(self.hook_point)
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        check_directions(self.codes, "code", max_ndim=1)
         for layer, c in self.codes.items():
-            if not torch.isfinite(c).all():
-                raise ValueError(f"the code at layer {layer} has NaN or inf entries")
             if layer not in self.saes:
                 raise ValueError(f"no SAE given for layer {layer}")
             if c.shape[-1] != self.saes[layer].cfg.d_sae:
                 raise ValueError(f"the code at layer {layer} has {c.shape[-1]} features but its SAE has "
                                  f"{self.saes[layer].cfg.d_sae}")
+            if sae_hook(self.saes[layer]) != self.hook_name(layer):
+                # the same width at another layer would steer silently with the wrong dictionary
+                raise ValueError(f"the SAE given for layer {layer} reads {sae_hook(self.saes[layer])!r}, not "
+                                 f"{self.hook_name(layer)!r}: pass the SAE trained at layer {layer}")
 
     @property
     def layers(self) -> list[int]:
@@ -95,7 +96,7 @@ class SparseVector:
         return self.saes[self.layers[0]].cfg.d_in
 
     def hook_name(self, layer: int) -> str:
-        return self.hook_point.format(layer=layer)
+        return hook_at(self.hook_point, layer)
 
     def features(self, layer: int | None = None) -> torch.Tensor:
         """Indices of the features in the support (sorted by |v|, largest first)."""
@@ -193,38 +194,73 @@ class SparseVector:
         return {**{k: v for k, v in self.__dict__.items() if k not in skip}, "layers": self.layers,
                 "n_features": self.n_features()}
 
+    def sae_identity(self) -> dict[int, dict]:
+        """What ties the vector to its SAEs: ``{layer: {"name", "hook", "sha256"}}`` (sha256 of the weights)."""
+        from ..load.saes import sae_hash, sae_hook, sae_name
+
+        return {k: {"name": self.sae_names.get(k) or sae_name(sae), "hook": sae_hook(sae), "sha256": sae_hash(sae)}
+                for k, sae in sorted(self.saes.items()) if k in self.codes}
+
     def save(self, path: str | Path) -> Path:
-        """Write ``path.safetensors`` (codes; metadata in the header, SAE names and hashes) atomically."""
-        path = Path(path).with_suffix(".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({f"layer.{k}": v.detach().float().contiguous() for k, v in self.codes.items()}, str(tmp),
-                  metadata={"sas": json.dumps(self.meta(), default=str)})
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(self.meta(), indent=1, default=str))
-        return path
+        """Write ``path.safetensors`` (codes; metadata in the header: each SAE's name, hook and weights sha256) and
+        ``path.json`` atomically; ``path`` may already end in ``.safetensors``. Returns the file."""
+        tensors = {f"layer.{k}": v.detach().float().contiguous().cpu() for k, v in self.codes.items()}
+        return write_vector_file(path, tensors, {**self.meta(), "sae": self.sae_identity()})
 
     @classmethod
-    def load(cls, path: str | Path, saes: dict | None = None, model=None) -> "SparseVector":
-        """Load a saved SAS vector; its SAEs come from ``saes`` or are loaded by their saved names."""
-        from ..load.saes import load_sae
+    def load(cls, path: str | Path, saes: dict | None = None, model=None,
+             allow_sae_mismatch: bool = False) -> "SparseVector":
+        """Load a saved SAS vector.
 
-        path = Path(path).with_suffix(".safetensors")
-        if not path.exists():
-            raise FileNotFoundError(f"no SAS vector at {path}; make one with sas.sas_vector(...).save()")
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
-            codes = {int(k.removeprefix("layer.")): f.get_tensor(k) for k in f.keys()}
+        Its SAEs are ``saes`` ({layer: SAE}, which must then cover every layer of the vector) or, without
+        ``saes``, the registry SAEs (``saes/``) of the saved names; a saved folder path or hub release is never
+        followed. Each SAE must read the saved hook and have the saved weights sha256, else ``ValueError``
+        (``allow_sae_mismatch=True``: a warning).
+        """
+        from ..load.saes import load_sae, registry, sae_hash, sae_hook
+
+        path, codes, meta = read_vector_file(path, "SparseVector")
         names = {int(k): v for k, v in meta.get("sae_names", {}).items()}
-        saes = dict(saes or {})
-        for layer in codes:
-            if layer not in saes:
-                if layer not in names:
-                    raise ValueError(f"{path} names no SAE for layer {layer}; pass saes={{layer: sae}}")
-                saes[layer] = load_sae(names[layer], model)
+        ident = {int(k): v for k, v in meta.get("sae", {}).items()}
+        if saes:
+            missing = [x for x in sorted(codes) if x not in saes]
+            if missing:
+                given = sorted(saes)
+                raise ValueError(f"{path} steers layer {', '.join(map(str, missing))}, but the SAEs given are for "
+                                 f"layer(s) {given}; pass the SAE of layer {missing[0]} (saved as "
+                                 f"{ident.get(missing[0], {}).get('name') or names.get(missing[0])!r})")
+            saes = {x: saes[x] for x in codes}
+        else:
+            saes = {}
+            known = registry()
+            for layer in codes:
+                name = ident.get(layer, {}).get("name") or names.get(layer)
+                if name not in known:
+                    raise ValueError(f"{path} names SAE {name!r} for layer {layer}, which is not in the registry "
+                                     f"({sorted(known)}); sas never follows a path or hub name found in a vector "
+                                     f"file: load that SAE yourself and pass saes={{{layer}: sae}}")
+                saes[layer] = load_sae(name, model)
+        for layer, sae in saes.items():
+            want = ident.get(layer)
+            if want is None:
+                warnings.warn(f"{path} records no SAE hash for layer {layer} (written by an older sas): the SAE "
+                              "cannot be checked; save the vector again to record it")
+                continue
+            problems = []
+            if want.get("hook") != sae_hook(sae):
+                problems.append(f"it reads {sae_hook(sae)!r}, the vector's SAE read {want.get('hook')!r}")
+            if want.get("sha256") != sae_hash(sae):
+                problems.append("its weights' sha256 differs from the one saved with the vector")
+            if problems:
+                msg = (f"the SAE for layer {layer} is not the one {path} was built in ({want.get('name')!r}): "
+                       + "; ".join(problems))
+                if not allow_sae_mismatch:
+                    raise ValueError(msg + ". Pass the SAE it was built in, or allow_sae_mismatch=True")
+                warnings.warn(msg)
         keep = {k: meta[k] for k in ("model", "behavior", "method", "positions", "data_hash", "settings")
                 if k in meta}
-        return cls(codes=codes, saes=saes, sae_names=names,
-                   hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)
-
-
+        try:
+            return cls(codes=codes, saes=saes, sae_names=names,
+                       hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e

@@ -11,20 +11,35 @@ cache offset). A plain ``model(tokens)`` call inside the block is treated as one
 
 from __future__ import annotations
 
+import contextvars
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
 
+from ..checks import int_list, strength
+from ..forward.positions import POSITIONS
+
+
+def _is_vector(v) -> bool:
+    return hasattr(v, "hook") and hasattr(v, "layers")  # dense or sparse
 
 
 def _as_terms(vectors, multipliers) -> list[tuple[object, object]]:
-    if hasattr(vectors, "hook") and hasattr(vectors, "layers"):  # one vector, dense or sparse
+    if _is_vector(vectors):
         vectors = [vectors]
-    if isinstance(multipliers, (int, float)) or (isinstance(multipliers, torch.Tensor) and multipliers.ndim <= 1
-                                                  and len(vectors) == 1):
+    if isinstance(vectors, (str, bytes, dict)) or not hasattr(vectors, "__iter__"):
+        raise TypeError(f"vectors must be a steering vector or a list of them, not {type(vectors).__name__}")
+    vectors = list(vectors)
+    bad = [v for v in vectors if not _is_vector(v)]
+    if bad:
+        raise TypeError(f"not a steering vector: {type(bad[0]).__name__}; build one with caa_vector, sas_vector, ...")
+    if isinstance(multipliers, (int, float, torch.Tensor)):  # one strength (a tensor: per row) for every vector
         multipliers = [multipliers] * len(vectors)
+    elif isinstance(multipliers, (str, bytes)):
+        raise TypeError(f"multipliers must be a number or a list of numbers, not the string {multipliers!r}")
+    multipliers = [strength(m, "multiplier") for m in multipliers]  # NaN/inf steer nowhere: refused
     if len(multipliers) != len(vectors):
         raise ValueError(f"got {len(vectors)} vectors but {len(multipliers)} multipliers")
     return list(zip(vectors, multipliers))
@@ -39,17 +54,31 @@ def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None
     ``positions``: ``all``, ``after_prompt`` or ``front`` (default: each vector's own).
     """
     hooks = []
+    if positions is not None and positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
+    use_layers = None if layers is None else int_list(layers, "layers")
+    if use_layers == []:
+        raise ValueError("layers is empty: nothing would be steered; pass None for all of the vector's layers")
     for vec, mult in _as_terms(vectors, multipliers):
         _check_model(model, vec)
-        use = vec.layers if layers is None else list(layers)
-        for layer in use:
+        for layer in vec.layers if use_layers is None else use_layers:
             if layer not in vec.layers:
                 raise ValueError(f"the {vec.method} vector has no direction for layer {layer}; it has {vec.layers}")
             if not 0 <= layer < model.cfg.n_layers:
                 raise ValueError(f"layer {layer} is out of range for {model.cfg.model_name} "
                                  f"({model.cfg.n_layers} layers: 0..{model.cfg.n_layers - 1})")
+            d = vec.codes[layer] if hasattr(vec, "codes") else vec.directions[layer]  # sparse: [d_sae]
+            if not torch.isfinite(d).all():  # edited in place after construction, which checked it
+                raise ValueError(f"the {vec.method} vector has NaN or inf entries at layer {layer} (changed after it "
+                                 "was built?); rebuild it")
             pos = positions or vec.positions
+            if pos == "front" and d.ndim != 2:
+                raise ValueError("positions='front' adds row i of a position-aligned vector [n_pos, d_model] at the "
+                                 "i-th token (ActAdd); this vector has one direction: use 'all' or 'after_prompt'")
             hooks.append((vec.hook_name(layer), vec.hook(layer, mult, pos)))
+    missing = [name for name, _ in hooks if name not in model.hook_dict]
+    if missing:
+        raise ValueError(f"{model.cfg.model_name} has no hook point {missing[0]!r}")
     return hooks
 
 
@@ -62,12 +91,40 @@ def _check_model(model, vec) -> None:
                       "but another model's residual stream); rebuild it for this model")
 
 
+# The steer() blocks active in the current thread (or asyncio task). TransformerLens hooks live on the shared model,
+# so each steering hook checks that its own block is active here: another thread's forward passes are not steered.
+_ACTIVE: contextvars.ContextVar[frozenset] = contextvars.ContextVar("sas_steering", default=frozenset())
+
+
+def _only_here(fn: Callable, key: object) -> Callable:
+    def hook(resid, hook=None):
+        return fn(resid, hook=hook) if key in _ACTIVE.get() else resid
+
+    return hook
+
+
 @contextmanager
 def steer(model, vectors, multipliers=1.0, layers: Sequence[int] | None = None, positions: str | None = None):
     """Context manager: steer ``model`` with ``vectors`` x ``multipliers`` inside the block.
 
     See :func:`steering_hooks` for the arguments. The hooks are removed on exit, also after an error.
+    Steering is per thread: forward passes that another thread (or asyncio task) runs on the same model while
+    this block is open are not steered, and leaving a block removes only its own hooks (TransformerLens's
+    ``model.hooks`` removes hooks by nesting level, which threads share, so it is not used here). Hooks you add
+    yourself with ``model.hooks`` stay global to the model.
     """
     hooks = steering_hooks(model, vectors, multipliers, layers, positions)
-    with model.hooks(fwd_hooks=hooks):
+    key = object()
+    added = []
+    token = _ACTIVE.set(_ACTIVE.get() | {key})
+    try:
+        for name, fn in hooks:
+            point, gated = model.hook_dict[name], _only_here(fn, key)
+            point.add_hook(gated, dir="fwd")
+            added.append((point, next(h for h in point.fwd_hooks if h.user_hook is gated)))
         yield model
+    finally:
+        for point, handle in added:
+            handle.hook.remove()
+            point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+        _ACTIVE.reset(token)

@@ -4,14 +4,89 @@ from __future__ import annotations
 
 import json
 import os
+from numbers import Integral
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..forward.positions import POSITIONS, _real_positions, position_mask, row_strengths
-from ..hooks import RESID_HOOK, check_hook_template
+from ..hooks import RESID_HOOK, check_hook_template, hook_at
+
+SUFFIX = ".safetensors"
+
+
+def vector_path(path: str | Path) -> Path:
+    """``path`` with ``.safetensors`` appended unless it already ends so: a dot inside a name (``tau0.1``)
+    is part of the name, never a suffix to replace."""
+    path = Path(path)
+    return path if path.name.endswith(SUFFIX) else path.with_name(path.name + SUFFIX)
+
+
+def write_vector_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``tensors`` with ``meta`` in the header to ``vector_path(path)`` atomically, and a readable
+    ``.json`` copy of ``meta`` beside it. Returns the ``.safetensors`` path."""
+    path = vector_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(meta, default=str)
+    sidecar = path.with_name(path.name[:-len(SUFFIX)] + ".json")
+    for target, write in ((path, lambda t: save_file(tensors, str(t), metadata={"sas": text})),
+                          (sidecar, lambda t: t.write_text(json.dumps(meta, indent=1, default=str)))):
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)  # no half-written file left behind
+    return path
+
+
+def read_vector_file(path: str | Path, what: str) -> tuple[Path, dict[int, torch.Tensor], dict]:
+    """``(path, {layer: tensor}, meta)`` of a file written by :func:`write_vector_file`; clear errors for a
+    missing file, a file that is not a safetensors file, or one without sas metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    path = vector_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no steering vector at {path} ({what}); make one with `sas vectors` or .save()")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); write it again with .save()") from e
+    if not isinstance(meta, dict) or not meta:
+        raise ValueError(f"{path} has no sas metadata; was it written by {what}.save()?")
+    layers = {}
+    for k, v in tensors.items():
+        if not k.startswith("layer.") or not k.removeprefix("layer.").isdigit():
+            raise ValueError(f"{path}: unexpected tensor {k!r}; a {what} file holds tensors 'layer.<int>'")
+        layers[int(k.removeprefix("layer."))] = v
+    return path, layers, meta
+
+
+def check_directions(directions: dict, what: str = "direction", max_ndim: int = 2) -> None:
+    """``ValueError`` unless ``directions`` is a non-empty ``{int layer: finite tensor}`` of one width, each
+    tensor ``[width]`` (or ``[n_pos, width]`` when ``max_ndim`` is 2)."""
+    if not isinstance(directions, dict) or not directions:
+        raise ValueError(f"a steering vector needs at least one layer; got {directions!r}")
+    widths = {}
+    for layer, d in directions.items():
+        if isinstance(layer, bool) or not isinstance(layer, Integral) or layer < 0:
+            raise ValueError(f"layers are block indices (int >= 0), not {layer!r}")
+        if not isinstance(d, torch.Tensor):
+            raise ValueError(f"the {what} at layer {layer} is a {type(d).__name__}, not a torch.Tensor")
+        if not 1 <= d.ndim <= max_ndim or d.shape[-1] == 0:
+            raise ValueError(f"the {what} at layer {layer} has shape {tuple(d.shape)}: expected [width]"
+                             + (" or [n_pos, width]" if max_ndim == 2 else "") + " (wrong number of dimensions)")
+        if not torch.isfinite(d).all():
+            raise ValueError(f"the {what} at layer {layer} has NaN or inf entries; "
+                             "rebuild the vector (check the data and the model dtype)")
+        widths[layer] = d.shape[-1]
+    if len(set(widths.values())) > 1:
+        raise ValueError(f"the {what}s differ in width across layers ({widths}); one vector holds one model's "
+                         "residual stream")
 
 
 
@@ -37,10 +112,11 @@ class SteeringVector:
         check_hook_template(self.hook_point)
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
-        for layer, d in self.directions.items():
-            if not torch.isfinite(d).all():
-                raise ValueError(f"the direction at layer {layer} has NaN or inf entries; "
-                                 "rebuild the vector (check the data and the model dtype)")
+        check_directions(self.directions)
+        if self.positions == "front" and any(d.ndim != 2 for d in self.directions.values()):
+            raise ValueError("positions='front' adds row i at the i-th token, so it needs position-aligned "
+                             "directions [n_pos, d_model] (ActAdd); this vector is [d_model]: use 'all' or "
+                             "'after_prompt'")
 
     @property
     def layers(self) -> list[int]:
@@ -51,7 +127,7 @@ class SteeringVector:
         return next(iter(self.directions.values())).shape[-1]
 
     def hook_name(self, layer: int) -> str:
-        return self.hook_point.format(layer=layer)
+        return hook_at(self.hook_point, layer)
 
     def hook(self, layer: int, strength, positions: str | None = None):
         """The TransformerLens hook that adds ``strength`` x ``directions[layer]`` at ``positions``
@@ -119,35 +195,24 @@ class SteeringVector:
         return {**m, "layers": self.layers, "d_model": self.d_model}
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (``.safetensors``, one tensor per layer, metadata in the header) atomically."""
-        path = Path(path).with_suffix(".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        """Write ``path.safetensors`` (one tensor per layer, metadata in the header) and ``path.json`` (the
+        metadata, readable) atomically; ``path`` may already end in ``.safetensors``. Returns the file."""
         tensors = {f"layer.{k}": v.detach().float().contiguous().cpu() for k, v in self.directions.items()}
-        try:
-            save_file(tensors, str(tmp), metadata={"sas": json.dumps(self.meta())})
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # no half-written file left behind
-            raise
-        path.with_suffix(".json").write_text(json.dumps(self.meta(), indent=1))  # human-readable copy
-        return path
+        return write_vector_file(path, tensors, self.meta())
 
     @classmethod
     def load(cls, path: str | Path) -> "SteeringVector":
-        from safetensors import safe_open
-
-        path = Path(path).with_suffix(".safetensors")
-        if not path.exists():
-            raise FileNotFoundError(f"no steering vector at {path}; make one with `sas vectors`")
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
-        if not meta:
-            raise ValueError(f"{path} has no sas metadata; was it written by SteeringVector.save?")
-        tensors = load_file(str(path))
-        dirs = {int(k.removeprefix("layer.")): v for k, v in tensors.items()}
-        keep = {k: meta[k] for k in ("model", "method", "behavior", "positions", "data_hash", "settings")}
-        return cls(directions=dirs, hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)
+        """The vector saved at ``path`` (``.safetensors`` optional). Its hook, shapes and values are checked
+        as on construction; ``ValueError`` for a file that fails them."""
+        path, dirs, meta = read_vector_file(path, "SteeringVector")
+        missing = [k for k in ("model", "method") if k not in meta]
+        if missing:
+            raise ValueError(f"{path}: the sas metadata lacks {missing}; write the vector again with .save()")
+        keep = {k: meta[k] for k in ("model", "method", "behavior", "positions", "data_hash", "settings") if k in meta}
+        try:
+            return cls(directions=dirs, hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
 
 
 def read_meta(path: str | Path) -> dict:
