@@ -101,7 +101,7 @@ def test_pages_on_tiny_and_bad_input(tiny, texts, tmp_path):
     assert not (tmp_path / "d2").exists() and not (tmp_path / "d3").exists()
     # a saved vector whose SAE cannot be found: a clear error when it is loaded
     path = _vector(sae, tiny, name="no-such-sae").save(tmp_path / "v")
-    with pytest.raises(ValueError, match="unknown SAE 'no-such-sae'"):
+    with pytest.raises(ValueError, match="names SAE 'no-such-sae' for layer 1, which is not in the registry"):
         SparseVector.load(path)
 
 

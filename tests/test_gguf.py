@@ -106,6 +106,7 @@ def test_sparse_vector_exports_its_dense_direction(tmp_path):
     sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=32, d_sae=64))
     with torch.no_grad():
         sae.W_dec.normal_(0, 0.3)
+    sae.cfg.metadata.hook_name = "blocks.2.hook_resid_post"  # a sparse vector checks its SAE reads its layer
     code = torch.zeros(64)
     code[[3, 9]] = torch.tensor([1.5, -0.5])
     sv = SparseVector({2: code}, {2: sae}, "tiny", "sentiment", sae_names={2: "random-sae"})
