@@ -62,6 +62,7 @@ class Concept:
     concept_words: list[str] = field(default_factory=list)
     min_pairs: int = MIN_PAIRS
     license: str = ""
+    actadd: list[str] | None = None  # ActAdd's prompt pair [positive, negative]; default: the first pair
     source: str = ""  # the file it was read from, for error messages
 
     def __post_init__(self):
@@ -80,6 +81,12 @@ class Concept:
         if same:
             raise ValueError(f"{where}: pair(s) {same[:10]} have the same text on both sides, e.g. "
                              f"{self.pairs[same[0]].texts[0]!r}; a contrastive pair needs two different texts")
+        if self.actadd is not None:
+            if (not isinstance(self.actadd, (list, tuple)) or len(self.actadd) != 2
+                    or not all(isinstance(t, str) and t.strip() for t in self.actadd) or self.actadd[0] == self.actadd[1]):
+                raise ValueError(f"{where}: `actadd` must be two different non-empty texts [positive, negative], "
+                                 f"e.g. ['I talk about weddings', 'I talk about invoices'], not {self.actadd!r}")
+            self.actadd = [str(t) for t in self.actadd]
         try:
             self._scorer = get_scorer(self.scorer_name, **dict(self.scorer_settings))
         except (ValueError, TypeError) as e:
@@ -109,7 +116,12 @@ class Concept:
         """A short sha256 of everything that defines the concept (pairs, scorer, settings, prefix, prompts,
         concept words), for resume keys: a changed concept file gets new rows."""
         return data_hash([self.name, [p.texts for p in self.pairs], self.scorer_name, self.scorer_settings,
-                          self.prefix, self.prompts, self.concept_words])
+                          self.prefix, self.prompts, self.concept_words] + ([self.actadd] if self.actadd else []))
+
+    @property
+    def actadd_pair(self) -> tuple[str, str]:
+        """ActAdd's prompt pair: ``actadd`` if given, else the texts of the first contrastive pair."""
+        return tuple(self.actadd) if self.actadd else self.pairs[0].texts
 
     def positive_texts(self) -> list[str]:
         return [p.texts[0] for p in self.pairs]
@@ -149,7 +161,7 @@ def _pair(row, where: str) -> ContrastivePair:
 
 
 _FIELDS = {"name", "description", "pairs", "scorer", "scorer_settings", "prefix", "prompts", "concept_words",
-           "min_pairs", "license"}
+           "min_pairs", "license", "actadd"}
 
 
 def concept_from_dict(d: dict, source: str = "", base: Path | None = None) -> Concept:
@@ -183,7 +195,7 @@ def concept_from_dict(d: dict, source: str = "", base: Path | None = None) -> Co
     return Concept(name=d["name"], pairs=d["pairs"], scorer_name=scorer, scorer_settings=settings,
                    prefix=d["prefix"], description=d.get("description", ""), prompts=prompts,
                    concept_words=list(d.get("concept_words") or []), min_pairs=int(d.get("min_pairs", MIN_PAIRS)),
-                   license=d.get("license", ""), source=source)
+                   license=d.get("license", ""), actadd=d.get("actadd"), source=source)
 
 
 def _read_jsonl(path: Path) -> dict:

@@ -21,7 +21,10 @@ def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: in
         cum = probs.cumsum(-1)
         probs = probs * ((cum - probs) < top_p)
         probs = probs / probs.sum(-1, keepdim=True)
-    choice = torch.multinomial(probs, 1, generator=generator)
+    if isinstance(generator, list):  # one generator per row: a row's text does not depend on its batch
+        choice = torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g) for i, g in enumerate(generator)])
+    else:
+        choice = torch.multinomial(probs, 1, generator=generator)
     return idx.gather(-1, choice)[:, 0]
 
 
@@ -42,9 +45,12 @@ def _check_sampling(max_new_tokens, do_sample: bool, temperature, top_k, top_p) 
 
 @torch.inference_mode()
 def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, do_sample: bool = False,
-                    temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0, seed: int | None = None,
-                    stop_at_eos: bool = True) -> list[list[int]]:
+                    temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
+                    seed: int | list[int] | None = None, stop_at_eos: bool = True) -> list[list[int]]:
     """Generate from token-id prompts with a KV cache. Returns the new token ids of each prompt.
+
+    ``seed``: one seed for the batch, or one per prompt (then each row samples from its own generator, so a
+    prompt with its seed gives the same text in any batch, with any steering strengths beside it).
 
     Steering hooks active in the caller apply: ``after_prompt`` steers the last prompt token
     (so the first new token is steered) and every new token.
@@ -55,7 +61,12 @@ def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, d
                   f"max_new_tokens={max_new_tokens}")
     n = len(prompts)
     cache = new_cache(model, n)
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n:
+            raise ValueError(f"got {len(seed)} seeds for {n} prompts; give one seed, or one per prompt")
+        gen = [torch.Generator().manual_seed(int(s)) for s in seed]
+    else:
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
     eos = model.tokenizer.eos_token_id
     out = torch.zeros((n, 0), dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
@@ -85,9 +96,11 @@ def generate(model, prompts: str | list[str], max_new_tokens: int = 32, batch_si
     generates steered text.
     """
     prompts = [prompts] if isinstance(prompts, str) else text_list(prompts, "prompts")
+    seeds = kwargs.pop("seed", None)
     out = []
     for i in range(0, len(prompts), batch_size):
         ids = encode(model, prompts[i:i + batch_size])
-        new = generate_tokens(model, ids, max_new_tokens, **kwargs)
+        seed = seeds[i:i + batch_size] if isinstance(seeds, (list, tuple)) else seeds
+        new = generate_tokens(model, ids, max_new_tokens, seed=seed, **kwargs)
         out += model.tokenizer.batch_decode(new, skip_special_tokens=True)
     return out

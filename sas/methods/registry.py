@@ -26,13 +26,14 @@ class Method:
     multipliers: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)  # default grid, in the method's own units
     needs_sae: bool = False
     description: str = ""
+    steers: bool = True  # False: a baseline that edits no activations (prompting); it runs at no layer
 
 
 _METHODS = Registry("method", "sas.methods")
 
 
 def register(name: str, *, multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0), needs_sae: bool = False,
-             description: str = "") -> Callable:
+             description: str = "", steers: bool = True) -> Callable:
     """Register ``fn`` as method ``name``; its keyword arguments after ``positions`` are its settings."""
 
     def deco(fn):
@@ -40,7 +41,7 @@ def register(name: str, *, multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0), needs_sae: b
         settings = {k: p.default for k, p in params.items()
                     if k not in ("model", "contrast", "layers", "saes", "positions")}
         doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        _METHODS[name] = Method(name, fn, settings, tuple(float(m) for m in multipliers), needs_sae, doc)
+        _METHODS[name] = Method(name, fn, settings, tuple(float(m) for m in multipliers), needs_sae, doc, steers)
         return fn
 
     return deco

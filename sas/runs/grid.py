@@ -41,7 +41,7 @@ class Condition:
 class Grid:
     """A plain, picklable spec of a run: everything a worker needs to rebuild the work."""
 
-    kind: str  # "ab" (A/B behaviours) or "task" (open-ended tasks)
+    kind: str  # "ab" (A/B behaviours), "task" (open-ended tasks) or "concept" (benchmark concepts, one split)
     items: list[str]
     methods: list[str]
     layers: list[int]
@@ -56,7 +56,9 @@ class Grid:
         make = [make_item(self.kind, i, self.eval_settings) for i in self.items]  # checks names and settings
         del make
         for m in self.methods:
-            get_method(m)
+            if not get_method(m).steers and self.kind != "concept":
+                raise ValueError(f"method {m!r} is a prompting baseline: it runs on benchmark concepts (sas bench), "
+                                 f"not on {self.kind} items")
             method_settings(m, self.method_settings.get(m))
         unknown = set(self.multipliers) - set(self.methods)
         if unknown:
@@ -67,7 +69,12 @@ class Grid:
         self.saes = {int(k): v for k, v in self.saes.items()}
 
     def layers_for(self, method: str) -> list[int]:
-        """The layers ``method`` runs at: all, or for a sparse method those with an SAE."""
+        """The layers ``method`` runs at: all, for a sparse method those with an SAE, for a baseline that steers
+        no layer (prompting) only :data:`~sas.methods.prompt.PROMPT_LAYER`."""
+        if not get_method(method).steers:
+            from ..methods.prompt import PROMPT_LAYER
+
+            return [PROMPT_LAYER]
         if get_method(method).needs_sae:
             return [x for x in self.layers if x in self.saes]
         return self.layers
@@ -208,14 +215,16 @@ class Runner:
 
     # evaluation
     @torch.no_grad()
-    def extras(self, c: Condition, vec) -> dict:
+    def extras(self, c: Condition, vec, multiplier: float | None = None) -> dict:
         """Per row: the edit's size on the item's activations, the sparse vector's feature count, and the
-        cosine of its dense direction with CAA's from the same data."""
+        cosine of its dense direction with CAA's from the same data. ``multiplier``: the vector's own multiplier
+        when the condition's is in other units (a concept's relative strength)."""
         from ..steering.sparse import SparseVector
 
         out = {"resid_change": 0.0} if c.multiplier == 0 else {}
-        if isinstance(vec, Exception) or c.layer not in vec.layers:
+        if isinstance(vec, Exception) or c.layer not in vec.layers or not get_method(c.method).steers:
             return out
+        m = c.multiplier if multiplier is None else multiplier
         item = self.items[c.item]
         has_pairs = item.contrast.pairs is not None or item.contrast.positive is not None
         if isinstance(vec, SparseVector):
@@ -223,12 +232,12 @@ class Runner:
             if has_pairs:
                 pos, neg = item.contrast.activations(self.model, [c.layer])
                 acts = torch.cat([pos[c.layer], neg[c.layer]])
-                edit = vec.hook(c.layer, c.multiplier, "all")(acts[None]) - acts[None]
+                edit = vec.hook(c.layer, m, "all")(acts[None]) - acts[None]
                 out["resid_change"] = edit.norm(dim=-1).mean().item()
             dense = vec.to_dense().directions[c.layer]
         else:
             d = vec.directions[c.layer]
-            out["resid_change"] = abs(c.multiplier) * d.norm().item()
+            out["resid_change"] = abs(m) * d.norm().item()
             dense = d.sum(0) if d.ndim == 2 else d
         if has_pairs and c.method != "caa":
             pos, neg = item.contrast.activations(self.model, [c.layer])
@@ -237,45 +246,78 @@ class Runner:
         return out
 
     def run(self, conditions: list[Condition], on_row=None) -> list[dict]:
-        """Evaluate ``conditions``; ``on_row(row, texts)`` is called as each finishes. Returns the rows."""
+        """Evaluate ``conditions``; ``on_row(row, texts)`` is called as each finishes. Returns the rows.
+
+        An item that evaluates several strengths at once (``evaluate_many``: one strength per batch row) gets all
+        the steered conditions of one method and layer in one call."""
         from tqdm.auto import tqdm
 
         rows = []
         bar = tqdm(total=len(conditions), desc=f"{self.grid.kind} grid", disable=not self.progress)
-        for c in conditions:
+        for group in self._groups(conditions):
             t0 = time.time()
-            key, item = self.key(c), self.items[c.item]
-            texts = None
-            vec = self.vector(c.item, c.method)
-            if c.multiplier != 0 and (isinstance(vec, Exception) or c.layer not in vec.layers):
-                why = str(vec) if isinstance(vec, Exception) else vec.settings.get("skipped", {}).get(c.layer, "")
-                row = {**key, "skipped": f"no {c.method} vector at layer {c.layer}: {why}"}
+            c0, item = group[0], self.items[group[0].item]
+            vec = self.vector(c0.item, c0.method)
+            if c0.multiplier != 0 and (isinstance(vec, Exception) or c0.layer not in vec.layers):
+                why = str(vec) if isinstance(vec, Exception) else vec.settings.get("skipped", {}).get(c0.layer, "")
+                done = [({"skipped": f"no {c0.method} vector at layer {c0.layer}: {why}"}, None) for _ in group]
+            elif c0.multiplier == 0:
+                texts = None
+                if c0.item not in self.unsteered:
+                    self.unsteered[c0.item], texts = item.evaluate(self.model, None, 0.0, c0.layer)
+                done = [(dict(self.unsteered[c0.item]), texts)]
             else:
-                if c.multiplier == 0:
-                    if c.item not in self.unsteered:
-                        self.unsteered[c.item], texts = item.evaluate(self.model, None, 0.0, c.layer)
-                    res = dict(self.unsteered[c.item])
-                else:
-                    res, texts = item.evaluate(self.model, vec, c.multiplier, c.layer)
-                row = {**key, **res, **self.extras(c, vec), "seconds": time.time() - t0}
-            rows.append(row)
-            if on_row is not None:
-                on_row(row, texts)
-            bar.update()
+                try:
+                    if len(group) > 1:
+                        done = item.evaluate_many(self.model, vec, [c.multiplier for c in group], c0.layer)
+                    else:
+                        done = [item.evaluate(self.model, vec, c0.multiplier, c0.layer)]
+                except ValueError as e:  # e.g. a strength the vector cannot reach: the rows say why
+                    if not hasattr(item, "evaluate_many"):
+                        raise
+                    done = [({"skipped": f"{c0.method} at layer {c0.layer}: {e}"}, None) for _ in group]
+            seconds = (time.time() - t0) / len(group)
+            for c, (res, texts) in zip(group, done):
+                row = {**self.key(c), **res}
+                if "skipped" not in res:
+                    row.update({**self.extras(c, vec, res.get("raw_multiplier")), "seconds": seconds})
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row, texts)
+                bar.update()
         bar.close()
         return rows
 
+    def _groups(self, conditions: list[Condition]) -> list[list[Condition]]:
+        """Conditions one by one, except the steered ones of one (item, method, layer) of an item with
+        ``evaluate_many``, which go together (in order of their first appearance)."""
+        groups, index = [], {}
+        for c in conditions:
+            if c.multiplier != 0 and hasattr(self.items[c.item], "evaluate_many"):
+                k = (c.item, c.method, c.layer)
+                if k in index:
+                    index[k].append(c)
+                    continue
+                index[k] = [c]
+                groups.append(index[k])
+            else:
+                groups.append([c])
+        return groups
 
-_RESULT_KEYS = ("p_match", "p_match_raw", "p_a", "n", "score", "score_masked", "perplexity", "mmlu", "truthfulqa")
+
+_RESULT_KEYS = ("p_match", "p_match_raw", "p_a", "n", "score", "score_masked", "perplexity", "mmlu", "truthfulqa",
+                "score_lo", "score_hi", "perplexity_lo", "perplexity_hi", "distinct2", "distinct2_lo", "distinct2_hi",
+                "scores", "nll", "n_tokens", "distinct2s")
 
 
 def run_grid(grid: Grid, out=None, model=None, saes: dict | None = None, vectors: dict | None = None,
-             executor=None, progress: bool = True) -> list[dict]:
+             executor=None, progress: bool = True, conditions: list[Condition] | None = None) -> list[dict]:
     """Run every condition of ``grid`` not already in ``out`` and return the grid's rows, in grid order.
 
     ``model`` and ``saes`` ({layer: SAE}) may be passed loaded (their names then go into the keys);
     ``executor(grid, shards, on_row)`` runs shards of the remaining conditions elsewhere and calls
     ``on_row(row, texts)`` for each finished row (``sas.runs.ray``); by default they run here.
+    ``conditions``: run these instead of ``grid.conditions()`` (e.g. the strengths a benchmark chose per layer).
     """
     if model is not None:
         grid.model, grid.dtype = model.cfg.model_name, str(model.cfg.dtype).removeprefix("torch.")
@@ -285,13 +327,13 @@ def run_grid(grid: Grid, out=None, model=None, saes: dict | None = None, vectors
         grid.saes = {**{int(x): sae_name(s) for x, s in saes.items()}, **grid.saes}
     store = ResultStore(out, grid.kind)
     runner = Runner(grid, model, saes, vectors, store.vector_dir, progress)
-    keys = {c: runner.key(c) for c in grid.conditions()}
+    keys = {c: runner.key(c) for c in (grid.conditions() if conditions is None else conditions)}
     todo = [c for c, k in keys.items() if store.find(k) is None]
     for c in todo:  # an unsteered row from an earlier run of the same item and settings is reused
         if c.multiplier == 0 and c.item not in runner.unsteered:
             old = store.find_like(keys[c])
             if old is not None:
-                runner.unsteered[c.item] = {k: old[k] for k in _RESULT_KEYS if k in old}
+                runner.unsteered[c.item] = {k: old[k] for k in old if k in _RESULT_KEYS or k.startswith("mean_")}
     if todo:
         if executor is None:
             runner.run(todo, on_row=store.append)

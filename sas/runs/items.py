@@ -11,7 +11,7 @@ from ..evaluation.side_effects import side_effects
 from ..evaluation.tasks import get_task, run_task
 from ..load.data import BEHAVIORS, balance_letters, load_behavior
 
-KINDS = ("ab", "task")
+KINDS = ("ab", "task", "concept")
 
 
 class ABItem:
@@ -87,11 +87,94 @@ class TaskItem:
 
 
 def make_item(kind: str, name: str, settings: dict):
-    """The item ``name`` of ``kind`` (``"ab"`` or ``"task"``) with the grid's evaluation ``settings``."""
+    """The item ``name`` of ``kind`` (``"ab"``, ``"task"`` or ``"concept"``) with the grid's evaluation ``settings``."""
     if kind == "ab":
         keep = ("n_test", "balance", "seed", "side_effects")
         return ABItem(name, **{k: v for k, v in settings.items() if k in keep})
     if kind == "task":
         keep = ("n_prompts", "max_new_tokens", "seed", "side_effects")
         return TaskItem(name, **{k: v for k, v in settings.items() if k in keep})
+    if kind == "concept":
+        keep = ("split", "n_prompts", "max_new_tokens", "seed", "n_calibration", "batch_size")
+        return ConceptItem(name, **{k: v for k, v in settings.items() if k in keep})
     raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+
+
+class ConceptItem:
+    """A benchmark concept (:mod:`sas.concepts`) on one split of its prompts: vectors from its contrastive pairs
+    (ActAdd from its prompt pair), continuations of the first ``n_prompts`` prompts of ``split`` scored by the
+    concept's scorer. Strengths (the conditions' multipliers) are relative edit sizes
+    (:mod:`sas.steering.strength`), calibrated on the concept's tuning prompts, so a strength is the same
+    intervention on both splits."""
+
+    column = "concept"
+    positions = "after_prompt"
+
+    def __init__(self, name: str, split: str = "tuning", n_prompts: int = 32, max_new_tokens: int = 24, seed: int = 0,
+                 n_calibration: int = 32, batch_size: int = 32):
+        from ..concepts import SPLITS, get_concept
+
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        if n_prompts < 1 or max_new_tokens < 1:
+            raise ValueError(f"n_prompts and max_new_tokens must be at least 1 (got {n_prompts}, {max_new_tokens})")
+        self.concept = get_concept(name)
+        self.name = self.concept.name if not str(name).endswith((".yaml", ".yml", ".json", ".jsonl")) else str(name)
+        self.split, self.n_prompts, self.max_new_tokens, self.seed = split, n_prompts, max_new_tokens, seed
+        self.n_calibration, self.batch_size = n_calibration, batch_size
+        self._acts: dict = {}
+
+    def settings(self) -> dict:
+        return {"split": self.split, "n_prompts": self.n_prompts, "max_new_tokens": self.max_new_tokens,
+                "seed": self.seed, "concept_hash": self.concept.data_hash, "n_calibration": self.n_calibration}
+
+    @cached_property
+    def prompts(self) -> list[str]:
+        from ..concepts import steering_prompts
+
+        return steering_prompts(self.concept, self.split, self.n_prompts)
+
+    @cached_property
+    def contrast(self) -> Contrast:
+        return Contrast(self.concept.name, positive=self.concept.positive_texts(),
+                        negative=self.concept.negative_texts(), prompt_pair=self.concept.actadd_pair)
+
+    def calibration(self, model, vector, layer: int):
+        """Activations of the tuning prompts where ``vector`` steers ``layer`` (cached per hook point)."""
+        from ..concepts import steering_prompts
+        from ..steering.strength import layer_activations
+
+        key = vector.hook_name(layer)
+        if key not in self._acts:
+            self._acts[key] = layer_activations(model, steering_prompts(self.concept, "tuning", self.n_calibration),
+                                                vector, layer)
+        return self._acts[key]
+
+    def raw_multipliers(self, model, vector, layer: int, strengths) -> list[float]:
+        from ..steering.strength import raw_multiplier
+
+        acts = self.calibration(model, vector, layer)
+        return [raw_multiplier(vector, layer, acts, float(s)) for s in strengths]
+
+    def evaluate_many(self, model, vector, strengths, layer: int) -> list[tuple[dict, list[str]]]:
+        """One ``(row, texts)`` per strength, all strengths in shared batches."""
+        from ..evaluation.concept import evaluate_concept
+        from ..methods.prompt import Prompting
+
+        common = dict(max_new_tokens=self.max_new_tokens, seed=self.seed, batch_size=self.batch_size)
+        if isinstance(vector, Prompting):
+            out = []
+            for s in strengths:  # 1: prompting, 0: not
+                prefix = (vector.prefix or self.concept.prefix) if s else None
+                out += evaluate_concept(model, self.concept, self.prompts, prefix=prefix, **common)
+            return out
+        if vector is None:
+            return evaluate_concept(model, self.concept, self.prompts, **common) * len(strengths)
+        raw = self.raw_multipliers(model, vector, layer, strengths)
+        out = evaluate_concept(model, self.concept, self.prompts, vector, layer, raw, **common)
+        for (row, _), m in zip(out, raw):
+            row["raw_multiplier"] = m
+        return out
+
+    def evaluate(self, model, vector, multiplier: float, layer: int) -> tuple[dict, list[str]]:
+        return self.evaluate_many(model, vector, [multiplier], layer)[0]

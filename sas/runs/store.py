@@ -29,7 +29,7 @@ LEGACY = {
     "side_effects": lambda r: "mmlu" in r, "n_test": lambda r: r.get("n"), "n_prompts": lambda r: r.get("n"),
     "data_hash": ANY, "sae": ANY, "sae_sha256": ANY, "vector_hash": ANY,
 }
-ITEM_COLUMN = {"ab": "behavior", "task": "task"}
+ITEM_COLUMN = {"ab": "behavior", "task": "task", "concept": "concept"}
 CORE = ("model", "method", "layer", "multiplier")
 
 
@@ -57,7 +57,7 @@ def _write_line(path: Path, line: str) -> None:
 
 
 class ResultStore:
-    """Rows of one kind (``"ab"`` or ``"task"``) in ``path`` (``None``: kept in memory only)."""
+    """Rows of one kind (``"ab"``, ``"task"`` or ``"concept"``) in ``path`` (``None``: kept in memory only)."""
 
     def __init__(self, path: str | Path | None = None, kind: str = "ab"):
         if kind not in ITEM_COLUMN:
@@ -138,7 +138,7 @@ class ResultStore:
             self._repair()
         _write_line(self.path, json.dumps(row, allow_nan=False) + "\n")
         if texts is not None:
-            keep = {k: row[k] for k in (*CORE, self.item, "seed", "max_new_tokens") if k in row}
+            keep = {k: row[k] for k in (*CORE, self.item, "split", "seed", "max_new_tokens") if k in row}
             _write_line(self.texts_path, json.dumps({**keep, "texts": texts}) + "\n")
 
     def _repair(self) -> None:
@@ -159,7 +159,7 @@ class ResultStore:
         return self.path.with_name(self.path.stem + ".vectors") if self.path else None
 
 
-_METHOD_SPECIFIC = ("tau", "mean", "top_k", "sae", "sae_sha256", "vector_hash", "data_hash")
+_METHOD_SPECIFIC = ("tau", "mean", "top_k", "sae", "sae_sha256", "vector_hash", "data_hash", "prefix")
 
 
 def read_rows(path: str | Path | None) -> list[dict]:
