@@ -155,6 +155,11 @@ def test_bad_arguments_name_the_flags(tmp_path):
             j.judge("sports", "Say hi.", "one string, not a list")
         with pytest.raises(ValueError, match="concept must be a non-empty string"):
             j.judge("", "Say hi.", ["x"])
+        with pytest.raises(ValueError, match="instruction must be a non-empty string"):
+            j.judge("sports", ["Say hi.", " "], ["x", "y"])
+        with pytest.raises(ValueError, match="2 instructions for 3 continuations"):
+            j.judge("sports", ["Say hi.", "Say bye."], ["x", "y", "z"])
+        assert j.judge("sports", [], []) == [] and j.sent == 0
 
 
 def test_unreachable_url(tmp_path):
@@ -211,7 +216,7 @@ def test_judge_on_gemma_server(gemma, tmp_path):
     from sas.serve import make_app
 
     torch.set_num_threads(1)
-    concept, instruction = "sports", "Tell me about your weekend."
+    concept, instructions = "sports", ["Tell me about your weekend.", "What did you do on Saturday?"]
     # The first continuation is plain: gemma-3-270m answers AxBench's prompt by echoing it, so no rating parses.
     # The second carries a worked answer inside the fragment, which the base model imitates greedily
     # ("... Rating: [[n]]"), so the real path also yields ratings that parse.
@@ -221,11 +226,11 @@ def test_judge_on_gemma_server(gemma, tmp_path):
     rec = Recorder(make_app(gemma))
     with serve_in_thread(rec) as base:
         with Judge(base + "/v1", "gemma-3-270m", tmp_path, max_tokens=16, concurrency=6) as j:
-            rows = j.judge(concept, instruction, continuations)
+            rows = j.judge(concept, instructions, continuations)
             assert j.sent == 6 and j.cache_hits == 0
         bodies = [b for b in rec.bodies if "messages" in b]
         assert len(bodies) == 6
-        expected = [judge_prompts(concept, instruction, c)[a] for c in continuations for a in ASPECTS]
+        expected = [judge_prompts(concept, x, c)[a] for x, c in zip(instructions, continuations) for a in ASPECTS]
         assert sorted(b["messages"][0]["content"] for b in bodies) == sorted(expected)  # AxBench's text, filled in
         for b in bodies:
             assert b["messages"] == [{"role": "user", "content": b["messages"][0]["content"]}]
@@ -240,7 +245,7 @@ def test_judge_on_gemma_server(gemma, tmp_path):
         assert not rows[1]["unparsed"] and all(rows[1][a] > 0 for a in ASPECTS) and rows[1]["aggregate"] > 0
 
         with Judge(base + "/v1", "gemma-3-270m", tmp_path, max_tokens=16) as again:  # a rerun: all from the cache
-            assert again.judge(concept, instruction, continuations) == rows
+            assert again.judge(concept, instructions, continuations) == rows
             assert again.sent == 0 and again.cache_hits == 6
         assert len([b for b in rec.bodies if "messages" in b]) == 6  # the server got no new request
     print("gemma-3-270m judge replies:", json.dumps(rows, indent=1))

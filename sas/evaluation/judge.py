@@ -240,19 +240,26 @@ class Judge:
         self.sent = self.cache_hits = 0
         self._count = threading.Lock()
 
-    def judge(self, concept: str, instruction: str, continuations: list[str]) -> list[dict]:
-        """Rate each continuation of ``instruction`` for ``concept`` with AxBench's three prompts.
+    def judge(self, concept: str, instruction: str | list[str], continuations: list[str]) -> list[dict]:
+        """Rate each continuation for ``concept`` and its ``instruction`` with AxBench's three prompts.
 
-        Returns one dict per continuation: ``concept``, ``instruction``, ``fluency`` (ratings 0..2),
-        ``aggregate`` (their harmonic mean, 0 when any is 0), ``concept_reply``, ``instruction_reply``,
-        ``fluency_reply`` (the judge's stripped replies) and ``unparsed`` (the aspects whose reply had no
-        valid rating and so count 0). Raises :class:`JudgeError` when the endpoint fails."""
-        for name, value in (("concept", concept), ("instruction", instruction)):
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        ``instruction``: the prompt that was continued, one for all or a list with one per continuation
+        (a benchmark's test prompts; all are sent ``concurrency`` at a time). Returns one dict per
+        continuation: ``concept``, ``instruction``, ``fluency`` (ratings 0..2), ``aggregate`` (their harmonic
+        mean, 0 when any is 0), ``concept_reply``, ``instruction_reply``, ``fluency_reply`` (the judge's
+        stripped replies) and ``unparsed`` (the aspects whose reply had no valid rating and so count 0).
+        Raises :class:`JudgeError` when the endpoint fails."""
         if isinstance(continuations, str) or not all(isinstance(c, str) for c in continuations):
             raise ValueError("continuations must be a list of strings (one continuation per string)")
-        prompts = [judge_prompts(concept, instruction, c) for c in continuations]
+        instructions = [instruction] * len(continuations) if isinstance(instruction, str) else list(instruction)
+        if len(instructions) != len(continuations):
+            raise ValueError(f"{len(instructions)} instructions for {len(continuations)} continuations: give one "
+                             "instruction, or one per continuation")
+        given = [instruction] if isinstance(instruction, str) else instructions
+        for name, value in [("concept", concept)] + [("instruction", x) for x in given]:
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        prompts = [judge_prompts(concept, x, c) for x, c in zip(instructions, continuations)]
         replies = self.ask([p[a] for p in prompts for a in ASPECTS])
         rows = []
         for i in range(len(prompts)):
