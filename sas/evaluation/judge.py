@@ -231,7 +231,8 @@ class Judge:
         if concurrency < 1:
             raise JudgeError(f"concurrency {concurrency} must be at least 1")
         self.url, self.model = _base_url(url), model
-        self.temperature, self.max_tokens, self.timeout, self.max_retries = temperature, max_tokens, timeout, max_retries
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.timeout, self.max_retries = timeout, max_retries
         self.concurrency = concurrency
         self.cache = ReplyCache(Path(cache_dir) / "judge.sqlite")
         self._openai = openai
@@ -307,11 +308,12 @@ class Judge:
                                                     temperature=self.temperature, **kw)
         except self._openai.APITimeoutError as e:
             raise JudgeError(f"the judge at {self.url} (--judge-url) did not answer within {self.timeout:g} s "
-                             f"(after {self.max_retries} retries); check that the server runs, or raise the timeout") from e
+                             f"(after {self.max_retries} retries); check that the server runs, or raise the "
+                             "timeout") from e
         except self._openai.APIConnectionError as e:
             raise JudgeError(f"the judge at {self.url} (--judge-url) could not be reached (after "
-                             f"{self.max_retries} retries: {e.__cause__ or e}); start the server or fix --judge-url (the base URL of "
-                             "an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1)") from e
+                             f"{self.max_retries} retries: {e.__cause__ or e}); start the server or fix --judge-url "
+                             "(the base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1)") from e
         except self._openai.APIStatusError as e:
             if e.status_code in (401, 403):
                 hint = "set OPENAI_API_KEY (or pass api_key) to a key this server accepts"
