@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/serve.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
+
+from sas.serve.local import free_port  # noqa: E402
 
 from .harness import CACHE, ROOT, load_average  # noqa: E402
 
@@ -97,14 +98,6 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start_server(port: int, max_batch: int = 16) -> subprocess.Popen:
     import httpx
 
@@ -167,7 +160,7 @@ def main(argv=None) -> None:
     repeats = args.repeats or (1 if args.quick else 2)
     max_tokens = args.max_tokens or (4 if args.quick else 16)
     build_vectors()
-    port = _free_port()
+    port = free_port()
     start = load_average()
     proc = start_server(port)
     try:

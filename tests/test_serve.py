@@ -8,9 +8,6 @@ vector in the shipped SAE gemma-3-270m-L9-4k, both saved to files and loaded by 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,14 +20,6 @@ httpx = pytest.importorskip("httpx")
 PROMPT = "I think that the movie was"
 N = 8  # new tokens per request: enough to tell texts apart, cheap on a shared CPU
 KEY = "test-key"
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +45,15 @@ def vectors(gemma, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(gemma, vectors):
     """``(base_url, app)`` of a running server with the dense vector registered as ``sentiment``."""
-    import uvicorn
-
     from sas.serve import Limits, make_app
+    from sas.serve.local import serve_in_thread
 
     folder, dense, _ = vectors
     torch.set_num_threads(1)
     app = make_app(gemma, {"sentiment": dense}, vectors_dir=folder, api_key=KEY,
                    limits=Limits(max_tokens=64, max_batch=8, max_vectors=3, max_prompt_tokens=512, window_ms=100))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "the server did not start in 30 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with serve_in_thread(app) as base:
+        yield base, app
 
 
 @pytest.fixture(scope="module")
