@@ -199,6 +199,41 @@ def cmd_compare(args) -> None:
     print(f"\nrows: {out}\nplot: {plot_compare(df, out.with_suffix('.png'))}")
 
 
+def _concepts(s: str) -> list[str]:
+    from .concepts import get_concept
+
+    names = [x for x in s.split(",") if x]
+    try:
+        [get_concept(x) for x in names]  # a bad concept file fails here, before the model loads
+    except (ValueError, FileNotFoundError) as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return names
+
+
+def cmd_bench(args) -> None:
+    from .evaluation.judge import judge_from_args
+    from .runs.bench import BUDGETS, METHODS, QUICK, STRENGTHS, bench, judge_rows
+
+    quick = QUICK if args.quick else {}
+    judge = judge_from_args(args.judge_url, args.judge_model, Path(args.out).with_suffix(".judge"))
+    if args.layers is None and not args.sae:
+        args.layers = [5] if args.quick else None
+    _check(args)
+    model = _model(args)
+    saes = _saes(args, model)
+    result = bench(model, saes, args.concept or quick.get("concepts", ()),
+                   args.methods or quick.get("methods", METHODS), None,
+                   args.strengths or quick.get("strengths", STRENGTHS), args.budgets or BUDGETS,
+                   args.n_tune or quick.get("n_tune", 24), args.n_test or quick.get("n_test", 100),
+                   args.max_new_tokens or quick.get("max_new_tokens", 24), args.seed, args.out,
+                   batch_size=args.batch_size)
+    if judge is not None:
+        with judge:
+            judge_rows(result, judge, args.out)
+    report = result.report(args.report or Path(args.out).with_suffix(""))
+    print(f"\nrows: {args.out}\nreport: {report}")
+
+
 def cmd_inspect(args) -> None:
     from .load.data import load_text_sample
     from .reports.features import feature_table, logit_effects, report, top_contexts
@@ -315,6 +350,31 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--top-k", type=int)
     c.add_argument("--out", default="results/compare.jsonl")
     c.set_defaults(fn=cmd_compare)
+
+    b = sub.add_parser("bench", help="sparse vs dense steering on many concepts at matched fluency (sas bench)",
+                       description="Tune each method's strength on the tuning prompts of every concept to reach each "
+                       "fluency budget, report on the test prompts with bootstrap intervals, paired against CAA and "
+                       "prompting. Resumable: rerun the same command to continue.")
+    _common(b)
+    _sae_args(b)
+    b.add_argument("--concept", type=_concepts, help="shipped concept names or concept files (YAML/JSONL), "
+                   "comma-separated (default: every shipped concept)")
+    b.add_argument("--methods", type=_names("method"), help="comma-separated (default caa,actadd,sas,sas_dense,prompt)")
+    b.add_argument("--strengths", type=_floats, help="relative edit sizes to tune over (default "
+                   "0.02,0.035,0.05,0.075,0.1,0.15)")
+    b.add_argument("--budgets", type=_floats, help="perplexity budgets as ratios to unsteered (default 1.25,1.5,2)")
+    b.add_argument("--n-tune", type=int, help="tuning prompts per concept (default 24)")
+    b.add_argument("--n-test", type=int, help="test prompts per concept (default 100)")
+    b.add_argument("--max-new-tokens", type=int, help="sampled tokens per continuation (default 24)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch-size", type=int, default=64, help="rows per generation batch")
+    b.add_argument("--quick", action="store_true", help="2 concepts, CAA/SAS/prompting, layer 5, few prompts: "
+                   "checks the pipeline in minutes (numbers too noisy to report)")
+    b.add_argument("--out", default="results/bench.jsonl")
+    b.add_argument("--report", help="report folder (default: --out without .jsonl)")
+    b.add_argument("--judge-url", help="an OpenAI-compatible endpoint for AxBench's LM judge (off by default)")
+    b.add_argument("--judge-model", help="the judge model's name at --judge-url")
+    b.set_defaults(fn=cmd_bench)
 
     n = sub.add_parser("inspect", help="what SAE features mean: contexts, promoted tokens, a report")
     _common(n)

@@ -177,7 +177,7 @@ class Runner:
         item, layers = self.items[item_name], self.grid.layers_for(method)
         settings = method_settings(method, self.grid.method_settings.get(method))
         saes = {x: self.sae(x) for x in layers} if get_method(method).needs_sae else None
-        path = self._cache_path(item_name, method, layers)
+        path = self._cache_path(item_name, method, layers) if get_method(method).steers else None
         vec = self._load_cached(path, saes)
         if vec is None:
             try:

@@ -1,0 +1,226 @@
+"""The report of ``sas bench``: which method steers each concept best at each fluency budget, with intervals.
+
+``write_report(result, folder)`` writes ``report.md``, ``summary.png`` (test scores at each budget, a row per
+concept, a marker per method, 95% intervals) and ``frontiers.png`` (per concept, concept score against the
+perplexity ratio on the tuning split, a line per method and layer, points in order of strength, interval bands).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..evaluation.stats import paired_diff_ci, verdict
+from .plots import figure, save_figure
+
+COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dense": "tab:purple",
+          "prompt": "tab:green"}
+
+
+def _color(method: str, i: int = 0) -> str:
+    return COLORS.get(method, f"C{(i + 5) % 10}")
+
+
+def _test_row(result, choice):
+    for r in result.test:
+        if (r["concept"], r["method"], int(r["layer"]), float(r["multiplier"])) == \
+                (choice.concept, choice.method, choice.layer, choice.strength) and "skipped" not in r:
+            return r
+    return None
+
+
+def table(result) -> list[dict]:
+    """One record per concept, method and budget: the chosen layer and strength, the test score and interval,
+    the test perplexity ratio, and the paired difference from CAA and from prompting (with verdicts)."""
+    unsteered = {r["concept"]: r for r in result.test if float(r["multiplier"]) == 0 and "skipped" not in r}
+    rows = {}
+    for c in result.choices:
+        rec = {"concept": c.concept, "method": c.method, "budget": c.budget, "layer": c.layer,
+               "strength": c.strength, "reached": c.reached, "why": c.why}
+        r = _test_row(result, c) if c.reached else None
+        if r is not None:
+            u = unsteered.get(c.concept)
+            rec.update(score=r["score"], lo=r["score_lo"], hi=r["score_hi"], n=r["n"], scores=r["scores"],
+                       ppl_ratio=r["perplexity"] / u["perplexity"] if u else None,
+                       distinct2=r["distinct2"], raw_multiplier=r.get("raw_multiplier"),
+                       n_features=r.get("n_features"))
+        rows[(c.concept, c.method, c.budget)] = rec
+    for (concept, method, b), rec in rows.items():
+        for base in ("caa", "prompt"):
+            other = rows.get((concept, base, b))
+            if method == base or other is None or "scores" not in rec or "scores" not in other:
+                continue
+            d, lo, hi = paired_diff_ci(rec["scores"], other["scores"])
+            rec[f"vs_{base}"], rec[f"vs_{base}_lo"], rec[f"vs_{base}_hi"] = d, lo, hi
+            rec[f"vs_{base}_verdict"] = verdict(lo, hi)
+    return list(rows.values())
+
+
+def _cell(rec: dict | None) -> str:
+    if rec is None:
+        return ""
+    if "score" not in rec:
+        return "not reached"
+    mark = {"win": " ▲", "loss": " ▼"}.get(rec.get("vs_caa_verdict"), "")
+    where = "" if rec["method"] == "prompt" else f" (L{rec['layer']}, {rec['strength']:g})"
+    return f"{rec['score']:.2f} [{rec['lo']:.2f}, {rec['hi']:.2f}]{mark}{where}"
+
+
+def counts(records: list[dict], base: str) -> dict[tuple[str, float], dict[str, int]]:
+    """Win/tie/loss counts of every method against ``base`` ("caa" or "prompt"), per budget; a concept where
+    one of the two did not reach the budget counts as ``unreached``."""
+    out = {}
+    by = {(r["concept"], r["method"], r["budget"]): r for r in records}
+    for r in records:
+        if r["method"] == base:
+            continue
+        c = out.setdefault((r["method"], r["budget"]), {"win": 0, "tie": 0, "loss": 0, "unreached": 0})
+        other = by.get((r["concept"], base, r["budget"]))
+        if f"vs_{base}_verdict" in r:
+            c[r[f"vs_{base}_verdict"]] += 1
+        elif other is not None:
+            c["unreached"] += 1
+    return out
+
+
+def write_report(result, folder) -> Path:
+    """Write ``report.md``, ``summary.png`` and ``frontiers.png`` to ``folder``; returns the report's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = table(result)
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    concepts = list(dict.fromkeys(r["concept"] for r in records))
+    s = result.settings
+    lines = ["# sas bench", "",
+             f"Model {s.get('model')} ({s.get('dtype')}); concepts: {len(concepts)}; methods: {', '.join(methods)}; "
+             f"layers {s.get('layers')}; strengths (edit norm / mean residual norm) {s.get('strengths')}; "
+             f"{s.get('n_tune')} tuning and {s.get('n_test')} test prompts per concept; "
+             f"{s.get('max_new_tokens')} sampled tokens (top-k 50, prompt i with seed {s.get('seed')} + i); "
+             f"repetition guard: distinct-2 at least {s.get('distinct_guard')} x unsteered.", "",
+             "Each cell: the test-split concept score at the strength and layer chosen on the tuning split (the best "
+             "score within the budget), with its bootstrap 95% interval (2,000 resamples of the test prompts); ▲/▼: "
+             "the paired bootstrap interval of the difference from CAA (same prompts, same sampling seeds) lies "
+             "above/below 0. 'not reached': no strength met the budget on the tuning split.", ""]
+    unst = {r["concept"]: r for r in result.test if float(r["multiplier"]) == 0 and "skipped" not in r}
+    for b in result.budgets:
+        lines += [f"## Perplexity budget {b:g}x unsteered", "",
+                  "| concept | unsteered | " + " | ".join(methods) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+        by = {(r["concept"], r["method"]): r for r in records if r["budget"] == b}
+        for c in concepts:
+            u = unst.get(c)
+            us = f"{u['score']:.2f} [{u['score_lo']:.2f}, {u['score_hi']:.2f}]" if u else ""
+            lines.append(f"| {c} | {us} | " + " | ".join(_cell(by.get((c, m))) for m in methods) + " |")
+        lines.append("")
+    for base, title in (("caa", "CAA"), ("prompt", "prompting")):
+        cnt = counts(records, base)
+        if not cnt:
+            continue
+        lines += [f"## Against {title} (paired bootstrap, win/tie/loss/unreached over concepts)", "",
+                  "| method | " + " | ".join(f"{b:g}x" for b in result.budgets) + " |",
+                  "| --- | " + " | ".join("---" for _ in result.budgets) + " |"]
+        for m in methods:
+            if m == base:
+                continue
+            cells = [cnt.get((m, b), {}) for b in result.budgets]
+            lines.append(f"| {m} | " + " | ".join(f"{c.get('win', 0)}/{c.get('tie', 0)}/{c.get('loss', 0)}/"
+                                                 f"{c.get('unreached', 0)}" for c in cells) + " |")
+        lines.append("")
+    lines += ["## Differences from CAA (test split, paired)", "",
+              "| concept | method | budget | difference [95% interval] | test perplexity ratio |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in records:
+        if "vs_caa" in r:
+            lines.append(f"| {r['concept']} | {r['method']} | {r['budget']:g}x | {r['vs_caa']:+.2f} "
+                         f"[{r['vs_caa_lo']:+.2f}, {r['vs_caa_hi']:+.2f}] | {r['ppl_ratio']:.2f} |")
+    lines.append("")
+    unreached = [r for r in records if not r["reached"]]
+    if unreached:
+        lines += ["## Not reached", "", "| concept | method | budget | why |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['concept']} | {r['method']} | {r['budget']:g}x | {r['why']} |" for r in unreached]
+        lines.append("")
+    if result.judged:
+        lines += ["## LM judge (AxBench's prompts; harmonic mean of concept, instruction, fluency, 0-2)", "",
+                  "| concept | method | layer | strength | judge [95% interval] | concept | instruction | fluency |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for j in result.judged:
+            lines.append(f"| {j['concept']} | {j['method']} | {j['layer']} | {j['multiplier']:g} | {j['judge']:.2f} "
+                         f"[{j['judge_lo']:.2f}, {j['judge_hi']:.2f}] | {j['judge_concept']:.2f} | "
+                         f"{j['judge_instruction']:.2f} | {j['judge_fluency']:.2f} |")
+        lines.append("")
+    lines += ["![summary](summary.png)", "", "![frontiers](frontiers.png)", ""]
+    plot_summary(records, result.budgets, unst, folder / "summary.png")
+    plot_frontiers(result, folder / "frontiers.png")
+    path = folder / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def plot_summary(records: list[dict], budgets, unsteered: dict, path) -> Path:
+    """A panel per budget: a row per concept, each method's test score with its 95% interval, unsteered in grey."""
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    concepts = list(dict.fromkeys(r["concept"] for r in records))
+    fig, axes = figure(1, len(budgets), figsize=(4.2 * len(budgets), 0.45 * len(concepts) + 1.6), sharey=True)
+    for ax, b in zip(axes[0], budgets):
+        by = {(r["concept"], r["method"]): r for r in records if r["budget"] == b}
+        for i, m in enumerate(methods):
+            off = (i - (len(methods) - 1) / 2) * 0.13
+            for y, c in enumerate(concepts):
+                r = by.get((c, m))
+                if r is None or "score" not in r:
+                    continue
+                ax.errorbar(r["score"], y + off, xerr=[[r["score"] - r["lo"]], [r["hi"] - r["score"]]], fmt="o",
+                            ms=4, color=_color(m, i), label=m, capsize=2)
+        for y, c in enumerate(concepts):
+            if c in unsteered:
+                ax.plot(unsteered[c]["score"], y, "|", color="grey", ms=12)
+        ax.set_yticks(range(len(concepts)))
+        ax.set_yticklabels(concepts)
+        ax.invert_yaxis()
+        ax.set_title(f"perplexity budget {b:g}x")
+        ax.set_xlabel("concept score (test split)")
+        ax.grid(axis="x", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    fig.legend(list(uniq.values()), list(uniq.keys()), loc="lower center", ncol=len(uniq), frameon=False)
+    fig.subplots_adjust(bottom=0.15)
+    return save_figure(fig, path)
+
+
+def plot_frontiers(result, path) -> Path:
+    """Per concept: concept score against perplexity ratio (tuning split), a line per method and layer, points in
+    order of strength from the unsteered point, bands of the score's 95% interval; budgets as dotted lines."""
+    import math
+
+    concepts = list(dict.fromkeys(r["concept"] for r in result.tuning if r is not None))
+    ncols = min(4, len(concepts))
+    nrows = math.ceil(len(concepts) / ncols)
+    fig, axes = figure(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows))
+    for k, c in enumerate(concepts):
+        ax = axes[k // ncols][k % ncols]
+        rows = [r for r in result.tuning if r is not None and r["concept"] == c and "skipped" not in r]
+        u = next((r for r in rows if float(r["multiplier"]) == 0), None)
+        if u is None:
+            continue
+        lines = {}
+        for r in rows:
+            if float(r["multiplier"]) != 0:
+                lines.setdefault((r["method"], int(r["layer"])), []).append(r)
+        for i, ((m, layer), rs) in enumerate(sorted(lines.items())):
+            rs = [u] + sorted(rs, key=lambda r: float(r["multiplier"]))
+            x = [r["perplexity"] / u["perplexity"] for r in rs]
+            style = "-" if layer == min(x for _, x in lines) else "--"
+            label = m if m == "prompt" else f"{m} L{layer}"
+            ax.plot(x, [r["score"] for r in rs], style, marker="o", ms=3, color=_color(m, i), label=label)
+            ax.fill_between(x, [r["score_lo"] for r in rs], [r["score_hi"] for r in rs], color=_color(m, i),
+                            alpha=0.12, linewidth=0)
+        for b in result.budgets:
+            ax.axvline(b, color="grey", ls=":", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(c)
+        ax.set_xlabel("perplexity / unsteered (tuning)")
+        ax.set_ylabel("concept score")
+        if k == 0:
+            ax.legend(fontsize=6)
+    for k in range(len(concepts), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    return save_figure(fig, path)

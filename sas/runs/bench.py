@@ -1,0 +1,210 @@
+"""``sas bench``: sparse against dense steering on many concepts, at matched fluency, with intervals.
+
+    result = bench(model, saes, concepts=["weddings", "sentiment-negative"], out="results/bench.jsonl")
+    result.report("docs/bench")        # Markdown report and figures (sas.reports.bench)
+
+Protocol (two grids of the runner, one results file, resumable):
+
+1. **Tuning.** Every method at every layer it runs at (sparse methods: the layers of ``saes``), at relative
+   strengths ``strengths`` (the edit's norm over the mean residual norm at that layer, measured on the tuning
+   prompts: :mod:`sas.steering.strength`), on ``n_tune`` prompts of the concept's tuning split; the prompting
+   baseline with its prefix; the unsteered model.
+2. **Choice, per concept, method and fluency budget** ``b``: among the tuning conditions whose perplexity
+   (of the continuation given the prompt, under the unsteered model) is at most ``b`` x the unsteered one and
+   whose distinct-2 ratio is at least ``distinct_guard`` x the unsteered one (repeated text has low perplexity),
+   the one with the highest concept score, over strengths and layers. None: "not reached".
+3. **Test.** The chosen conditions on ``n_test`` prompts of the disjoint test split, prompt ``i`` sampled
+   with seed ``seed + i`` for every condition, so methods compare prompt by prompt (paired bootstrap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..methods.registry import get_method
+from .grid import Condition, Grid, run_grid
+from .store import read_rows
+
+BUDGETS = (1.25, 1.5, 2.0)
+STRENGTHS = (0.02, 0.035, 0.05, 0.075, 0.1, 0.15)
+METHODS = ("caa", "actadd", "sas", "sas_dense", "prompt")
+DISTINCT_GUARD = 0.8
+# checks the pipeline end to end in a couple of minutes (CI runs it); its numbers are too noisy to report
+QUICK = dict(concepts=("weddings", "sentiment-negative"), methods=("caa", "sas", "prompt"), strengths=(0.04,),
+             n_tune=6, n_test=8, max_new_tokens=8)
+
+
+@dataclass
+class Choice:
+    """What the tuning split chose for one concept, method and budget."""
+
+    concept: str
+    method: str
+    budget: float
+    layer: int | None = None
+    strength: float | None = None
+    tuning_score: float | None = None
+    tuning_ppl_ratio: float | None = None
+    why: str = ""  # why no condition met the budget
+
+    @property
+    def reached(self) -> bool:
+        return self.strength is not None
+
+
+@dataclass
+class BenchResult:
+    tuning: list[dict]
+    test: list[dict]
+    choices: list[Choice]
+    budgets: tuple[float, ...]
+    settings: dict = field(default_factory=dict)
+
+    judged: list[dict] = field(default_factory=list)  # judge rows of the test conditions (when a judge ran)
+
+    def report(self, folder):
+        """Write the Markdown report and figures to ``folder`` (see :func:`sas.reports.bench.write_report`)."""
+        from ..reports.bench import write_report
+
+        return write_report(self, folder)
+
+
+def _ok(row: dict | None) -> bool:
+    return row is not None and "skipped" not in row and row.get("perplexity") is not None
+
+
+def choose(tuning: list[dict], budgets: Sequence[float] = BUDGETS, distinct_guard: float = DISTINCT_GUARD
+           ) -> list[Choice]:
+    """Per concept, method and budget, the tuning condition with the best score within the budget."""
+    unsteered = {r["concept"]: r for r in tuning if _ok(r) and float(r["multiplier"]) == 0}
+    groups: dict[tuple, list[dict]] = {}
+    for r in tuning:
+        groups.setdefault((r["concept"], r["method"]), []).append(r)
+    out = []
+    for (concept, method), rows in groups.items():
+        u = unsteered.get(concept)
+        steered = [r for r in rows if float(r["multiplier"]) != 0]
+        for b in budgets:
+            if u is None:
+                out.append(Choice(concept, method, b, why="no unsteered row"))
+                continue
+            fits = [r for r in steered if _ok(r) and r["perplexity"] <= b * u["perplexity"]
+                    and r["distinct2"] >= distinct_guard * u["distinct2"]]
+            if not fits:
+                skipped = [r["skipped"] for r in steered if "skipped" in r]
+                ppl = [r["perplexity"] / u["perplexity"] for r in steered if _ok(r)]
+                why = (f"every strength exceeds the budget (perplexity ratios {', '.join(f'{x:.2f}' for x in ppl)}, "
+                       "or distinct-2 below the guard)" if ppl else "; ".join(sorted(set(skipped))) or "no rows")
+                out.append(Choice(concept, method, b, why=why))
+                continue
+            best = max(fits, key=lambda r: (r["score"], -float(r["multiplier"]), -int(r["layer"])))
+            out.append(Choice(concept, method, b, int(best["layer"]), float(best["multiplier"]), best["score"],
+                              best["perplexity"] / u["perplexity"]))
+    return out
+
+
+def bench(model=None, saes: dict | None = None, concepts: Sequence[str] = (), methods: Sequence[str] = METHODS,
+          layers: Sequence[int] | None = None, strengths: Sequence[float] = STRENGTHS,
+          budgets: Sequence[float] = BUDGETS, n_tune: int = 24, n_test: int = 100, max_new_tokens: int = 24,
+          seed: int = 0, out=None, method_settings: dict | None = None, distinct_guard: float = DISTINCT_GUARD,
+          executor=None, progress: bool = True, model_name: str = "gemma-3-270m", dtype: str = "float32",
+          batch_size: int = 32) -> BenchResult:
+    """Run the benchmark (see the module docstring); rows go to ``out`` (JSONL) as they finish.
+
+    ``saes``: {layer: SAE or name} for the sparse methods; ``layers``: where the dense methods run (default: the
+    SAE layers, so every method steers the same layers). ``concepts``: shipped names or concept files (default:
+    every shipped concept).
+    """
+    from ..concepts import shipped_concepts
+
+    concepts = list(concepts) or sorted(shipped_concepts())
+    saes = dict(saes or {})
+    names = {x: s for x, s in saes.items() if isinstance(s, str)}
+    loaded = {x: s for x, s in saes.items() if not isinstance(s, str)}
+    layers = sorted(layers or saes)
+    if not layers:
+        raise ValueError("no layers: give saes={layer: SAE} (the sparse methods need them) or layers=[...]")
+    bad = [b for b in budgets if not b > 1]
+    if bad:
+        raise ValueError(f"a fluency budget is a perplexity ratio above 1 (e.g. 1.5), not {bad[0]}")
+    if any(not s > 0 for s in strengths):
+        raise ValueError(f"strengths are relative edit sizes > 0 (e.g. 0.1, 0.2), not {list(strengths)}")
+    mults = {m: ([0.0, 1.0] if not get_method(m).steers else [0.0, *map(float, strengths)]) for m in methods}
+    common = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, n_calibration=n_tune)
+    if model is not None:
+        model_name, dtype = model.cfg.model_name, str(model.cfg.dtype).removeprefix("torch.")
+    tune = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=names,
+                method_settings=dict(method_settings or {}),
+                eval_settings={"split": "tuning", "n_prompts": n_tune, **common})
+    tuning = run_grid(tune, out, model, loaded or None, executor=executor, progress=progress)
+    choices = choose(tuning, budgets, distinct_guard)
+    test = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=dict(tune.saes),
+                method_settings=dict(method_settings or {}),
+                eval_settings={"split": "test", "n_prompts": n_test, **common})
+    todo = sorted({Condition(c.concept, c.method, c.layer, c.strength) for c in choices if c.reached})
+    todo += [Condition(c, methods[0], test.layers_for(methods[0])[0], 0.0) for c in concepts]  # unsteered
+    tested = run_grid(test, out, model, loaded or None, executor=executor, progress=progress, conditions=todo)
+    return BenchResult(tuning, [r for r in tested if r is not None], choices, tuple(budgets),
+                       {"n_tune": n_tune, "n_test": n_test, "strengths": list(strengths), "layers": layers,
+                        "max_new_tokens": max_new_tokens, "seed": seed, "distinct_guard": distinct_guard,
+                        "methods": list(methods), "concepts": concepts, "model": model_name, "dtype": dtype,
+                        "out": str(out) if out else None})
+
+
+def texts_of(out, row: dict) -> list[str] | None:
+    """The continuations of a result ``row`` from the texts file beside ``out``."""
+    path = Path(out)
+    path = path.with_name(path.stem + ".texts.jsonl")
+    keys = ("method", "concept", "layer", "multiplier", "split", "seed", "max_new_tokens")
+    for t in reversed(read_rows(path)):
+        if all(t.get(k) == row.get(k) for k in keys) and len(t["texts"]) == row.get("n"):
+            return t["texts"]
+    return None
+
+
+def judge_rows(result: BenchResult, judge, out) -> list[dict]:
+    """Rate every test continuation with an LM ``judge`` (:class:`sas.evaluation.judge.Judge`, AxBench's three
+    prompts); one row per test condition with the per-prompt aggregates and their mean and interval, appended to
+    ``<out>.judge.jsonl`` (the judge's own cache makes a rerun send nothing)."""
+    from ..concepts import get_concept
+    from ..evaluation.stats import bootstrap_ci
+    from .items import ConceptItem
+    from .store import append_row
+
+    if out is None:
+        raise ValueError("the judge reads the continuations from the results file: give out=...")
+    path = Path(out).with_name(Path(out).stem + ".judge.jsonl")
+    done = {_judge_key(r): r for r in read_rows(path) if r.get("judge_model") == judge.model}
+    rows = []
+    for row in result.test:
+        if "skipped" in row:
+            continue
+        if _judge_key(row) in done:
+            rows.append(done[_judge_key(row)])
+            continue
+        texts = texts_of(out, row)
+        if texts is None:
+            continue  # an unsteered row reused from another method's run: its texts are under that key
+        concept = get_concept(row["concept"])
+        prompts = ConceptItem(row["concept"], "test", row["n_prompts"]).prompts
+        rated = judge.judge(concept.description or concept.name, prompts, texts)
+        agg = [r["aggregate"] for r in rated]
+        lo, hi = bootstrap_ci(agg)
+        j = {k: row[k] for k in _JUDGE_KEY}
+        j.update({"judge_model": judge.model, "judge": sum(agg) / len(agg), "judge_lo": lo, "judge_hi": hi,
+                  "judge_scores": agg, **{f"judge_{k}": sum(r[k] for r in rated) / len(rated)
+                                          for k in ("concept", "instruction", "fluency")}})
+        append_row(path, j)
+        rows.append(j)
+    result.judged = rows
+    return rows
+
+
+_JUDGE_KEY = ("method", "concept", "layer", "multiplier", "split", "n_prompts", "seed", "max_new_tokens", "model",
+              "dtype")
+
+
+def _judge_key(row: dict) -> tuple:
+    return tuple(str(row.get(k)) for k in _JUDGE_KEY)
