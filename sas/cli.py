@@ -212,6 +212,7 @@ def _concepts(s: str) -> list[str]:
 
 def cmd_bench(args) -> None:
     from .evaluation.judge import judge_from_args
+    from .reports.bench import write_report
     from .runs.bench import BUDGETS, METHODS, QUICK, STRENGTHS, bench, judge_rows
 
     quick = QUICK if args.quick else {}
@@ -230,7 +231,7 @@ def cmd_bench(args) -> None:
     if judge is not None:
         with judge:
             judge_rows(result, judge, args.out)
-    report = result.report(args.report or Path(args.out).with_suffix(""))
+    report = write_report(result, args.report or Path(args.out).with_suffix(""))
     print(f"\nrows: {args.out}\nreport: {report}")
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sas.evaluation.stats import bootstrap_ci, distinct_n, paired_diff_ci, perplexity_ci, verdict
+from sas.reports.bench import write_report
 from sas.runs.bench import QUICK, Choice, bench, choose
 from sas.steering.strength import edit_size, raw_multiplier
 from sas.steering.vector import SteeringVector
@@ -98,7 +99,7 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
     assert len(out.read_text().splitlines()) == n and again.test == r.test  # resumed: nothing redone
     steered = [row for row in r.tuning if row["method"] == "caa" and row["multiplier"] > 0]
     assert [round(row["raw_multiplier"] / steered[0]["raw_multiplier"], 3) for row in steered] == [1.0, 4.0]
-    report = r.report(tmp_path / "report")
+    report = write_report(r, tmp_path / "report")
     text = report.read_text()
     assert "## Perplexity budget 1.5x unsteered" in text and "| weddings |" in text
     assert (tmp_path / "report" / "summary.png").stat().st_size > 1000
@@ -142,7 +143,7 @@ def test_sas_bench_quick_on_gemma_with_a_shipped_sae(gemma, tmp_path):
     assert prompt["score"] > unsteered["score"]  # "The following text is about a wedding." works on this model
     steered = [row for row in r.tuning if row["method"] in ("caa", "sas") and row["multiplier"] > 0]
     assert all(row["resid_change"] > 0 and row["raw_multiplier"] > 0 for row in steered)
-    assert (r.report(tmp_path / "rep")).exists()
+    assert write_report(r, tmp_path / "rep").exists()
     n = len(out.read_text().splitlines())
     again = bench(None, {5: "gemma-3-270m-L5-4k"}, out=out, progress=False, model_name=gemma.cfg.model_name, **q)
     assert len(out.read_text().splitlines()) == n and again.test == r.test

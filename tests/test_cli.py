@@ -55,7 +55,7 @@ def test_no_command(capsys):
     (["sweep", "--behavior", "sycophancy", "--layers", "2,x"], "expected comma-separated integers such as 2,4,6"),
     (["sweep", "--behavior", "sycophancy", "--multipliers", "1,two"], "expected comma-separated numbers"),
     (["sweep", "--task", "poetry"], "unknown task(s) poetry; choose from sentiment, topic"),
-    (["sweep", "--method", "cca"], "unknown method(s) cca; choose from actadd, caa, sas"),
+    (["sweep", "--method", "cca"], "unknown method(s) cca; choose from actadd, caa, "),
     (["sweep", "--dtype", "float8"], "invalid choice: 'float8'"),
 ])
 def test_argument_errors(argv, message, capsys, no_model):

@@ -1,7 +1,7 @@
 """``sas bench``: sparse against dense steering on many concepts, at matched fluency, with intervals.
 
     result = bench(model, saes, concepts=["weddings", "sentiment-negative"], out="results/bench.jsonl")
-    result.report("docs/bench")        # Markdown report and figures (sas.reports.bench)
+    write_report(result, "docs/bench")  # sas.reports.bench: Markdown report and figures
 
 Protocol (two grids of the runner, one results file, resumable):
 
@@ -63,12 +63,6 @@ class BenchResult:
     settings: dict = field(default_factory=dict)
 
     judged: list[dict] = field(default_factory=list)  # judge rows of the test conditions (when a judge ran)
-
-    def report(self, folder):
-        """Write the Markdown report and figures to ``folder`` (see :func:`sas.reports.bench.write_report`)."""
-        from ..reports.bench import write_report
-
-        return write_report(self, folder)
 
 
 def _ok(row: dict | None) -> bool:
