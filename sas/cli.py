@@ -66,7 +66,7 @@ def _model(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return load_model(args.model, dtype=args.dtype)
+    return load_model(args.model, dtype=args.dtype, device=args.device, n_devices=args.n_devices)
 
 
 def _check(args, *, needs_items: bool = False) -> None:
@@ -277,7 +277,10 @@ def _inspect_html(args, model) -> None:
 def _common(sp) -> None:
     sp.add_argument("--model", default="gemma-3-270m", help="gemma-3-270m (default, offline), "
                     "smollm2-135m-instruct, or a hub name TransformerLens knows")
-    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="model, SAEs and hooks compute in it; vectors are saved in float32")
+    sp.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N")
+    sp.add_argument("--n-devices", type=int, default=1, help="split the model's blocks over this many GPUs")
     sp.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     sp.add_argument("--layers", type=_ints, help="comma-separated layers")
 
