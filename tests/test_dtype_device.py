@@ -239,3 +239,58 @@ def test_bfloat16_model_keeps_float32_vectors(tiny, tmp_path):
         with bf.hooks(fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: seen.__setitem__("dtype", x.dtype))]):
             sas.generate(bf, ["I think"], max_new_tokens=1)
     assert seen["dtype"] == torch.bfloat16
+
+
+# ------------------------------------------------------------------ bfloat16 against float32, real model
+@pytest.fixture(scope="module")
+def caa_both(gemma, gemma_bf16):
+    """CAA vectors for sycophancy at layers 4, 8, 12 from the same 128 letter-balanced pairs, in both dtypes."""
+    pairs = sas.load_behavior("sycophancy")[:128]
+    return {d: sas.caa_vector(m, pairs, [4, 8, 12], progress=False) for d, m in (("float32", gemma),
+                                                                                ("bfloat16", gemma_bf16))}
+
+
+@pytest.mark.slow
+def test_bf16_caa_vectors_match_float32(caa_both):
+    v32, v16 = caa_both["float32"], caa_both["bfloat16"]
+    for layer in (4, 8, 12):
+        assert v16.directions[layer].dtype == torch.float32
+        cos = torch.nn.functional.cosine_similarity(v32.directions[layer], v16.directions[layer], dim=0).item()
+        assert cos >= 0.999, f"layer {layer}: cosine {cos:.5f} between the bfloat16 and float32 CAA vectors"
+
+
+@pytest.mark.slow
+def test_bf16_ab_scores_match_float32(gemma, gemma_bf16, caa_both):
+    """p_match on the 50 test questions at multipliers -2, 0, 2 (layer 8), each dtype with its own vector."""
+    test = sas.load_behavior("sycophancy", "test")
+    s32, s16 = sas.ABScorer(gemma, test), sas.ABScorer(gemma_bf16, test)
+    for mult in (-2.0, 0.0, 2.0):
+        a = s32.score(caa_both["float32"], mult, [8])["p_match"]
+        b = s16.score(caa_both["bfloat16"], mult, [8])["p_match"]
+        assert abs(a - b) <= 0.005, f"multiplier {mult}: p_match {a:.4f} (float32) vs {b:.4f} (bfloat16)"
+
+
+@pytest.mark.slow
+def test_bf16_sae_follows_the_model_and_fast_path_equals_full_path(gemma_bf16):
+    """The shipped SAE loads in the model's dtype; in bfloat16 the fast sparse path gives the full path's
+    residual to within bfloat16's own rounding of it (one unit in the last place), for an edit far larger."""
+    from sas.methods.sas import sas_vector_from_texts
+    from sas.evaluation.tasks import sentiment_pairs
+
+    sae = sas.load_sae("gemma-3-270m-L9-4k", gemma_bf16)
+    assert sae.dtype == torch.bfloat16 and sae.W_enc.dtype == torch.bfloat16
+    assert sae.W_enc.device == block_device(gemma_bf16, 9)
+    pos, neg = sentiment_pairs()
+    v = sas_vector_from_texts(gemma_bf16, sae, pos, neg, tau=0.1)
+    tokens = gemma_bf16.to_tokens(["The weather today is mild and the streets are quiet."])
+    store = {}
+    for name, vec in (("fast", v), ("full", dataclasses.replace(v, fast=False)), ("none", None)):
+        hooks = [("blocks.9.hook_resid_post", lambda x, hook, n=name: store.__setitem__(n, x.float().clone()))]
+        ctx = sas.steer(gemma_bf16, vec, 4.0, positions="all") if vec is not None else torch.no_grad()
+        with ctx, gemma_bf16.hooks(fwd_hooks=hooks):
+            gemma_bf16(tokens, stop_at_layer=10)
+    ulp = store["full"].abs() * 2.0 ** -7  # bfloat16 keeps 8 significant bits
+    diff, edit = (store["fast"] - store["full"]).abs(), (store["full"] - store["none"]).abs()
+    assert (diff <= ulp + 1e-3).all(), f"largest fast-full gap {diff.max().item()} beyond bfloat16 rounding"
+    assert edit.max() > 20 * diff.max(), (edit.max().item(), diff.max().item())
+    assert not hooks_left(gemma_bf16)
