@@ -133,9 +133,18 @@ def test_unreachable_address_fails_fast():
     assert time.time() - t0 < 15
 
 
+def test_cli_refuses_an_unreachable_address_before_loading_the_model(monkeypatch, capsys):
+    import sas.cli as cli
+
+    monkeypatch.setattr(cli, "_model", lambda args: pytest.fail("the model loaded before the address was checked"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sweep", "--behavior", "sycophancy", "--layers", "2", "--ray", "127.0.0.1:9"])
+    assert "cannot reach a Ray cluster at 127.0.0.1:9" in str(e.value) and "ray start --head" in str(e.value)
+
+
 def test_workers_without_the_package_are_refused_before_work(cluster):
     assert check_workers()["ok"]  # this cluster's workers import sas
-    with pytest.raises(RuntimeError, match="cannot import sas_missing_package.*install it on every node"):
+    with pytest.raises(ImportError, match="cannot import sas_missing_package.*install it on every node"):
         check_workers("sas_missing_package")
     connect()  # an initialised Ray is used as it is, and passes the check
 

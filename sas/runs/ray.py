@@ -77,7 +77,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, runtime_env
 
 def check_workers(module: str = "sas", timeout: float = 120.0) -> dict:
     """Run one small task on the cluster that imports ``module`` there; return what it found
-    (``version``, ``file``). Raises ``RuntimeError`` naming the fix if the workers cannot import it, and
+    (``version``, ``file``). Raises ``ImportError`` naming the fix if the workers cannot import it, and
     ``TimeoutError`` if no worker ran the task within ``timeout`` seconds."""
     ray = _import_ray()
 
@@ -99,7 +99,7 @@ def check_workers(module: str = "sas", timeout: float = 120.0) -> dict:
         raise TimeoutError(f"no Ray worker ran a 1-second check within {timeout:.0f} s: is the cluster busy, or "
                            "are its nodes still starting? (`ray status` shows them)") from e
     if not found["ok"]:
-        raise RuntimeError(f"the Ray workers cannot import {module} ({found['error']}): install it on every node, "
+        raise ImportError(f"the Ray workers cannot import {module} ({found['error']}): install it on every node, "
                            f"the same version as here ({INSTALL} from this checkout, with torch first), or let Ray "
                            f"ship it: connect(..., runtime_env={{'py_modules': ['{_package_dir()}']}}) (its "
                            "dependencies must still be on the nodes)")

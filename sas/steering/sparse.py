@@ -189,7 +189,7 @@ class SparseVector:
             else:
                 with torch.no_grad():
                     z = sae.encode(x.to(sae.W_enc.device, sae.dtype))
-                    z2 = sigma(sae, z + multiplier * v.to(z.device, z.dtype))
+                    z2 = sigma(sae, z + multiplier.to(z.device, z.dtype) * v.to(z.device, z.dtype))
                     delta = (sae.decode(z2) - sae.decode(z)).to(x.device, x.dtype)  # = decode(z2) + error - x
             out = resid.clone()
             out[mask] = x + delta
