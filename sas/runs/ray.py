@@ -53,7 +53,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, runtime_env: dict | None = None,
-            timeout: float = 120.0) -> None:
+            timeout: float = 300.0) -> None:
     """Join (or start) a Ray cluster and check that its workers can import sas, before any work starts.
 
     ``address``: ``None``/``"local"`` starts a cluster on this machine (``num_cpus`` CPUs); ``"auto"`` joins the
@@ -75,7 +75,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, runtime_env
     check_workers(timeout=timeout)
 
 
-def check_workers(module: str = "sas", timeout: float = 120.0) -> dict:
+def check_workers(module: str = "sas", timeout: float = 300.0) -> dict:
     """Run one small task on the cluster that imports ``module`` there; return what it found
     (``version``, ``file``). Raises ``ImportError`` naming the fix if the workers cannot import it, and
     ``TimeoutError`` if no worker ran the task within ``timeout`` seconds."""
@@ -83,10 +83,12 @@ def check_workers(module: str = "sas", timeout: float = 120.0) -> dict:
 
     def probe(name):  # nested: Ray sends it by value, so it runs where sas is missing
         import importlib
+        import importlib.util
 
-        try:
+        try:  # light: `import sas` is lazy, and the runner is only located (torch loads in the actors)
             m = importlib.import_module(name)
-            importlib.import_module(f"{name}.runs.grid")
+            if importlib.util.find_spec(f"{name}.runs.grid") is None:
+                raise ImportError(f"{name} {getattr(m, '__version__', '?')} has no runs.grid: an older version")
         except Exception as e:  # noqa: BLE001 - reported to the driver as text
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
         return {"ok": True, "version": getattr(m, "__version__", "?"), "file": getattr(m, "__file__", "?")}
@@ -96,7 +98,7 @@ def check_workers(module: str = "sas", timeout: float = 120.0) -> dict:
         found = ray.get(ref, timeout=timeout)
     except ray.exceptions.GetTimeoutError as e:
         ray.cancel(ref, force=True)
-        raise TimeoutError(f"no Ray worker ran a 1-second check within {timeout:.0f} s: is the cluster busy, or "
+        raise TimeoutError(f"no Ray worker ran a short check (import sas) within {timeout:.0f} s: is the cluster busy, or "
                            "are its nodes still starting? (`ray status` shows them)") from e
     if not found["ok"]:
         raise ImportError(f"the Ray workers cannot import {module} ({found['error']}): install it on every node, "
