@@ -73,6 +73,10 @@ def same(rows):
 
 @pytest.fixture(scope="module")
 def cluster():
+    import os
+
+    # the machine is shared: Ray's memory monitor would kill these small workers for other processes' memory
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()

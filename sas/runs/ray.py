@@ -159,6 +159,8 @@ def ray_executor(address: str | None = None, workers: int | None = None, threads
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n = max(1, min(len(shards), workers or max(1, cpus // threads_per_worker)))
         run_id = uuid.uuid4().hex[:8]
+        died = (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError, ray.exceptions.WorkerCrashedError,
+                ray.exceptions.NodeDiedError)
         made = [0]
 
         def new_actor():
@@ -190,8 +192,9 @@ def ray_executor(address: str | None = None, workers: int | None = None, threads
                     del running[gen]
                     idle.append(actor)
                     continue
-                except ray.exceptions.RayActorError as e:  # the process or its node died: retry the rest
+                except died as e:  # the process or its node died, or Ray's memory monitor killed it: retry the rest
                     del running[gen]
+                    ray.kill(actor)  # if it still runs (an OOM-killed task leaves the actor), it takes no more work
                     if getattr(e, "actor_init_failed", False):  # building the runner raised: every retry would
                         raise RuntimeError(f"the Ray workers could not build their runner (model, SAEs): {e}") from e
                     left = [c for c in todo if c not in written]
@@ -205,10 +208,8 @@ def ray_executor(address: str | None = None, workers: int | None = None, threads
                     written.add(c)
                     on_row(row, texts)
         finally:
-            for gen, (actor, _, _) in running.items():
-                ray.cancel(gen, force=True)
             for actor in idle + [a for a, _, _ in running.values()]:
-                ray.kill(actor)
+                ray.kill(actor)  # also ends its running task: an interrupted driver leaves no work behind
 
     return execute
 
