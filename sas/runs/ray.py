@@ -61,12 +61,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, runtime_env
     Ray is used as it is. ``runtime_env`` goes to ``ray.init`` (e.g. ``{"py_modules": [...]}``).
     """
     ray = _import_ray()
+    if address not in (None, "", "local", "auto"):
+        check_reachable(address)  # also when Ray is up: an address given is an address to check
     if not ray.is_initialized():
         if address in (None, "", "local"):
             ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
         else:
-            if address != "auto":
-                check_reachable(address)
             try:
                 ray.init(address=address, runtime_env=runtime_env)
             except ConnectionError as e:
