@@ -6,6 +6,7 @@ device (the CPU by default, wrong wherever the model is not), and the tiny model
 mode that flags any operation mixing tensors of two devices.
 """
 
+import copy
 import dataclasses
 import inspect
 from pathlib import Path
@@ -226,10 +227,11 @@ def test_forward_and_steering_stay_on_the_models_device(tiny, tiny_meta, monkeyp
 
 def test_bfloat16_model_keeps_float32_vectors(tiny, tmp_path):
     """A bfloat16 model steers in bfloat16 but builds and saves its vectors in float32."""
-    bf = type(tiny)(tiny.cfg, tokenizer=tiny.tokenizer)
+    bf = type(tiny)(copy.deepcopy(tiny.cfg), tokenizer=tiny.tokenizer)  # a copy: tiny is shared by the session
     bf.load_state_dict(tiny.state_dict())
     bf = bf.to(torch.bfloat16)
     bf.cfg.dtype, bf.cfg.model_name = torch.bfloat16, "tiny"
+    assert tiny.cfg.dtype == torch.float32
     v = sas.caa_vector(bf, sas.load_behavior("sycophancy")[:4], [1], progress=False)
     assert v.directions[1].dtype == torch.float32
     v.save(tmp_path / "v")

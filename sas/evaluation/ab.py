@@ -88,7 +88,7 @@ class ABScorer:
                     ab = {p.matching, p.not_matching} == {"A", "B"}
                     pa = torch.sigmoid(logp[j, col["A"]] - logp[j, col["B"]]).item() if ab else float("nan")
                     rows.append((torch.sigmoid(lm - ln).item(), lm.exp().item(), pa))
-        r = torch.tensor(rows)
+        r = torch.tensor(rows, device="cpu")  # host-side results
         pa = r[:, 2][~r[:, 2].isnan()]
         return {"p_match": r[:, 0].mean().item(), "p_match_raw": r[:, 1].mean().item(),
                 "p_a": pa.mean().item() if len(pa) else None, "n": len(rows), "n_ab": len(pa)}
