@@ -59,7 +59,7 @@ def test_caa_vector_equals_steering_vectors(gemma):
 @pytest.mark.slow
 def test_benchmarks_quick_mode(tmp_path):
     """``python -m benchmarks.run --quick`` runs every benchmark, the peers included (it makes repeng's virtual
-    environment under benchmarks/.venvs the first time), and its correctness checks pass. About 6 minutes."""
+    environment under benchmarks/.venvs the first time), and its correctness checks pass. 9 minutes at load 6-7."""
     out = tmp_path / "results.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # --no-memory: the peak-memory children would load the model twice more (issue 14: CI time)
