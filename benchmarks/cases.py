@@ -27,11 +27,13 @@ FULL = {"n_pairs": 16, "layers": [4, 8], "n_test": 10, "multipliers": [-2.0, -1.
         "new_tokens": 64, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 64,
         # issue 5 (peers): all 18 layers; the 50 test questions; the 16k SAE at layer 9 for sparse steering
         "peer_pairs": 32, "peer_layers": list(range(18)), "peer_batch": 8, "hf_test": 50,
-        "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 16}
+        "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 16,
+        "bf16_pairs": 64, "bf16_gen_batch": 8}
 QUICK = {"n_pairs": 4, "layers": [4, 8], "n_test": 3, "multipliers": [-1.0, 1.0], "ab_layer": 8,
          "new_tokens": 8, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 8,
          "peer_pairs": 4, "peer_layers": [4, 8], "peer_batch": 4, "hf_test": 3,
-         "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 2}
+         "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 2,
+         "bf16_pairs": 4, "bf16_gen_batch": 2}
 # peak memory is set by one batch: a few full batches, one multiplier, a few new tokens
 MEMORY = {**FULL, "n_pairs": 4, "n_test": 8, "multipliers": [2.0], "new_tokens": 8, "peer_pairs": 8, "hf_test": 8}
 
@@ -386,13 +388,72 @@ BENCHES = {
 }
 
 
+# ---- 6. bfloat16 against float32 (issue 14): extraction, A/B scoring, generation, both models in one run ----
+
+def _setup_bf16(ctx: Context, cfg: dict):
+    from sas import caa_vector, generate, load_behavior, steer
+    from sas.evaluation.ab import ABScorer
+    from sas.load.data import load_neutral_prompts
+
+    models = {"float32": ctx.model, "bfloat16": ctx.model_bf16}
+    pairs, layers = load_behavior("sycophancy")[:cfg["bf16_pairs"]], cfg["layers"]
+    test, layer, mults = load_behavior("sycophancy", "test")[:cfg["n_test"]], cfg["ab_layer"], cfg["multipliers"]
+    vec = ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"])  # one float32 vector steers both: the same edit
+    prompts, n = load_neutral_prompts()[:cfg["bf16_gen_batch"]], cfg["new_tokens"]
+
+    def extract(m):
+        return lambda: caa_vector(m, pairs, layers, progress=False)
+
+    def score(m):
+        def run():
+            scorer = ABScorer(m, test)
+            return [scorer.score(vec, x, [layer])["p_match"] for x in mults]
+        return run
+
+    def gen(m):
+        def run():
+            with steer(m, vec, cfg["gen_multiplier"], [cfg["gen_layer"]], positions="all"):
+                return generate(m, prompts, n, batch_size=len(prompts), stop_at_eos=False)
+        return run
+
+    return {f"{kind} {d}": f(m) for kind, f in (("extraction", extract), ("A/B scoring", score),
+                                                 ("generation", gen)) for d, m in models.items()}
+
+
+def _check_bf16(out: dict) -> dict:
+    a, b = out["extraction float32"], out["extraction bfloat16"]
+    cos = {x: torch.nn.functional.cosine_similarity(a.directions[x], b.directions[x], dim=0).item()
+           for x in a.directions}
+    p32, p16 = out["A/B scoring float32"], out["A/B scoring bfloat16"]
+    g32, g16 = out["generation float32"], out["generation bfloat16"]
+    return {"caa_cosine_by_layer": cos, "p_match_float32": p32, "p_match_bfloat16": p16,
+            "max_abs_p_match_difference": max(abs(x - y) for x, y in zip(p32, p16)),
+            "generation_rows_identical": sum(x == y for x, y in zip(g32, g16)), "generation_rows": len(g32),
+            "example_float32": g32[0][:80], "example_bfloat16": g16[0][:80]}
+
+
+BENCHES["bf16"] = Bench(
+    "bf16", _setup_bf16,
+    [Comparison("extraction bfloat16", "extraction float32", None, "CAA extraction, bf16 vs fp32"),
+     Comparison("A/B scoring bfloat16", "A/B scoring float32", None, "A/B scoring, bf16 vs fp32"),
+     Comparison("generation bfloat16", "generation float32", None, "steered generation, bf16 vs fp32")],
+    _check_bf16, repeats=3, warmup=True, memory=False,
+    describe=lambda cfg: f"the same calls on gemma-3-270m loaded in float32 and in bfloat16, timed interleaved: "
+                         f"caa_vector from {cfg['bf16_pairs']} sycophancy pairs at layers {cfg['layers']}; "
+                         f"ABScorer on {cfg['n_test']} test questions x {len(cfg['multipliers'])} multipliers "
+                         f"(layer {cfg['ab_layer']}); greedy generation of {cfg['new_tokens']} tokens, batch "
+                         f"{cfg['bf16_gen_batch']}, steered x{cfg['gen_multiplier']} at layer {cfg['gen_layer']}; "
+                         "one float32 CAA vector steers both models")
+
+
 # ---- 4. The full A/B sweep (wall time, no baseline) ----
 
-def run_sweep(ctx: Context, quick: bool, out_dir) -> dict:
+def run_sweep(ctx: Context, quick: bool, out_dir, behaviors=None, tag: str = "") -> dict:
     """Wall time of ``sas.runs.sweep.ab_sweep``, with the time spent building CAA vectors and scoring apart.
 
-    Full: all 7 behaviours x layers 2..16 step 2 x multipliers -2..2, every test question.
-    Quick: sycophancy x 2 layers x 2 multipliers, 5 test questions, vectors from 16 pairs.
+    Full: all 7 behaviours (or ``behaviors``) x layers 2..16 step 2 x multipliers -2..2, every test question.
+    Quick: sycophancy x 2 layers x 2 multipliers, 5 test questions, vectors from 16 pairs. ``tag`` names the
+    rows file (``sweep_full{tag}.jsonl``); the result carries the rows (``"rows"``) and per-behaviour marks.
     """
     import sas.runs.items as items
     from sas.activations.contrast import Contrast
@@ -401,8 +462,10 @@ def run_sweep(ctx: Context, quick: bool, out_dir) -> dict:
     if quick:
         behaviors, layers, mults, n_test, n_pairs = ["sycophancy"], [2, 4], [-1.0, 1.0], 5, 16
     else:
-        behaviors, layers, mults, n_test, n_pairs = "all", list(range(2, 17, 2)), [-2.0, -1.0, 0.0, 1.0, 2.0], None, None
-    out = out_dir / f"sweep_{'quick' if quick else 'full'}.jsonl"
+        behaviors, layers, mults, n_test, n_pairs = (behaviors or "all", list(range(2, 17, 2)),
+                                                     [-2.0, -1.0, 0.0, 1.0, 2.0], None, None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"sweep_{'quick' if quick else 'full'}{tag}.jsonl"
     out.unlink(missing_ok=True)
     for p in out.with_suffix(".vectors").glob("*") if out.with_suffix(".vectors").exists() else []:
         p.unlink()
@@ -443,4 +506,7 @@ def run_sweep(ctx: Context, quick: bool, out_dir) -> dict:
             "cpu_seconds": cpu,  # this process's CPU time: what the wall time would be on an idle core
             "extraction_seconds": sum(spent), "scoring_seconds": scoring,
             "other_seconds": total - sum(spent) - scoring, "goal_seconds": 900,
-            "goal_met": total <= 900 if not quick else None}
+            "goal_met": total <= 900 if not quick else None,
+            "marks": [json.loads(line) for line in progress.read_text().splitlines() if line.strip()],
+            "rows": df[[c for c in ("behavior", "layer", "multiplier", "p_match", "n", "seconds") if c in df]]
+            .to_dict("records")}

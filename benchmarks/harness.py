@@ -109,6 +109,17 @@ class Context:
         return self._vector
 
 
+    @property
+    def model_bf16(self):
+        """The same model in bfloat16 (issue 14: bf16 against fp32 in one run)."""
+        if getattr(self, "_model_bf16", None) is None:
+            from sas import load_model
+            from sas.forward.run import fast_layout
+
+            self._model_bf16 = load_model("gemma-3-270m", dtype="bfloat16")
+            fast_layout(self._model_bf16)
+        return self._model_bf16
+
     def sparse_vector(self, sae_name: str = "gemma-3-270m-L9-16k", n_pairs: int = 64, tau: float = 0.1):
         """A SAS sycophancy vector in a shipped SAE (built each run: the SAE may have been retrained)."""
         if getattr(self, "_sparse", None) is None or self._sparse[0] != sae_name:

@@ -66,7 +66,7 @@ def _model(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return load_model(args.model, dtype=args.dtype)
+    return load_model(args.model, dtype=args.dtype, device=args.device, n_devices=args.n_devices)
 
 
 def _check(args, *, needs_items: bool = False) -> None:
@@ -99,12 +99,24 @@ def _print_tables(df, value: str, extra, extra_title: str) -> None:
         print(extra.round(3).to_string())
 
 
+def _executor(args):
+    """A Ray executor for ``--ray [ADDRESS]`` (Ray is imported only then), else None: run here."""
+    if getattr(args, "ray", None) is None:
+        return None
+    from .runs.ray import connect, ray_executor
+
+    address = None if args.ray == "local" else args.ray
+    connect(address)  # an unreachable address or workers without sas fail here, before any work
+    return ray_executor(address)
+
+
 def cmd_sweep(args) -> None:
     from .reports.plots import plot_sweep
     from .reports.tables import letter_bias, summary
     from .runs.sweep import ab_sweep, task_sweep
 
     _check(args, needs_items=True)
+    executor = _executor(args)
     model = _model(args)
     out = Path(args.out)
     if args.task:
@@ -114,12 +126,12 @@ def cmd_sweep(args) -> None:
         layers = args.layers or list(get_task(args.task[0]).layers)
         mults = {m: args.multipliers for m in methods} if args.multipliers else None
         df = task_sweep(model, args.task[0], methods, layers, mults, out, args.n_prompts, args.max_new_tokens,
-                        args.seed, with_side_effects=args.side_effects)
+                        args.seed, with_side_effects=args.side_effects, executor=executor)
         _print_tables(df, "score", summary(df, "perplexity"), "perplexity of the continuations")
     else:
         df = ab_sweep(model, args.behavior, args.layers or _ints(DEFAULT_LAYERS), args.multipliers or [-2, -1, 0, 1, 2],
                       (args.method or ["caa"])[0], out, args.n_test, args.side_effects, balance=not args.unbalanced,
-                      seed=args.seed)
+                      seed=args.seed, executor=executor)
         _print_tables(df, "p_match", letter_bias(df), "letter bias (shift of P(A) against that of p_match)")
     print(f"\nrows: {out}\nplot: {plot_sweep(df, out.with_suffix('.png'))}")
 
@@ -182,6 +194,7 @@ def cmd_compare(args) -> None:
     from .runs.compare import compare
 
     _check(args, needs_items=True)
+    executor = _executor(args)
     model = _model(args)
     saes = _saes(args, model)
     mults = None
@@ -192,7 +205,7 @@ def cmd_compare(args) -> None:
     out = Path(args.out)
     df = compare(model, saes, args.behavior or (), args.task[0] if args.task else None, mults, out, args.tau,
                  args.mean, args.top_k, args.n_test, args.n_prompts, args.max_new_tokens, args.seed,
-                 args.side_effects)
+                 args.side_effects, executor=executor)
     cols = [c for c in ("n_features", "cos_caa", "resid_change", "perplexity") if c in df]
     _print_tables(df, "score" if args.task else "p_match", df.groupby(["method", "layer"])[cols].mean(),
                   "per method and layer")
@@ -278,7 +291,10 @@ def _inspect_html(args, model) -> None:
 def _common(sp) -> None:
     sp.add_argument("--model", default="gemma-3-270m", help="gemma-3-270m (default, offline), "
                     "smollm2-135m-instruct, or a hub name TransformerLens knows")
-    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="model, SAEs and hooks compute in it; vectors are saved in float32")
+    sp.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:N")
+    sp.add_argument("--n-devices", type=int, default=1, help="split the model's blocks over this many GPUs")
     sp.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     sp.add_argument("--layers", type=_ints, help="comma-separated layers")
 
@@ -306,6 +322,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Writes one JSONL row per condition as it goes; rerun to resume.")
     _common(s)
     _evaluation(s)
+    s.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
+                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     s.add_argument("--method", type=_names("method"), help="a method (A/B, default caa); for tasks a comma list "
                    "(default caa,actadd)")
     s.add_argument("--multipliers", type=_floats, help="default: each method's own")
@@ -343,6 +361,8 @@ def parser() -> argparse.ArgumentParser:
     _common(c)
     _evaluation(c)
     _sae_args(c)
+    c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
+                   "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     c.add_argument("--multipliers", type=_floats, help="for every method (default: each method's own: CAA -2..2, "
                    "SAS and SAS-dense -8..8, because the sparse edit is several times smaller per unit)")
     c.add_argument("--sas-multipliers", type=_floats, help="for SAS and SAS-dense, if different from --multipliers")

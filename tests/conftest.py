@@ -41,3 +41,12 @@ def hooks_left(model) -> dict[str, int]:
     """Hook points that still carry forward or backward hooks (should be none outside a steer block)."""
     return {name: len(hp.fwd_hooks) + len(hp.bwd_hooks) for name, hp in model.hook_dict.items()
             if hp.fwd_hooks or hp.bwd_hooks}
+
+
+@pytest.fixture(scope="session")
+def gemma_bf16():
+    """gemma-3-270m in bfloat16 (about twice as fast on this CPU), loaded once per test session, for real-model
+    tests whose assertion holds in bfloat16 (tests/test_dtype_device.py checks it against float32)."""
+    from sas.load.models import load_model
+
+    return load_model("gemma-3-270m", dtype="bfloat16")

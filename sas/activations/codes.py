@@ -10,15 +10,16 @@ from ..hooks import layer_of
 @torch.no_grad()
 def encode(sae, acts: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Sparse codes of activations ``[n, d_in]`` in batches: ``[n, d_sae]`` (dense; n * d_sae * 4 bytes)."""
-    return torch.cat([sae.encode(acts[i:i + batch_size].to(sae.dtype)) for i in range(0, len(acts), batch_size)])
+    return torch.cat([sae.encode(acts[i:i + batch_size].to(sae.W_enc.device, sae.dtype))
+                      for i in range(0, len(acts), batch_size)])
 
 
 @torch.no_grad()
 def feature_frequency(sae, acts: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Fraction of the rows of ``acts [n, d_in]`` on which each feature is active: ``[d_sae]``."""
-    counts = torch.zeros(sae.cfg.d_sae)
+    counts = torch.zeros(sae.cfg.d_sae, device=sae.W_enc.device)
     for i in range(0, len(acts), batch_size):
-        counts += (sae.encode(acts[i:i + batch_size].to(sae.dtype)) > 0).sum(0).float()
+        counts += (sae.encode(acts[i:i + batch_size].to(sae.W_enc.device, sae.dtype)) > 0).sum(0).float()
     return counts / max(len(acts), 1)
 
 
@@ -33,7 +34,7 @@ def firing_counts(model, saes: dict[str, object], tokens: torch.Tensor,
 
     hooks = {n: sae.cfg.metadata.hook_name for n, sae in saes.items()}
     last = max(layer_of(h) for h in hooks.values())
-    counts = {n: torch.zeros(sae.cfg.d_sae, dtype=torch.long) for n, sae in saes.items()}
+    counts = {n: torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_enc.device) for n, sae in saes.items()}
     n_pos = 0
     for i in tqdm(range(0, len(tokens), batch_size), desc="firing counts", disable=not progress, mininterval=10):
         batch = tokens[i:i + batch_size]
@@ -43,9 +44,10 @@ def firing_counts(model, saes: dict[str, object], tokens: torch.Tensor,
             mask &= batch != sid
         _, cache = model.run_with_cache(batch, stop_at_layer=last + 1, names_filter=lambda n: n in hooks.values())
         for n, sae in saes.items():
-            counts[n] += (sae.encode(cache[hooks[n]][mask].to(sae.dtype)) > 0).sum(0)
+            act = cache[hooks[n]]
+            counts[n] += (sae.encode(act[mask.to(act.device)].to(sae.W_enc.device, sae.dtype)) > 0).sum(0)
         n_pos += int(mask.sum())
-    return counts, n_pos
+    return {n: c.cpu() for n, c in counts.items()}, n_pos
 
 
 def decoder_direction(sae, feature: int) -> torch.Tensor:

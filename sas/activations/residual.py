@@ -12,6 +12,7 @@ from ..checks import int_list
 from ..forward.run import encode, new_cache, pad_id, pad_left, run_resid
 from ..hooks import layer_of, resid_hook
 from ..load.data import ABPair
+from ..load.device import block_device
 from ..load.prompts import ab_tokens
 
 
@@ -29,7 +30,7 @@ def token_chunks(tokenizer, texts: Iterable[str], context: int = 128, max_tokens
             break
     if not rows:
         raise ValueError(f"fewer than {context} tokens of text given; pass more text or a smaller context")
-    return torch.tensor(rows)
+    return torch.tensor(rows, device="cpu")  # token ids on the host: callers send batches to the model
 
 
 @torch.no_grad()
@@ -50,7 +51,8 @@ def hook_activations(model, tokens: torch.Tensor, hook: str, batch_size: int = 1
     for i in range(0, len(tokens), batch_size):
         _, cache = model.run_with_cache(tokens[i:i + batch_size], stop_at_layer=layer + 1,
                                         names_filter=lambda n: n == hook)
-        out.append(cache[hook][mask[i:i + batch_size]].float())
+        act = cache[hook]
+        out.append(act[mask[i:i + batch_size].to(act.device)].float())
     return torch.cat(out)
 
 
@@ -65,10 +67,10 @@ def prompt_activations(model, prompts: list[str], hook: str, last_token_only: bo
     for i in range(0, len(prompts), batch_size):
         enc = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch_size]]
         width = max(map(len, enc))
-        tokens = torch.zeros(len(enc), width, dtype=torch.long)
-        mask = torch.zeros(len(enc), width, dtype=torch.bool)
+        tokens = torch.zeros(len(enc), width, dtype=torch.long, device=block_device(model))
+        mask = torch.zeros(len(enc), width, dtype=torch.bool, device=tokens.device)
         for j, ids in enumerate(enc):  # right padding: causal attention leaves the real tokens unchanged
-            tokens[j, :len(ids)] = torch.tensor(ids)
+            tokens[j, :len(ids)] = torch.tensor(ids, device=tokens.device)
             if last_token_only:
                 mask[j, len(ids) - 1] = True
             else:
@@ -101,12 +103,13 @@ def answer_activations(model, pairs: list[ABPair], layers: Sequence[int], batch_
     t = ab_tokens(model, pairs)
     # batch questions of similar length: a third less padding on the CAA data
     order = sorted(range(len(pairs)), key=lambda k: len(t.prefix[k]))
+    dev = block_device(model)
     pos = {x: [] for x in layers}
     neg = {x: [] for x in layers}
     for i in tqdm(range(0, len(pairs), batch_size), desc="CAA activations", disable=not progress):
         idx = order[i:i + batch_size]
         batch = [pairs[k] for k in idx]
-        tokens, mask, left_pad = pad_left([t.prefix[k] + t.suffix for k in idx], pad_id(model))
+        tokens, mask, left_pad = pad_left([t.prefix[k] + t.suffix for k in idx], pad_id(model), dev)
         cache = new_cache(model, len(batch))
         run_resid(model, tokens, mask, left_pad, cache, stop_at_layer=stop)
         cache.freeze()
@@ -115,15 +118,17 @@ def answer_activations(model, pairs: list[ABPair], layers: Sequence[int], batch_
             store = {}
             hooks = [(n, lambda x, hook, s=store: s.__setitem__(hook.name, x[:, -1].float().clone())) for n in names]
             with model.hooks(fwd_hooks=hooks):
-                run_resid(model, torch.full((len(batch), 1), tid), torch.ones((len(batch), 1), dtype=torch.long),
+                run_resid(model, torch.full((len(batch), 1), tid, device=dev),
+                          torch.ones((len(batch), 1), dtype=torch.long, device=dev),
                           left_pad, cache, stop_at_layer=stop)
             acts[letter] = store
         for j, p in enumerate(batch):
             for x, n in zip(layers, names):
                 pos[x].append(acts[p.matching][n][j])
                 neg[x].append(acts[p.not_matching][n][j])
-    back = torch.argsort(torch.tensor(order))  # rows in the order of ``pairs``
-    return ({x: torch.stack(v)[back] for x, v in pos.items()}, {x: torch.stack(v)[back] for x, v in neg.items()})
+    back = torch.argsort(torch.tensor(order, device=dev))  # rows in the order of ``pairs``
+    return ({x: torch.stack(v)[back.to(v[0].device)] for x, v in pos.items()},
+            {x: torch.stack(v)[back.to(v[0].device)] for x, v in neg.items()})
 
 
 @torch.inference_mode()
@@ -135,7 +140,7 @@ def last_token_activations(model, texts: list[str], layers: Sequence[int], batch
     names = {resid_hook(x): x for x in layers}
     out = {x: [] for x in layers}
     for i in range(0, len(texts), batch_size):
-        tokens, mask, left_pad = pad_left(encode(model, texts[i:i + batch_size]), pad_id(model))
+        tokens, mask, left_pad = pad_left(encode(model, texts[i:i + batch_size]), pad_id(model), block_device(model))
         store = {}
         hooks = [(n, lambda x, hook, s=store: s.__setitem__(hook.name, x.float())) for n in names]
         with model.hooks(fwd_hooks=hooks):
@@ -146,6 +151,7 @@ def last_token_activations(model, texts: list[str], layers: Sequence[int], batch
                 out[x].append(a[:, -1])
             else:
                 m = mask.clone()
-                m[torch.arange(len(m)), left_pad] = 0  # drop BOS
+                m[torch.arange(len(m), device=m.device), left_pad] = 0  # drop BOS
+                m = m.to(a.device)
                 out[x].append((a * m[..., None]).sum(1) / m.sum(1, keepdim=True))
     return {x: torch.cat(v) for x, v in out.items()}

@@ -10,6 +10,7 @@ import torch
 
 from ..forward.run import logits_at, new_cache, pad_id, pad_left, run_resid
 from ..load.data import ABPair
+from ..load.device import block_device
 from ..load.prompts import ab_tokens
 from ..steering.steer import _as_terms, steer
 
@@ -38,7 +39,7 @@ class ABScorer:
         self.model, self.t = model, ab_tokens(model, pairs)
         self.chunks = []
         for i in range(0, len(pairs), batch_size):
-            tokens, mask, left_pad = pad_left(self.t.prefix[i:i + batch_size], pad_id(model))
+            tokens, mask, left_pad = pad_left(self.t.prefix[i:i + batch_size], pad_id(model), block_device(model))
             self.chunks.append(_Chunk(pairs[i:i + batch_size], tokens, mask, left_pad))
 
     def _prefix_cache(self, c: _Chunk):
@@ -54,7 +55,8 @@ class ABScorer:
         """Mean ``p_match`` (normalised over the two letters), ``p_match_raw`` (over the vocabulary),
         and ``p_a`` (normalised P(A), for the letter bias) under the given steering, with ``n``."""
         m, suffix = self.model, self.t.suffix
-        ids = torch.tensor(list(self.t.letters.values()))
+        dev = block_device(m)
+        ids = torch.tensor(list(self.t.letters.values()), device=dev)
         col = {letter: i for i, letter in enumerate(self.t.letters)}
         terms = [] if vectors is None else vectors
         mults = [multipliers] if isinstance(multipliers, (int, float)) else list(multipliers)
@@ -71,20 +73,22 @@ class ABScorer:
                 prompt_end = c.mask.sum(1)  # real prefix length: the scaffold is after the prompt
                 if shared:
                     cache = self._prefix_cache(c)
-                    resid = run_resid(m, torch.tensor([suffix] * b), torch.ones((b, len(suffix)), dtype=torch.long),
+                    resid = run_resid(m, torch.tensor([suffix] * b, device=dev),
+                                      torch.ones((b, len(suffix)), dtype=torch.long, device=dev),
                                       c.left_pad, cache, prompt_end=prompt_end)
                 else:
-                    tokens = torch.cat([c.prefix, torch.tensor([suffix] * b)], 1)
-                    mask = torch.cat([c.mask, torch.ones((b, len(suffix)), dtype=torch.long)], 1)
+                    tokens = torch.cat([c.prefix, torch.tensor([suffix] * b, device=dev)], 1)
+                    mask = torch.cat([c.mask, torch.ones((b, len(suffix)), dtype=torch.long, device=dev)], 1)
                     resid = run_resid(m, tokens, mask, c.left_pad, prompt_end=prompt_end)
-                logp = torch.log_softmax(logits_at(m, resid[:, -1]).float(), -1)[:, ids]
+                logits = logits_at(m, resid[:, -1])
+                logp = torch.log_softmax(logits.float(), -1)[:, ids.to(logits.device)]
                 for j, p in enumerate(c.pairs):
                     lm, ln = logp[j, col[p.matching]], logp[j, col[p.not_matching]]
                     # the letter bias is P(A) against P(B): only defined for pairs answered with A and B
                     ab = {p.matching, p.not_matching} == {"A", "B"}
                     pa = torch.sigmoid(logp[j, col["A"]] - logp[j, col["B"]]).item() if ab else float("nan")
                     rows.append((torch.sigmoid(lm - ln).item(), lm.exp().item(), pa))
-        r = torch.tensor(rows)
+        r = torch.tensor(rows, device="cpu")  # host-side results
         pa = r[:, 2][~r[:, 2].isnan()]
         return {"p_match": r[:, 0].mean().item(), "p_match_raw": r[:, 1].mean().item(),
                 "p_a": pa.mean().item() if len(pa) else None, "n": len(rows), "n_ab": len(pa)}

@@ -34,10 +34,10 @@ class SAEMetrics:
 def reconstruction_metrics(sae, acts: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
     """Explained variance (around the mean of ``acts [n, d_in]``), mean L0 and the fraction of features never
     active on these rows."""
-    sse, fired, l0 = 0.0, torch.zeros(sae.cfg.d_sae, dtype=torch.bool), 0.0
+    sse, fired, l0 = 0.0, torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.W_enc.device), 0.0
     mean = acts.mean(0)
     for i in range(0, len(acts), batch_size):
-        x = acts[i:i + batch_size].to(sae.dtype)
+        x = acts[i:i + batch_size].to(sae.W_enc.device, sae.dtype)
         f = sae.encode(x)
         sse += (sae.decode(f) - x).pow(2).sum().item()
         fired |= (f > 0).any(0)
@@ -55,7 +55,7 @@ def ce_losses(model, sae, tokens: torch.Tensor, batch_size: int = 4,
     hook = sae.cfg.metadata.hook_name if sae is not None else None
 
     def splice(act, hook):
-        act[:, 1:] = sae(act[:, 1:].to(sae.dtype)).to(act.dtype)
+        act[:, 1:] = sae(act[:, 1:].to(sae.W_enc.device, sae.dtype)).to(act.device, act.dtype)
         return act
 
     def zero(act, hook):

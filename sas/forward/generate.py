@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..checks import text_list
+from ..load.device import block_device
 from .run import check_context, encode, logits_at, new_cache, pad_id, pad_left, run_resid
 
 
@@ -21,10 +22,13 @@ def _sample(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: in
         cum = probs.cumsum(-1)
         probs = probs * ((cum - probs) < top_p)
         probs = probs / probs.sum(-1, keepdim=True)
+    # drawn on the CPU with CPU generators: a seed gives the same text on a GPU as here ([batch, top_k] is small)
+    probs = probs.cpu()
     if isinstance(generator, list):  # one generator per row: a row's text does not depend on its batch
         choice = torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g) for i, g in enumerate(generator)])
     else:
         choice = torch.multinomial(probs, 1, generator=generator)
+    choice = choice.to(idx.device)
     return idx.gather(-1, choice)[:, 0]
 
 
@@ -56,7 +60,8 @@ def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, d
     (so the first new token is steered) and every new token.
     """
     _check_sampling(max_new_tokens, do_sample, temperature, top_k, top_p)
-    tokens, mask, left_pad = pad_left(prompts, pad_id(model))
+    dev = block_device(model)
+    tokens, mask, left_pad = pad_left(prompts, pad_id(model), dev)
     check_context(model, tokens.shape[1] + max_new_tokens, f"the longest prompt ({tokens.shape[1]} tokens) plus "
                   f"max_new_tokens={max_new_tokens}")
     n = len(prompts)
@@ -68,8 +73,8 @@ def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, d
     else:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
     eos = model.tokenizer.eos_token_id
-    out = torch.zeros((n, 0), dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
+    out = torch.zeros((n, 0), dtype=torch.long, device=dev)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
     for _ in range(max_new_tokens):
         resid = run_resid(model, tokens, mask, left_pad, cache)
         nxt = _sample(logits_at(model, resid[:, -1]), do_sample, temperature, top_k, top_p, gen)
@@ -79,7 +84,7 @@ def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, d
         out = torch.cat([out, nxt[:, None]], dim=1)
         if done.all():
             break
-        tokens, mask = nxt[:, None], torch.ones((n, 1), dtype=torch.long)
+        tokens, mask = nxt[:, None].to(dev), torch.ones((n, 1), dtype=torch.long, device=dev)
     result = []
     for row, d in zip(out.tolist(), done.tolist()):
         if stop_at_eos and eos in row:

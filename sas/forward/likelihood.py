@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..load.device import block_device
 from .run import encode, logits_at, pad_id, pad_left, run_resid
 
 
@@ -16,7 +17,7 @@ def continuation_nll(model, prompts: list[str], continuations: list[str], batch_
         p_ids = encode(model, prompts[i:i + batch_size])
         c_ids = [model.tokenizer(c, add_special_tokens=False).input_ids for c in continuations[i:i + batch_size]]
         seqs = [p + c for p, c in zip(p_ids, c_ids)]
-        tokens, mask, left_pad = pad_left(seqs, pad_id(model))
+        tokens, mask, left_pad = pad_left(seqs, pad_id(model), block_device(model))
         resid = run_resid(model, tokens, mask, left_pad)
         n = tokens.shape[1]
         for j, (p, c) in enumerate(zip(p_ids, c_ids)):
@@ -26,7 +27,7 @@ def continuation_nll(model, prompts: list[str], continuations: list[str], batch_
             start = n - len(c)  # the continuation's positions; predicted from one position earlier
             logp = torch.log_softmax(logits_at(model, resid[j, start - 1:n - 1]).float(), -1)
             rows.append((-logp.gather(-1, tokens[j, start:, None]).sum().item(), len(c)))
-    return torch.tensor(rows, dtype=torch.float64)
+    return torch.tensor(rows, dtype=torch.float64, device="cpu")  # host-side results
 
 
 def perplexity(model, texts: list[str], batch_size: int = 8, max_tokens: int = 256) -> float:

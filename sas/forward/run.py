@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import torch
 
+from ..load.device import block_device
 from .positions import Batch, batch_positions
 
 
-def pad_left(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-pad token lists. Returns ``tokens`` [batch, pos], ``attention_mask`` [batch, pos], ``left_pad`` [batch]."""
+def pad_left(seqs: list[list[int]], pad_id: int, device: torch.device | str | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad token lists on ``device`` (the model's: ``block_device(model)``). Returns ``tokens`` [batch, pos],
+    ``attention_mask`` [batch, pos], ``left_pad`` [batch]."""
     if not seqs or any(len(s) == 0 for s in seqs):
         raise ValueError("cannot run an empty prompt or an empty batch")
     n = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, n - len(s):] = torch.tensor(s)
-        mask[i, n - len(s):] = 1
+    # built as lists and copied once: one host-to-device transfer per tensor on a GPU
+    tokens = torch.tensor([[pad_id] * (n - len(s)) + list(s) for s in seqs], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long, device=device)
     return tokens, mask, n - mask.sum(1)
 
 
@@ -72,10 +73,10 @@ def logits_at(model, resid: torch.Tensor) -> torch.Tensor:
 
 
 def new_cache(model, n_batch: int):
-    """An empty TransformerLens KV cache for ``n_batch`` rows."""
+    """An empty TransformerLens KV cache for ``n_batch`` rows, on the model's device."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n_batch)
+    return TransformerLensKeyValueCache.init_cache(model.cfg, block_device(model), n_batch)
 
 
 def fast_layout(model) -> None:
@@ -124,6 +125,8 @@ def run_resid(model, tokens, attention_mask, left_pad, cache=None, stop_at_layer
     Steering hooks active in the caller see the right positions (padding and cache offset).
     """
     fast_layout(model)
+    dev = block_device(model)  # no-ops when the caller built them there, as sas does
+    tokens, attention_mask, left_pad = tokens.to(dev), attention_mask.to(dev), left_pad.to(dev)
     offset = cache.previous_attention_mask.shape[1] if cache is not None else 0
     check_context(model, offset + tokens.shape[1])
     with batch_positions(Batch(left_pad, offset, prompt_end)):

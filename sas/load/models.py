@@ -160,31 +160,39 @@ def load_hf(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
     return hf.eval(), tok
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype | str = torch.float32, device: str = "cpu"):
+def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype | str = torch.float32, device: str = "auto",
+               n_devices: int = 1):
     """Return a TransformerLens ``HookedTransformer`` ready for hooks (``blocks.L.hook_resid_post``).
 
     ``name`` is a local model (``gemma-3-270m``, the default, or ``smollm2-135m-instruct``) or any
-    hub name TransformerLens knows (``google/gemma-2-2b``), which needs the hub.
+    hub name TransformerLens knows (``google/gemma-2-2b``), which needs the hub. ``device="auto"`` picks
+    CUDA when torch sees a GPU; ``n_devices`` splits the blocks over that many GPUs (TransformerLens's
+    ``n_devices``). ``dtype``: ``float32``, ``bfloat16`` or ``float16`` (GPU). A device or dtype that is
+    not there raises ``ValueError`` before any weight is read.
     """
     from transformer_lens import HookedTransformer
 
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    from .device import check_n_devices, resolve_device, resolve_dtype
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    check_n_devices(n_devices, device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         if name in LOCAL_MODELS:
             spec = LOCAL_MODELS[name]
             hf, tok = load_hf(name, dtype)
             if hf.config.architectures[0] == "LlamaForCausalLM":
-                model = _hooked_llama(hf, tok, device, dtype)
+                model = _hooked_llama(hf, tok, device, dtype, n_devices)
             else:
                 model = HookedTransformer.from_pretrained_no_processing(
-                    spec.tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype)
+                    spec.tl_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype, n_devices=n_devices)
             del hf
         else:
             _check_hub_name(name)
             try:
-                model = HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype)
+                model = HookedTransformer.from_pretrained_no_processing(name, device=device, dtype=dtype,
+                                                                        n_devices=n_devices)
             except OSError as e:
                 raise OSError(f"could not load {name!r} from the model hub (is it reachable? is HF_TOKEN set for "
                               f"gated models?). Offline, use one of {sorted(LOCAL_MODELS)}.") from e
@@ -209,7 +217,7 @@ def _check_hub_name(name: str) -> None:
                      "(transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES) and needs the Hugging Face hub")
 
 
-def _hooked_llama(hf, tok, device: str, dtype: torch.dtype):
+def _hooked_llama(hf, tok, device: str, dtype: torch.dtype, n_devices: int = 1):
     """A HookedTransformer for a Llama-architecture model TransformerLens does not list by name
     (SmolLM2): the config TransformerLens builds for Llama, and its own weight conversion."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -225,10 +233,13 @@ def _hooked_llama(hf, tok, device: str, dtype: torch.dtype):
         rotary_dim=c.hidden_size // c.num_attention_heads,
         rotary_base=float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", 1e4))),
         final_rms=True, gated_mlp=True, original_architecture="LlamaForCausalLM", dtype=dtype, device=device,
-        tokenizer_prepends_bos=False, default_prepend_bos=False)
+        n_devices=n_devices, tokenizer_prepends_bos=False, default_prepend_bos=False)
     model = HookedTransformer(cfg, tokenizer=tok, move_to_device=False)
     state = convert_llama_weights(hf, cfg)
     if getattr(c, "tie_word_embeddings", False) or "unembed.W_U" not in state:
         state["unembed.W_U"] = hf.model.embed_tokens.weight.T.clone()
     model.load_state_dict(state, strict=False)
+    if n_devices > 1:
+        model.move_model_modules_to_device()  # TransformerLens spreads the blocks over cfg.n_devices GPUs
+        return model
     return model.to(device)

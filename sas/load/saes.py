@@ -33,7 +33,7 @@ WEIGHTS = "sae_weights.safetensors"
 
 
 # ----------------------------------------------------------------------------------------- loading
-def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu", dtype: str = "float32",
+def load_sae(spec: str | Path | tuple[str, str], model=None, device: str | None = None, dtype: str | None = None,
              strict: bool = True):
     """Return a sae-lens ``SAE`` for ``spec``, checked against ``model`` if given.
 
@@ -44,9 +44,20 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu"
       Gemma Scope 2 (``params.safetensors``);
     - a sae-lens release and id, as a tuple or ``"release/id"`` (needs the Hugging Face hub).
 
+    ``device`` and ``dtype`` default to the model's (the device of the block the SAE reads, for a model split
+    over GPUs), or without a model to ``"auto"`` (CUDA when there is a GPU) and ``float32``.
     With ``model``, the SAE's input width must equal the model's width, its hook must exist in the model,
     and its model name must match: a mismatch raises ``ValueError`` (``strict=False``: a warning).
     """
+    from .device import DTYPES, block_device, resolve_device, resolve_dtype
+
+    if device is None:
+        device = str(block_device(model)) if model is not None else "auto"
+    device = resolve_device(device)
+    if dtype is None:
+        dtype = model.cfg.dtype if model is not None else "float32"
+    tdtype = resolve_dtype(dtype, device)
+    dtype = next(k for k, v in DTYPES.items() if v == tdtype)  # sae-lens takes the dtype's name
     if isinstance(spec, tuple):
         sae = _load_release(*spec, device=device, dtype=dtype)
     elif Path(spec).is_dir():
@@ -64,6 +75,10 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str = "cpu"
                          "not a sae-lens 'release/id'")
     if model is not None:
         check_sae_fits(sae, model, strict=strict)
+        hook = str(sae.cfg.metadata.hook_name)
+        where = block_device(model, layer_of(hook)) if hook.startswith("blocks.") else block_device(model)
+        if where != sae.W_enc.device:
+            sae = sae.to(where)  # a model split over GPUs: beside the block it reads
     sae.sas_name = "/".join(spec) if isinstance(spec, tuple) else str(spec)  # carried into SAS vectors' metadata
     sae.sas_sha256 = sae_sha256(spec)
     sae.sas_release = spec[0] if isinstance(spec, tuple) else str(spec).partition("/")[0]  # for Neuronpedia links

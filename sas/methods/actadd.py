@@ -10,6 +10,7 @@ import torch
 from ..activations.residual import _check_layers
 from ..forward.run import encode, run_resid
 from ..hooks import resid_hook
+from ..load.device import block_device
 from ..load.data import data_hash
 from ..steering.vector import SteeringVector
 from .registry import register
@@ -33,9 +34,9 @@ def actadd_vector(model, positive: str = "Love", negative: str = "Hate", layers:
     names = {resid_hook(x): x for x in layers}
     store = {}
     hooks = [(n, lambda x, hook: store.__setitem__(hook.name, x.float())) for n in names]
-    tokens = torch.tensor([a, b])
+    tokens = torch.tensor([a, b], device=block_device(model))
     with model.hooks(fwd_hooks=hooks):
-        run_resid(model, tokens, torch.ones_like(tokens), torch.zeros(2, dtype=torch.long),
+        run_resid(model, tokens, torch.ones_like(tokens), torch.zeros(2, dtype=torch.long, device=tokens.device),
                   stop_at_layer=max(layers) + 1)
     dirs = {x: store[n][0] - store[n][1] for n, x in names.items()}
     return SteeringVector(dirs, model.cfg.model_name, "actadd", behavior, positions="front",

@@ -66,13 +66,13 @@ def top_contexts(model, sae, features: Sequence[int], texts: Sequence[str], k: i
     layer = layer_of(hook)
     tokens = token_chunks(model.tokenizer, texts, context, max_tokens)
     best = {f: [] for f in features}
-    fired = torch.zeros(len(features))
+    fired = torch.zeros(len(features), device=sae.W_enc.device)
     n_tok = 0
-    idx = torch.tensor(features)
+    idx = torch.tensor(features, device=sae.W_enc.device)
     for i in range(0, len(tokens), batch_size):
         t = tokens[i:i + batch_size]
         _, cache = model.run_with_cache(t, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
-        z = sae.encode(cache[hook].to(sae.dtype))[..., idx].float()  # [b, pos, n_features]
+        z = sae.encode(cache[hook].to(sae.W_enc.device, sae.dtype))[..., idx].float()  # [b, pos, n_features]
         z[:, 0] = 0  # BOS is an outlier, never a context
         fired += (z[:, 1:] > 0).flatten(0, 1).sum(0)
         n_tok += z[:, 1:].shape[0] * z[:, 1:].shape[1]

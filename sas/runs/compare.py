@@ -30,7 +30,7 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
             out: str | Path | None = None, tau: float = 0.1, mean: str = "all", top_k: int | None = None,
             n_test: int | None = None, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
             with_side_effects: bool = False, progress: bool = True, methods: Sequence[str] = METHODS,
-            ) -> pd.DataFrame:
+            executor=None) -> pd.DataFrame:
     """Run CAA, SAS and SAS-dense at each layer in ``saes`` ({layer: SAE}) on A/B ``behaviors`` or an
     open-ended ``task``; one JSONL row per method x layer x multiplier (resumable). Rows carry
     ``n_features``, ``resid_change`` (mean norm of the edit) and ``cos_caa`` (the vector's direction vs
@@ -53,4 +53,4 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
         grid = Grid("ab", behaviors_arg(behaviors), list(methods), sorted(saes), mults, name, dtype,
                     method_settings=settings,
                     eval_settings={"n_test": n_test, "seed": seed, "side_effects": with_side_effects})
-    return to_frame(run_grid(grid, out, model, saes, progress=progress))
+    return to_frame(run_grid(grid, out, model, saes, executor=executor, progress=progress))

@@ -30,13 +30,14 @@ def behaviors_arg(behaviors) -> list[str]:
 def ab_sweep(model, behaviors: Sequence[str], layers: Sequence[int], multipliers: Sequence[float],
              method: str = "caa", out: str | Path | None = None, n_test: int | None = None,
              with_side_effects: bool = False, balance: bool = True, vectors=None, progress: bool = True,
-             seed: int = 0, saes: dict | None = None, settings: dict | None = None) -> pd.DataFrame:
+             seed: int = 0, saes: dict | None = None, settings: dict | None = None, executor=None) -> pd.DataFrame:
     """A/B behaviour score for every behaviour x layer x multiplier.
 
     Vectors are built once per behaviour for all layers (from the ``generate`` split, letter-balanced
     unless ``balance=False``) and cached beside ``out``; questions come from the ``test`` split (the first
     ``n_test``). ``vectors`` may map a behaviour to a prebuilt vector of any kind. ``saes`` ({layer: SAE})
-    for a sparse ``method``, ``settings`` its settings. Returns the rows of this sweep as a DataFrame.
+    for a sparse ``method``, ``settings`` its settings; ``executor`` runs the shards elsewhere (``sas.runs.ray``).
+    Returns the rows of this sweep as a DataFrame.
     """
     name, dtype = _model_name(model)
     if vectors is not None and not isinstance(vectors, dict):  # one vector for every behaviour
@@ -45,14 +46,14 @@ def ab_sweep(model, behaviors: Sequence[str], layers: Sequence[int], multipliers
                 method_settings={method: dict(settings or {})},
                 eval_settings={"n_test": n_test, "balance": balance, "seed": seed,
                                "side_effects": with_side_effects})
-    return to_frame(run_grid(grid, out, model, saes, vectors, progress=progress))
+    return to_frame(run_grid(grid, out, model, saes, vectors, executor=executor, progress=progress))
 
 
 def task_sweep(model, task: str, methods: Sequence[str], layers: Sequence[int],
                multipliers: dict[str, Sequence[float]] | Sequence[float] | None = None,
                out: str | Path | None = None, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
                vectors=None, progress: bool = True, saes: dict | None = None,
-               with_side_effects: bool = False) -> pd.DataFrame:
+               with_side_effects: bool = False, executor=None) -> pd.DataFrame:
     """Open-ended task score (sentiment, topic) for every method x layer x multiplier; continuations are
     saved beside ``out`` (``.texts.jsonl``). ``multipliers`` may differ per method (a dict; default: each
     method's own). Multiplier 0 is the unsteered model: generated once, its row reused for every method
@@ -64,4 +65,4 @@ def task_sweep(model, task: str, methods: Sequence[str], layers: Sequence[int],
                 eval_settings={"n_prompts": n_prompts, "max_new_tokens": max_new_tokens, "seed": seed,
                                "side_effects": with_side_effects})
     vectors = {(task, m): v for m, v in vectors.items()} if isinstance(vectors, dict) else vectors
-    return to_frame(run_grid(grid, out, model, saes, vectors, progress=progress))
+    return to_frame(run_grid(grid, out, model, saes, vectors, executor=executor, progress=progress))

@@ -24,6 +24,7 @@ import torch
 
 from ..forward.generate import _sample
 from ..forward.run import logits_at, new_cache, pad_id, pad_left, run_resid
+from ..load.device import block_device
 
 
 @dataclass
@@ -68,7 +69,7 @@ def batch_hooks(jobs: list[Job]) -> list[tuple[str, Callable]]:
                 base = (id(t.vector), layer, t.positions)
                 k = seen.get(base, 0)
                 seen[base] = k + 1
-                entry = terms.setdefault((*base, k), [t.vector, torch.zeros(n)])
+                entry = terms.setdefault((*base, k), [t.vector, torch.zeros(n, device="cpu")])  # the hook moves it
                 entry[1][i] = t.strength
     hooks = []
     for (_, layer, positions, _), (vec, strengths) in terms.items():
@@ -121,7 +122,8 @@ class _Row:
 def run_batch(model, jobs: list[Job], tokenizer_lock=None) -> None:
     """Generate every job as one left-padded batch (KV cache), each row with its own steering and sampling."""
     tok = model.tokenizer
-    tokens, mask, left_pad = pad_left([j.ids for j in jobs], pad_id(model))
+    dev = block_device(model)
+    tokens, mask, left_pad = pad_left([j.ids for j in jobs], pad_id(model), dev)
     n = len(jobs)
     cache = new_cache(model, n)
     rows = [_Row(j, tok, tokenizer_lock or contextlib.nullcontext()) for j in jobs]
@@ -141,7 +143,7 @@ def run_batch(model, jobs: list[Job], tokenizer_lock=None) -> None:
                     r.add(int(nxt[i]), eos)
             if all(r.done for r in rows):
                 break
-            tokens, mask = nxt[:, None], torch.ones((n, 1), dtype=torch.long)
+            tokens, mask = nxt[:, None], torch.ones((n, 1), dtype=torch.long, device=dev)
 
 
 class Batcher:

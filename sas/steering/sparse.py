@@ -162,6 +162,13 @@ class SparseVector:
             thr = sae.threshold[support].detach() if architecture(sae) == "jumprelu" else None
             b_dec_in = sae.b_dec.detach() if getattr(sae.cfg, "apply_b_dec_to_input", False) else None
             v_s = v[support]
+        cast = {}  # the support's weights on the residual's device and dtype, converted once per (device, dtype)
+
+        def support_weights(x: torch.Tensor):
+            key = (x.device, x.dtype)
+            if key not in cast:
+                cast[key] = [t if t is None else t.to(x.device, x.dtype) for t in (w_enc, b_enc, w_dec, thr, b_dec_in, v_s)]
+            return cast[key]
 
         def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
             n_batch, n_pos, _ = resid.shape
@@ -172,17 +179,18 @@ class SparseVector:
             # one strength per steered row: [n_steered, 1]
             multiplier = row_strengths(strength, n_batch, x.device, x.dtype)[:, :, 0].expand(n_batch, n_pos)[mask][:, None]
             if fast:
-                xin = (x - b_dec_in.to(x.dtype)) if b_dec_in is not None else x
-                pre = xin @ w_enc.to(x.dtype) + b_enc.to(x.dtype)
-                z = torch.relu(pre) if thr is None else torch.relu(pre) * (pre > thr.to(x.dtype))
-                c = z + multiplier * v_s.to(x.dtype)
-                z2 = torch.relu(c) if thr is None else torch.relu(c) * (c > thr.to(x.dtype))
-                delta = (z2 - z) @ w_dec.to(x.dtype)
+                w_e, b_e, w_d, th, b_in, vs = support_weights(x)
+                xin = (x - b_in) if b_in is not None else x
+                pre = xin @ w_e + b_e
+                z = torch.relu(pre) if th is None else torch.relu(pre) * (pre > th)
+                c = z + multiplier * vs
+                z2 = torch.relu(c) if th is None else torch.relu(c) * (c > th)
+                delta = (z2 - z) @ w_d
             else:
                 with torch.no_grad():
-                    z = sae.encode(x.to(sae.dtype))
-                    z2 = sigma(sae, z + multiplier * v.to(z.dtype))
-                    delta = (sae.decode(z2) - sae.decode(z)).to(x.dtype)  # = decode(z2) + error - x
+                    z = sae.encode(x.to(sae.W_enc.device, sae.dtype))
+                    z2 = sigma(sae, z + multiplier.to(z.device, z.dtype) * v.to(z.device, z.dtype))
+                    delta = (sae.decode(z2) - sae.decode(z)).to(x.device, x.dtype)  # = decode(z2) + error - x
             out = resid.clone()
             out[mask] = x + delta
             return out

@@ -211,7 +211,7 @@ def _build(model, sae, tokens: torch.Tensor, k: int, left: int, right: int, batc
     for i in tqdm(range(0, len(tokens), batch_size), desc="feature cache", disable=not progress, mininterval=10):
         batch = tokens[i:i + batch_size]
         _, cache = model.run_with_cache(batch, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
-        z = sae.encode(cache[hook].to(sae.dtype)).float()  # [b, pos, d_sae]
+        z = sae.encode(cache[hook].to(sae.dtype)).float().cpu()  # [b, pos, d_sae], host-side like the tokens
         del cache
         keep = ~torch.isin(batch, specials)
         keep[:, 0] = False  # BOS (and any first position) is an outlier, never counted or shown
