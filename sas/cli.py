@@ -233,6 +233,7 @@ def cmd_bench(args) -> None:
     if args.layers is None and not args.sae:
         args.layers = [5] if args.quick else None
     _check(args)
+    executor = _executor(args)
     model = _model(args)
     saes = _saes(args, model)
     result = bench(model, saes, args.concept or quick.get("concepts", ()),
@@ -240,7 +241,7 @@ def cmd_bench(args) -> None:
                    args.strengths or quick.get("strengths", STRENGTHS), args.budgets or BUDGETS,
                    args.n_tune or quick.get("n_tune", 24), args.n_test or quick.get("n_test", 100),
                    args.max_new_tokens or quick.get("max_new_tokens", 24), args.seed, args.out,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, executor=executor)
     if judge is not None:
         with judge:
             judge_rows(result, judge, args.out)
@@ -391,6 +392,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=64, help="rows per generation batch")
     b.add_argument("--quick", action="store_true", help="2 concepts, CAA/SAS/prompting, layer 5, few prompts: "
                    "checks the pipeline in minutes (numbers too noisy to report)")
+    b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
+                   "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     b.add_argument("--out", default="results/bench.jsonl")
     b.add_argument("--report", help="report folder (default: --out without .jsonl)")
     b.add_argument("--judge-url", help="an OpenAI-compatible endpoint for AxBench's LM judge (off by default)")

@@ -158,3 +158,17 @@ def test_without_ray_nothing_of_ray_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_bench_on_ray_gives_the_serial_rows(cluster, tiny, tmp_path):
+    """`sas bench --ray`: both splits of the benchmark as Ray shards, each vector's strengths in one batch on its
+    actor, rows equal to a serial run's (per-row sampling seeds make the texts independent of the batch)."""
+    from sas.runs.bench import bench
+
+    kw = dict(concepts=["weddings"], methods=["caa", "prompt"], layers=[1], strengths=[0.05, 0.2], n_tune=4,
+              n_test=6, max_new_tokens=4, budgets=(1.5, 3.0), progress=False)
+    serial = bench(tiny, None, out=tmp_path / "serial.jsonl", **kw)
+    on_ray = bench(tiny, None, out=tmp_path / "ray.jsonl", executor=ray_executor(workers=2, make_runner=make_runner),
+                   **kw)
+    assert len(serial.test) >= 2
+    assert same(on_ray.tuning) == same(serial.tuning) and same(on_ray.test) == same(serial.test)

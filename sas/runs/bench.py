@@ -33,7 +33,7 @@ METHODS = ("caa", "actadd", "sas", "sas_dense", "prompt")
 DISTINCT_GUARD = 0.8
 # checks the pipeline end to end in a couple of minutes (CI runs it); its numbers are too noisy to report
 QUICK = dict(concepts=("weddings", "sentiment-negative"), methods=("caa", "sas", "prompt"), strengths=(0.04,),
-             n_tune=6, n_test=8, max_new_tokens=8)
+             n_tune=4, n_test=6, max_new_tokens=6)
 
 
 @dataclass

@@ -254,7 +254,7 @@ class Runner:
 
         rows = []
         bar = tqdm(total=len(conditions), desc=f"{self.grid.kind} grid", disable=not self.progress)
-        for group in self._groups(conditions):
+        for group in self.groups(conditions):
             t0 = time.time()
             c0, item = group[0], self.items[group[0].item]
             vec = self.vector(c0.item, c0.method)
@@ -288,7 +288,7 @@ class Runner:
         bar.close()
         return rows
 
-    def _groups(self, conditions: list[Condition]) -> list[list[Condition]]:
+    def groups(self, conditions: list[Condition]) -> list[list[Condition]]:
         """Conditions one by one, except the steered ones of one (item, method, layer) of an item with
         ``evaluate_many``, which go together (in order of their first appearance)."""
         groups, index = [], {}

@@ -133,12 +133,13 @@ class ShardWorker:
         return os.getpid()
 
     def run(self, shard):
-        """Evaluate ``shard`` condition by condition, yielding ``(condition, row, texts)`` as each finishes
-        (a Ray streaming generator: the driver sees each row at once)."""
-        for c in shard:
+        """Evaluate ``shard`` group by group (a condition alone, or the strengths of one vector that an item runs
+        in one batch), yielding ``(condition, row, texts)`` as each finishes (a Ray streaming generator: the
+        driver sees each row at once)."""
+        for group in self.runner.groups(shard):
             got = []
-            self.runner.run([c], on_row=lambda row, texts: got.append((row, texts)))
-            for row, texts in got:
+            self.runner.run(group, on_row=lambda row, texts: got.append((row, texts)))
+            for c, (row, texts) in zip(group, got):
                 yield c, row, texts
 
 
