@@ -211,3 +211,72 @@ def test_methods_are_registered_and_record_their_rules(tiny, tmp_path, monkeypat
     assert v.n_features()[LAYER] >= plain.n_features()[LAYER]
     with pytest.raises(NoFeatures, match="min_output_score=2.0 removed"):
         build_vector(tiny, "sas_os", c, [LAYER], {LAYER: sae}, tau=0.0, min_output_score=2.0)
+
+
+# --------------------------------------------------------------------------- the real model and shipped SAEs
+@pytest.fixture(scope="module")
+def negative(gemma):
+    from sas.concepts import get_concept
+    from sas.load.saes import load_sae
+
+    c = get_concept("sentiment-negative")
+    return Contrast(c.name, positive=c.positive_texts(), negative=c.negative_texts()), load_sae("gemma-3-270m-L9-4k", gemma)
+
+
+@pytest.mark.slow
+def test_shipped_output_scores_are_the_models(gemma, negative):
+    from sas.activations.output_scores import compute_output_scores, output_scores
+
+    _, sae = negative
+    shipped = output_scores(gemma, sae)
+    feats = [0, 360, 1000, 4095]
+    torch.testing.assert_close(compute_output_scores(gemma, sae, features=feats), shipped[feats], rtol=1e-3, atol=1e-7)
+    assert 0.02 < (shipped >= 0.01).float().mean() < 0.5  # a minority of features moves the output
+
+
+@pytest.mark.slow
+def test_sentiment_negative_keeping_shared_features_keeps_the_difference(gemma, negative):
+    from sas.reports.selection import compare_rules
+
+    contrast, sae = negative
+    df = compare_rules(gemma, sae, contrast).set_index("rule")
+    paper, diff = df.loc["sas (paper)"], df.loc["sas_diff"]
+    assert paper.n_both > 50 and diff.n_shared_kept > 50  # the paper's rule drops them, sas_diff keeps them
+    assert diff.share_sq_diff > 0.9 > 0.5 > paper.share_sq_diff
+    assert diff.cos_dense > paper.cos_dense
+    assert df.loc["sas_os"].n_features < diff.n_features and df.loc["sas_os"].median_output_score >= 0.01
+
+
+@pytest.mark.slow
+def test_clamp_and_sae_ts_on_gemma(gemma, negative, tmp_path, monkeypatch):
+    """A clamp vector's edit grows with its strength (what the bench's calibration needs); a small effect map
+    measured from the training sample sees decoder rows raise their own features; sae_ts builds from it."""
+    import json
+
+    from sas.activations.effects import effect_map
+    from sas.methods.registry import build_vector
+
+    contrast, sae = negative
+    clamp = build_vector(gemma, "sas_clamp", contrast, [9], {9: sae})
+    assert clamp.edit == "clamp" and clamp.n_features()[9] == 16
+    pos, _ = contrast.activations(gemma, [9])
+    norms = [(clamp.hook(9, s, "all")(pos[9][None]) - pos[9][None]).norm(dim=-1).mean().item() for s in (0.5, 1, 2, 4)]
+    assert norms == sorted(norms) and norms[0] > 0
+    monkeypatch.setenv("SAS_CACHE", str(tmp_path))  # the effect map below is small: keep it out of the real cache
+    texts = [json.loads(line)["text"] for line in open("tests/data/enwiki_train_sample.jsonl", encoding="utf-8")]
+    em = effect_map(gemma, sae, texts, n_vectors=40)
+    assert math.isfinite(em.explained_variance) and em.meta["n_test"] == 4
+    y, feats = read_effects(sae, em)
+    own = y[torch.arange(len(feats)), feats]
+    assert own.mean() > 0 and own.mean() > y.mean() + 3 * y.std() / math.sqrt(y.shape[1])
+    v = build_vector(gemma, "sae_ts", contrast, [9], {9: sae}, effect_vectors=40)
+    info = v.settings["per_layer"][9]
+    assert v.method == "sae_ts" and info["effect_map_ev"] == em.explained_variance
+    assert abs(v.directions[9].norm().item() - em.scale) < 1e-3 * em.scale
+
+
+def read_effects(sae, em):
+    from sas.activations.sae_cache import read_cached
+
+    tensors, _ = read_cached(sae, "effect_map", em.meta["settings"])
+    return tensors["effects"].float(), tensors["features"]

@@ -74,8 +74,9 @@ def read_cached(sae, kind: str, settings: dict) -> tuple[dict[str, torch.Tensor]
     return None
 
 
-def write_cached(sae, kind: str, settings: dict, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write ``tensors`` atomically to the cache of ``sae`` (see the module docstring); returns the path."""
+def write_cached(sae, kind: str, settings: dict, tensors: dict[str, torch.Tensor], meta: dict) -> tuple[Path, dict]:
+    """Write ``tensors`` atomically to the cache of ``sae`` (see the module docstring); returns the path and the
+    metadata written (``meta`` with the kind, settings and the SAE's sha256)."""
     path = sae_cache_dir(sae, SHIPPED) / f"{settings_key(kind, settings)}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "kind": kind, "settings": settings, "sae_sha256": sae_hash(sae),
@@ -87,7 +88,7 @@ def write_cached(sae, kind: str, settings: dict, tensors: dict[str, torch.Tensor
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    return path, meta
 
 
 def cached(sae, kind: str, settings: dict, build: Callable[[], tuple[dict, dict]], rebuild: bool = False,
@@ -105,5 +106,5 @@ def cached(sae, kind: str, settings: dict, build: Callable[[], tuple[dict, dict]
     tensors, meta = build()
     meta = {**meta, "seconds": round(time.perf_counter() - wall, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
             "threads": torch.get_num_threads()}
-    path = write_cached(sae, kind, settings, tensors, meta)
+    path, meta = write_cached(sae, kind, settings, tensors, meta)
     return tensors, {**meta, "path": str(path)}
