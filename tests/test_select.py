@@ -264,12 +264,12 @@ def test_clamp_and_sae_ts_on_gemma(gemma, negative, tmp_path, monkeypatch):
     assert norms == sorted(norms) and norms[0] > 0
     monkeypatch.setenv("SAS_CACHE", str(tmp_path))  # the effect map below is small: keep it out of the real cache
     texts = [json.loads(line)["text"] for line in open("tests/data/enwiki_train_sample.jsonl", encoding="utf-8")]
-    em = effect_map(gemma, sae, texts, n_vectors=40)
-    assert math.isfinite(em.explained_variance) and em.meta["n_test"] == 4
+    em = effect_map(gemma, sae, texts, n_vectors=24)
+    assert math.isfinite(em.explained_variance) and em.meta["n_test"] == 2
     y, feats = read_effects(sae, em)
     own = y[torch.arange(len(feats)), feats]
     assert own.mean() > 0 and own.mean() > y.mean() + 3 * y.std() / math.sqrt(y.shape[1])
-    v = build_vector(gemma, "sae_ts", contrast, [9], {9: sae}, effect_vectors=40)
+    v = build_vector(gemma, "sae_ts", contrast, [9], {9: sae}, effect_vectors=24)
     info = v.settings["per_layer"][9]
     assert v.method == "sae_ts" and info["effect_map_ev"] == em.explained_variance
     assert abs(v.directions[9].norm().item() - em.scale) < 1e-3 * em.scale

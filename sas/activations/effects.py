@@ -180,7 +180,8 @@ def fit_effect_map(x: torch.Tensor, y: torch.Tensor, n_test: int, seed: int = 0,
 
 
 def _settings(model, sae, n_vectors, n_prompts, prompt_tokens, n_new, alpha, seed) -> dict:
-    return {"version": VERSION, "model": model.cfg.model_name, "dtype": str(model.cfg.dtype), "hook": sae_hook(sae),
+    # no dtype: a map measured with the model in bfloat16 (twice as fast here) serves the float32 model too
+    return {"version": VERSION, "model": model.cfg.model_name, "hook": sae_hook(sae),
             "n_vectors": n_vectors, "n_prompts": n_prompts, "prompt_tokens": prompt_tokens, "n_new": n_new,
             "alpha": alpha, "seed": seed}
 
@@ -193,15 +194,15 @@ def effect_map(model, sae, texts: Sequence[str] | None = None, n_vectors: int = 
     Without a cached map, ``texts`` (Wikipedia *training* text, e.g. the ``enwiki-2014`` shards; never held-out
     text) is required: ``n_vectors`` random decoder rows (10% held out for the fit) are measured on ``n_prompts``
     prompts of ``prompt_tokens`` tokens, ``n_new`` greedy tokens each, at ``alpha`` x the residual's centred RMS
-    norm (from the prompts). ``python scripts/effect_map.py --sae NAME --corpus DIR`` does this from the shell.
+    norm (from the prompts). ``python scripts/sae_stats.py --what effect_map --sae NAME --corpus DIR --dtype bfloat16`` does this from the shell.
     """
     settings = _settings(model, sae, n_vectors, n_prompts, prompt_tokens, n_new, alpha, seed)
     hit = None if rebuild else read_cached(sae, "effect_map", settings)
     if hit is None and texts is None:
         raise FileNotFoundError(
             f"no effect map for SAE {getattr(sae, 'sas_name', '?')!r} with settings {settings}: compute it once "
-            f"(about 15 CPU-minutes for {n_vectors} vectors) with `python scripts/effect_map.py --sae "
-            f"{getattr(sae, 'sas_name', 'NAME')} --corpus ../shared/data/corpus/enwiki-2014 --vectors {n_vectors}` "
+            f"(about {n_vectors * 0.6 / 60:.0f} CPU-minutes with the model in bfloat16) with `python scripts/sae_stats.py --what effect_map --sae "
+            f"{getattr(sae, 'sas_name', 'NAME')} --corpus ../shared/data/corpus/enwiki-2014 --vectors {n_vectors} --dtype bfloat16` "
             "or sas.activations.effects.effect_map(model, sae, texts=<Wikipedia training texts>)")
 
     def build():
@@ -217,7 +218,8 @@ def effect_map(model, sae, texts: Sequence[str] | None = None, n_vectors: int = 
         n_test = max(2, n_vectors // 10)
         w, b, fit = fit_effect_map(x, y, n_test, seed)
         return ({"W": w, "b": b, "features": feats, "effects": y.half(), "baseline": baseline},
-                {"scale": scale, **fit, "prompts": [model.tokenizer.decode(p[1:]) for p in prompts]})
+                {"scale": scale, **fit, "model_dtype": str(model.cfg.dtype),
+                 "prompts": [model.tokenizer.decode(p[1:]) for p in prompts]})
 
     tensors, meta = hit if hit is not None else cached(sae, "effect_map", settings, build, rebuild, what="the effect map")
     return EffectMap(tensors["W"], tensors["b"], float(meta["scale"]), float(meta["explained_variance"]),
