@@ -99,6 +99,10 @@ def test_clamp_refuses_non_finite_targets_and_round_trips(tmp_path):
         SparseVector(vec.codes, vec.saes, "tiny", edit="clamp", typical={LAYER: typical})
     with pytest.raises(ValueError, match="needs the typical active value"):
         SparseVector(vec.codes, vec.saes, "tiny", edit="clamp")
+    from sas.export.gguf import control_vector
+
+    with pytest.raises(ValueError, match="not a constant residual vector"):
+        control_vector(vec)  # llama.cpp can only add
     back = SparseVector.load(vec.save(tmp_path / "c"), saes={LAYER: sae})
     assert back.edit == "clamp" and torch.equal(back.typical[LAYER], vec.typical[LAYER])
     x = torch.randn(1, 4, 32)

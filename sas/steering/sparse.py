@@ -170,7 +170,8 @@ class SparseVector:
         return self + (-other)
 
     def to_dense(self) -> SteeringVector:
-        """The dense direction ``W_dec^T v`` per layer, as a :class:`SteeringVector` (method ``sas_dense``)."""
+        """The dense direction ``W_dec^T v`` per layer, as a :class:`SteeringVector` (method ``sas_dense``). For a clamp
+        vector it is the direction of its feature choice and signs, not what the clamp does to a given token."""
         with torch.no_grad():
             dirs = {k: (v.clone().to(self.saes[k].W_dec.dtype) @ self.saes[k].W_dec.detach()).float()
                     for k, v in self.codes.items()}
