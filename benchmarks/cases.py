@@ -304,6 +304,60 @@ def _check_ab_hf(out: dict) -> dict:
 
 # ---- 6. Sparse steering on one forward pass: fast path, full path, unsteered ----
 
+def _edit_vectors(ctx: Context, cfg: dict) -> dict:
+    """Issue 11's sparse edits in ``cfg["sae"]``: the sentiment-negative vector of ``sas_diff`` (shared features kept,
+    hundreds of features: the heavy case) added, and the same features clamped (fast and full paths)."""
+    from dataclasses import replace
+
+    from sas import load_sae
+    from sas.activations.contrast import Contrast
+    from sas.activations.feature_stats import feature_stats
+    from sas.concepts import get_concept
+    from sas.load.saes import sae_layer
+    from sas.methods.registry import build_vector
+
+    if getattr(ctx, "_edits", None) is None:
+        sae = load_sae(cfg["sae"], ctx.model)
+        layer = sae_layer(sae)
+        c = get_concept("sentiment-negative")
+        con = Contrast(c.name, positive=c.positive_texts(), negative=c.negative_texts())
+        add = build_vector(ctx.model, "sas_diff", con, [layer], {layer: sae})
+        typ = feature_stats(ctx.model, sae).typical()
+        typ = torch.where(typ > 0, typ, typ[typ > 0].median())  # never active on the sample: a median target
+        clamp = replace(add, edit="clamp", typical={layer: typ * (add.codes[layer] != 0)})
+        ctx._edits = {"add": add, "clamp": clamp, "clamp_full": replace(clamp, fast=False)}
+    return ctx._edits
+
+
+def _setup_sparse_edits(ctx: Context, cfg: dict):
+    from sas import generate, steer
+    from sas.load.data import load_neutral_prompts
+
+    model, n, batch = ctx.model, cfg["new_tokens"], 8
+    v = _edit_vectors(ctx, cfg)
+    prompts = load_neutral_prompts()[:batch]
+
+    def run(vec, m):
+        def go():
+            with steer(model, vec, m, positions="all"):
+                return generate(model, prompts, n, batch_size=batch, stop_at_eos=False)
+        return go
+
+    return {"sas generate (unsteered)": lambda: generate(model, prompts, n, batch_size=batch, stop_at_eos=False),
+            "sas_diff add, fast (steered)": run(v["add"], 4.0),
+            "sas clamp, fast (steered)": run(v["clamp"], 1.0),
+            "sas clamp, full (steered)": run(v["clamp_full"], 1.0)}
+
+
+def _check_sparse_edits(out: dict) -> dict:
+    same = lambda a, b: sum(x == y for x, y in zip(a, b))  # noqa: E731
+    u, fast, full = out["sas generate (unsteered)"], out["sas clamp, fast (steered)"], out["sas clamp, full (steered)"]
+    return {"rows": len(u), "clamp_fast_equals_full_rows": same(fast, full),
+            "clamp_differs_from_unsteered_rows": len(u) - same(fast, u),
+            "add_differs_from_unsteered_rows": len(u) - same(out["sas_diff add, fast (steered)"], u),
+            "example_unsteered": u[0][:100], "example_add": out["sas_diff add, fast (steered)"][0][:100],
+            "example_clamp": fast[0][:100]}
+
 def _setup_sparse_forward(ctx: Context, cfg: dict):
     from dataclasses import replace
 
@@ -328,7 +382,11 @@ def _setup_sparse_forward(ctx: Context, cfg: dict):
                 return forward()
         return run
 
+    edits = _edit_vectors(ctx, cfg)
     return {"forward (unsteered)": forward,
+            "forward, sas_diff add fast": steered(edits["add"], 4.0),
+            "forward, sas clamp fast": steered(edits["clamp"], 1.0),
+            "forward, sas clamp full": steered(edits["clamp_full"], 1.0),
             "forward, sas sparse fast": steered(fast, cfg["sparse_multiplier"]),
             "forward, sas sparse full": steered(full, cfg["sparse_multiplier"]),
             "forward, sas dense": steered(dense, cfg["gen_multiplier"], [cfg["gen_layer"]])}
@@ -337,7 +395,10 @@ def _setup_sparse_forward(ctx: Context, cfg: dict):
 def _check_sparse_forward(out: dict) -> dict:
     f, g = out["forward, sas sparse fast"], out["forward, sas sparse full"]
     u = out["forward (unsteered)"]
+    cf, cg = out["forward, sas clamp fast"], out["forward, sas clamp full"]
     return {"max_abs_logit_difference_fast_vs_full": (f - g).abs().max().item(),
+            "max_abs_logit_difference_clamp_fast_vs_full": (cf - cg).abs().max().item(),
+            "max_abs_logit_change_by_clamp": (cf - u).abs().max().item(),
             "max_abs_logit_change_by_steering": (f - u).abs().max().item(),
             "ok": (f - g).abs().max().item() < 1e-2 * max(1.0, (f - u).abs().max().item())}
 
@@ -380,11 +441,25 @@ BENCHES = {
         "sparse_forward", _setup_sparse_forward,
         [Comparison("forward, sas sparse fast", "forward (unsteered)", 1 / 1.10, "fast path costs < 10% (issue 4)"),
          Comparison("forward, sas sparse full", "forward (unsteered)", None, "full path, beside it"),
-         Comparison("forward, sas dense", "forward (unsteered)", 1 / 1.03, "dense steering costs < 3%")],
+         Comparison("forward, sas dense", "forward (unsteered)", 1 / 1.03, "dense steering costs < 3%"),
+         Comparison("forward, sas_diff add fast", "forward (unsteered)", 1 / 1.10,
+                    "issue 11: sas_diff (hundreds of features) fast path < 10%"),
+         Comparison("forward, sas clamp fast", "forward (unsteered)", 1 / 1.10, "issue 11: clamp fast path < 10%"),
+         Comparison("forward, sas clamp full", "forward (unsteered)", None, "clamp full path, beside it")],
         _check_sparse_forward, repeats=5, warmup=True,
         describe=lambda cfg: f"one forward pass over {cfg['forward_prompts']} sycophancy test prompts (left-padded "
                              f"batch), every block, logits at the last position; every position steered; SAS vector "
                              f"in {cfg['sae']} x{cfg['sparse_multiplier']}"),
+    "sparse_edits": Bench(
+        "sparse_edits", _setup_sparse_edits,
+        [Comparison("sas_diff add, fast (steered)", "sas generate (unsteered)", 1 / 1.10,
+                    "issue 11: sas_diff add overhead < 10%"),
+         Comparison("sas clamp, fast (steered)", "sas generate (unsteered)", 1 / 1.10, "issue 11: clamp overhead < 10%"),
+         Comparison("sas clamp, full (steered)", "sas generate (unsteered)", None, "clamp full path, for reference")],
+        _check_sparse_edits, repeats=3, warmup=True,
+        describe=lambda cfg: f"greedy, {cfg['new_tokens']} new tokens, batch 8 neutral prompts, every position "
+                             f"steered; the sas_diff sentiment-negative vector in {cfg['sae']} (shared features "
+                             "kept) added x4, and its features clamped to 1x their typical active value"),
 }
 
 

@@ -113,6 +113,53 @@ NOTEBOOKS = {
                  "df[['method', 'layer', 'multiplier', 'score', 'perplexity', 'n_features', 'cos_caa']]"),
         ("code", "from IPython.display import Image\nImage(str(plot_compare(df, out.replace('.jsonl', '.png'))))"),
     ],
+    "05_feature_selection.ipynb": [
+        ("md", "# Which features a sparse vector keeps: the selection rules on one concept\n\n"
+               "The paper's SAS rule keeps features that fire on at least `tau` of one side's rows and drops those "
+               "active on both sides. On `sentiment-negative` (positive side: negative sentences) that rule "
+               "throws away most of the code difference, and SAS does not steer towards negative sentiment "
+               "(docs/results.md). This notebook walks the concept through the other rules of "
+               "`sas.methods.select`: shared features kept at their mean difference (`sas_diff`), output-score "
+               "filtering (Arad et al. 2025, `sas_os`) and top-k, and shows what each keeps. The steering scores at "
+               "matched fluency come from `sas bench`."),
+        ("code", "import torch\nimport sas\nfrom sas.activations.contrast import Contrast\nfrom sas.concepts import "
+                 "get_concept\nfrom sas.load.saes import load_sae, sae_layer\n\n"
+                 "model = sas.load_model()\nsae = load_sae('gemma-3-270m-L9-4k', model)\nlayer = sae_layer(sae)\n"
+                 "c = get_concept('sentiment-negative')\n"
+                 "contrast = Contrast(c.name, positive=c.positive_texts(), negative=c.negative_texts())\n"
+                 "contrast.n_pairs, c.positive_texts()[0], c.negative_texts()[0]"),
+        ("md", "## What each rule keeps\n\n`share_sq_diff` is the part of the squared mean code difference the "
+               "kept features carry; `cos_dense` the cosine of the decoded vector with the residual mean difference "
+               "(the CAA direction of the same data). Output scores are cached per SAE (shipped for ours)."),
+        ("code", "from sas.reports.selection import compare_rules, shared_features\n"
+                 "compare_rules(model, sae, contrast).round(3)"),
+        ("md", "## The features the paper's rule drops\n\nThe largest code differences sit in features that fire "
+               "on both sides, more on one: the rule drops them with the letter-like features it is meant for."),
+        ("code", "shared_features(model, sae, contrast, n=8).round(3)"),
+        ("md", "## The kept features of `sas_os`: tokens, output scores, firing on each side"),
+        ("code", "from sas.methods.registry import build_vector\nfrom sas.reports.features import feature_table\n"
+                 "v = build_vector(model, 'sas_os', contrast, [layer], {layer: sae})\n"
+                 "print(v.n_features(), v.settings['per_layer'][layer])\n"
+                 "feature_table(model, sae, v, contrast=contrast).head(8)"),
+        ("md", "## Every candidate feature: mean difference against output score\n\nGrey: dropped by every "
+               "rule; orange: kept by SAS (one-sided); blue: shared features `sas_diff` adds back; the line is "
+               "`sas_os`'s threshold."),
+        ("code", "import matplotlib.pyplot as plt\nfrom sas.activations.codes import encode\n"
+                 "from sas.activations.output_scores import output_scores\nfrom sas.methods.select import "
+                 "select_features\n"
+                 "pos, neg = contrast.activations(model, [layer])\nzp, zn = encode(sae, pos[layer]), encode(sae, neg[layer])\n"
+                 "os_ = output_scores(model, sae)\n"
+                 "paper, _ = select_features(zp, zn)\ndiff, _ = select_features(zp, zn, shared='diff')\n"
+                 "d = zp.mean(0) - zn.mean(0)\nfired = ((zp > 0).any(0) | (zn > 0).any(0))\n"
+                 "fig, ax = plt.subplots(figsize=(6, 4))\n"
+                 "for mask, col, lab in ((fired & (diff == 0), 'lightgrey', 'not kept'), "
+                 "(paper != 0, 'tab:orange', 'SAS (one-sided)'), ((diff != 0) & (paper == 0), 'tab:blue', "
+                 "'shared, kept by sas_diff')):\n"
+                 "    ax.scatter(d[mask], os_[mask].clamp(min=1e-8), s=8, c=col, label=lab)\n"
+                 "ax.axhline(0.01, color='k', lw=0.8, ls='--')\nax.set_yscale('log')\n"
+                 "ax.set_xlabel('mean code difference (negative sentences - positive)')\n"
+                 "ax.set_ylabel('output score')\nax.legend(fontsize=8)\nplt.show()"),
+    ],
 }
 
 

@@ -62,6 +62,10 @@ def control_vector(vector, multiplier: float = 1.0, layers=None, sum_positions: 
     ``sum_positions=True`` its rows are summed into one direction applied at every position, which is what sas
     itself adds when such a vector is used with positions ``all``.
     """
+    if getattr(vector, "edit", "add") == "clamp":
+        raise ValueError("a clamp vector sets its features to values that depend on each token's code: it is not a "
+                         "constant residual vector, and a GGUF control vector can only add one. Export an 'add' "
+                         "vector (e.g. sas_diff or sas_os) instead")
     if hasattr(vector, "to_dense"):  # a SparseVector
         vector = vector.to_dense()  # its settings name the SAEs
         vector = replace(vector, settings={**vector.settings, "gguf_from": "sparse"})

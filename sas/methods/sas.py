@@ -13,15 +13,7 @@ from ..load.data import ABPair, as_pairs, balance_letters, data_hash
 from ..load.saes import check_sae_fits, sae_layer, sae_name
 from ..steering.sparse import SparseVector
 from .registry import register
-
-
-class NoFeatures(ValueError):
-    """The selection rule left no feature."""
-
-
-MEANS = ("all", "active")
-
-
+from .select import MEANS, NoFeatures, select_features  # noqa: F401 (re-exported)
 
 
 @torch.no_grad()
@@ -31,32 +23,10 @@ def sparse_diff(code_pos: torch.Tensor, code_neg: torch.Tensor, tau: float = 0.1
 
     Returns ``(v [d_sae], info)``: features with firing frequency >= ``tau`` on one side only;
     ``mean="all"`` averages codes over all rows, ``"active"`` over the rows where the feature fires.
+    (:func:`sas.methods.select.select_features` with its defaults; it has the other rules.)
     """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau is a firing frequency and must be in [0, 1], not {tau}")
-    if mean not in MEANS:
-        raise ValueError(f"mean must be one of {MEANS}, not {mean!r}")
-    fp, fn = (code_pos > 0).float().mean(0), (code_neg > 0).float().mean(0)
-    kp, kn = fp >= tau, fn >= tau
-    if tau == 0:
-        kp, kn = fp > 0, fn > 0
-    both = kp & kn
-
-    def avg(c, f):
-        if mean == "all":
-            return c.mean(0)
-        return c.sum(0) / (c > 0).float().sum(0).clamp(min=1)
-
-    v = avg(code_pos, fp) * (kp & ~both) - avg(code_neg, fn) * (kn & ~both)
-    if top_k is not None and top_k < int((v != 0).sum()):
-        keep = v.abs().topk(top_k).indices
-        v = torch.zeros_like(v).index_copy(0, keep, v[keep])
-    info = {"n_kept_pos": int(kp.sum()), "n_kept_neg": int(kn.sum()), "n_both": int(both.sum()),
-            "n_features": int((v != 0).sum())}
-    if info["n_features"] == 0:
-        raise NoFeatures(f"no features left after filtering (tau={tau}: {info['n_kept_pos']} kept on the positive "
-                         f"side, {info['n_kept_neg']} on the negative, {info['n_both']} on both); lower tau")
-    return v, info
+    v, info = select_features(code_pos, code_neg, tau, mean, top_k=top_k)
+    return v, {k: info[k] for k in ("n_kept_pos", "n_kept_neg", "n_both", "n_features")}
 
 
 def sas_vector(model, sae, pairs: list[ABPair], layer: int | None = None, tau: float = 0.1, mean: str = "all",

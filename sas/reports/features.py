@@ -2,8 +2,9 @@
 
 For a SAS vector or any feature ids: top-activating contexts from a corpus (the token
 highlighted), the tokens its decoder direction promotes and suppresses through the unembedding,
-its activation frequency, the overlap of feature sets across behaviours, and Neuronpedia links for
-Gemma Scope SAEs. Functions return pandas DataFrames; :func:`report` writes Markdown.
+its activation frequency, its output score (:mod:`sas.activations.output_scores`) and its firing
+frequency on each side of the contrast the vector was built from, the overlap of feature sets across
+behaviours, and Neuronpedia links for Gemma Scope SAEs. Functions return pandas DataFrames; :func:`report` writes Markdown.
 """
 
 from __future__ import annotations
@@ -93,12 +94,26 @@ def top_contexts(model, sae, features: Sequence[int], texts: Sequence[str], k: i
     return pd.DataFrame(rows)
 
 
-def feature_table(model, sae, vector, layer: int | None = None, k_tokens: int = 8) -> pd.DataFrame:
-    """One row per feature of a SAS vector: its value in v, and the tokens it promotes/suppresses."""
+def feature_table(model, sae, vector, layer: int | None = None, k_tokens: int = 8, contrast=None,
+                  output_scores: bool = True) -> pd.DataFrame:
+    """One row per feature of a SAS vector: its value in v, the tokens it promotes/suppresses, its output score
+    (``output_scores=True``; cached per SAE, computed on first use) and, given the ``contrast``
+    (:class:`~sas.activations.contrast.Contrast`) it was built from, its firing frequency on each side
+    (``freq_pos``, ``freq_neg``)."""
     layer = vector.layers[0] if layer is None else layer
     feats = vector.features(layer).tolist()
     eff = logit_effects(model, sae, feats, k_tokens).drop(columns=["promoted_logits", "suppressed_logits"])
     eff.insert(1, "value", [vector.codes[layer][f].item() for f in feats])
+    if output_scores:
+        from ..activations.output_scores import output_scores as scores
+
+        eff.insert(2, "output_score", scores(model, sae)[feats].tolist())
+    if contrast is not None:
+        from ..activations.codes import encode
+
+        pos, neg = contrast.activations(model, [layer])
+        for side, acts in (("freq_pos", pos[layer]), ("freq_neg", neg[layer])):
+            eff[side] = (encode(sae, acts)[:, feats] > 0).float().mean(0).tolist()
     eff["neuronpedia"] = [neuronpedia_url(sae, f) for f in feats]
     return eff
 
@@ -141,17 +156,21 @@ def neuronpedia_url(sae, feature: int) -> str | None:
 
 
 def report(model, sae, vector, texts: Sequence[str], path: str | Path, layer: int | None = None,
-           n_features: int = 10, k_contexts: int = 3, max_tokens: int = 20_000) -> Path:
-    """Write a Markdown report on the top ``n_features`` features of a SAS vector."""
+           n_features: int = 10, k_contexts: int = 3, max_tokens: int = 20_000, contrast=None) -> Path:
+    """Write a Markdown report on the top ``n_features`` features of a SAS vector (with ``contrast``, their firing
+    frequency on each side of it)."""
     layer = vector.layers[0] if layer is None else layer
-    table = feature_table(model, sae, vector, layer).head(n_features)
+    table = feature_table(model, sae, vector, layer, contrast=contrast).head(n_features)
     ctx = top_contexts(model, sae, table.feature.tolist(), texts, k_contexts, max_tokens=max_tokens)
     lines = [f"# SAS features: {vector.behavior}, layer {layer}", "",
              f"SAE `{vector.sae_names.get(layer, '?')}`, settings `{vector.settings}`", ""]
     for _, r in table.iterrows():
         c = ctx[ctx.feature == r.feature]
         freq = c.frequency.iloc[0] if len(c) else 0.0
-        lines += [f"## feature {r.feature}  (v = {r.value:+.3f}, fires on {freq:.2%} of tokens)", "",
+        sides = f", on {r.freq_pos:.0%} of the positive and {r.freq_neg:.0%} of the negative rows" \
+            if "freq_pos" in table else ""
+        lines += [f"## feature {r.feature}  (v = {r.value:+.3f}, output score {r.output_score:.3g}, fires on "
+                  f"{freq:.2%} of tokens{sides})", "",
                   f"- promotes: {', '.join(map(repr, r.promoted))}",
                   f"- suppresses: {', '.join(map(repr, r.suppressed))}"]
         if r.neuronpedia:

@@ -11,6 +11,10 @@ so the SAE's reconstruction error of the unsteered activation is kept. With an e
 activation (ReLU, JumpReLU) only the features in v's support S change, and the same edit is
 ``a + W_dec[S]^T (sigma(z_S + lambda v_S) - z_S)`` with ``z_S`` from the encoder rows of S alone:
 the fast path, exact and O(|S| d_model) per token.
+
+``edit="clamp"`` sets the chosen features instead of adding to them (as Neuronpedia's steering does): at strength
+``s`` the features on the side of ``s`` (``sign(v_f) == sign(s)``) are set to ``|s| x typical[f]``, their typical
+active value, and those of the other side to 0; the reconstruction error is kept, and ``s = 0`` is no edit.
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ def sigma(sae, code: torch.Tensor) -> torch.Tensor:
     return torch.relu(code)
 
 
+EDITS = ("add", "clamp")
+
+
+def clamp_code(z: torch.Tensor, strength: torch.Tensor, v: torch.Tensor, typical: torch.Tensor) -> torch.Tensor:
+    """The clamped code of the support: ``z [n, |S|]``, per-row ``strength [n, 1]``, ``v, typical [|S|]``. Features
+    on the side of the strength's sign are set to ``|strength| x typical``, the others to 0; rows of strength 0 keep
+    ``z``."""
+    on = torch.sign(v)[None, :] == torch.sign(strength)
+    target = torch.where(on, strength.abs() * typical[None, :], torch.zeros_like(z))
+    return torch.where(strength == 0, z, target)
+
+
 @dataclass
 class SparseVector:
     """A SAS vector: ``codes[layer]`` is ``[d_sae]`` (zero outside the selected features).
@@ -68,6 +84,8 @@ class SparseVector:
     data_hash: str = ""
     settings: dict = field(default_factory=dict)
     fast: bool = True  # use the fast exact path when the activation is elementwise
+    edit: str = "add"  # "add" (SAS) or "clamp" (set the chosen features to |strength| x their typical value)
+    typical: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # clamp: [d_sae] per layer
 
     def __post_init__(self):
         from ..load.saes import sae_hook
@@ -86,6 +104,19 @@ class SparseVector:
                 # the same width at another layer would steer silently with the wrong dictionary
                 raise ValueError(f"the SAE given for layer {layer} reads {sae_hook(self.saes[layer])!r}, not "
                                  f"{self.hook_name(layer)!r}: pass the SAE trained at layer {layer}")
+        if self.edit not in EDITS:
+            raise ValueError(f"edit must be one of {EDITS}, not {self.edit!r}")
+        if self.edit == "clamp":
+            for layer, c in self.codes.items():
+                t = self.typical.get(layer)
+                if t is None or t.shape != c.shape:
+                    raise ValueError(f"a clamp vector needs the typical active value of every feature at layer {layer} "
+                                     "(typical={layer: [d_sae]}); sas.activations.feature_stats computes them")
+                bad = [int(f) for f in c.nonzero()[:, 0] if not (torch.isfinite(t[f]) and t[f] > 0)]
+                if bad:
+                    raise ValueError(f"the clamp target of feature(s) {bad[:10]} at layer {layer} is not a finite "
+                                     "positive value (their typical active value is 0, NaN or inf: dead features?); "
+                                     "drop them from the vector or recompute the statistics")
 
     @property
     def layers(self) -> list[int]:
@@ -114,13 +145,15 @@ class SparseVector:
     def __add__(self, other: "SparseVector") -> "SparseVector":
         if not isinstance(other, SparseVector):
             return NotImplemented
+        if self.edit != other.edit:
+            raise ValueError(f"cannot add a {self.edit!r} vector to a {other.edit!r} vector")
         for layer in set(self.codes) & set(other.codes):
             if self.saes[layer] is not other.saes[layer] and self.sae_names.get(layer) != other.sae_names.get(layer):
                 raise ValueError(f"cannot add SAS vectors from different SAEs at layer {layer}")
         codes = {k: v.clone() for k, v in self.codes.items()}
         for k, v in other.codes.items():
             codes[k] = codes[k] + v if k in codes else v.clone()
-        return replace(self, codes=codes, saes={**other.saes, **self.saes},
+        return replace(self, codes=codes, saes={**other.saes, **self.saes}, typical={**other.typical, **self.typical},
                        sae_names={**other.sae_names, **self.sae_names},
                        behavior=self.behavior if self.behavior == other.behavior else "mixed", data_hash="",
                        settings={"parts": [self.meta(), other.meta()]})
@@ -137,7 +170,8 @@ class SparseVector:
         return self + (-other)
 
     def to_dense(self) -> SteeringVector:
-        """The dense direction ``W_dec^T v`` per layer, as a :class:`SteeringVector` (method ``sas_dense``)."""
+        """The dense direction ``W_dec^T v`` per layer, as a :class:`SteeringVector` (method ``sas_dense``). For a clamp
+        vector it is the direction of its feature choice and signs, not what the clamp does to a given token."""
         with torch.no_grad():
             dirs = {k: (v.clone().to(self.saes[k].W_dec.dtype) @ self.saes[k].W_dec.detach()).float()
                     for k, v in self.codes.items()}
@@ -150,6 +184,10 @@ class SparseVector:
         positions = positions or self.positions
         sae = self.saes[layer]
         v = self.codes[layer]
+        clamp = self.edit == "clamp"
+        if clamp and not torch.isfinite(torch.as_tensor(strength, dtype=torch.float64)).all():
+            raise ValueError(f"the clamp target |strength| x typical value must be finite; strength {strength!r} is not")
+        typ = self.typical.get(layer)
         fast = self.fast and _elementwise(sae)
         if self.fast and not fast:
             warnings.warn(f"SAE at layer {layer} ({architecture(sae)}) has no elementwise activation: "
@@ -162,12 +200,14 @@ class SparseVector:
             thr = sae.threshold[support].detach() if architecture(sae) == "jumprelu" else None
             b_dec_in = sae.b_dec.detach() if getattr(sae.cfg, "apply_b_dec_to_input", False) else None
             v_s = v[support]
+            typ_s = typ[support] if clamp else None
         cast = {}  # the support's weights on the residual's device and dtype, converted once per (device, dtype)
 
         def support_weights(x: torch.Tensor):
             key = (x.device, x.dtype)
             if key not in cast:
-                cast[key] = [t if t is None else t.to(x.device, x.dtype) for t in (w_enc, b_enc, w_dec, thr, b_dec_in, v_s)]
+                cast[key] = [t if t is None else t.to(x.device, x.dtype)
+                             for t in (w_enc, b_enc, w_dec, thr, b_dec_in, v_s, typ_s)]
             return cast[key]
 
         def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
@@ -179,17 +219,26 @@ class SparseVector:
             # one strength per steered row: [n_steered, 1]
             multiplier = row_strengths(strength, n_batch, x.device, x.dtype)[:, :, 0].expand(n_batch, n_pos)[mask][:, None]
             if fast:
-                w_e, b_e, w_d, th, b_in, vs = support_weights(x)
+                w_e, b_e, w_d, th, b_in, vs, ts = support_weights(x)
                 xin = (x - b_in) if b_in is not None else x
                 pre = xin @ w_e + b_e
                 z = torch.relu(pre) if th is None else torch.relu(pre) * (pre > th)
-                c = z + multiplier * vs
-                z2 = torch.relu(c) if th is None else torch.relu(c) * (c > th)
+                if clamp:
+                    z2 = clamp_code(z, multiplier, vs, ts)
+                else:
+                    c = z + multiplier * vs
+                    z2 = torch.relu(c) if th is None else torch.relu(c) * (c > th)
                 delta = (z2 - z) @ w_d
             else:
                 with torch.no_grad():
                     z = sae.encode(x.to(sae.W_enc.device, sae.dtype))
-                    z2 = sigma(sae, z + multiplier.to(z.device, z.dtype) * v.to(z.device, z.dtype))
+                    m = multiplier.to(z.device, z.dtype)
+                    if clamp:
+                        z2 = z.clone()
+                        z2[:, support] = clamp_code(z[:, support], m, v[support].to(z.device, z.dtype),
+                                                    typ[support].to(z.device, z.dtype))
+                    else:
+                        z2 = sigma(sae, z + m * v.to(z.device, z.dtype))
                     delta = (sae.decode(z2) - sae.decode(z)).to(x.device, x.dtype)  # = decode(z2) + error - x
             out = resid.clone()
             out[mask] = x + delta
@@ -198,9 +247,13 @@ class SparseVector:
         return hook
 
     def meta(self) -> dict:
-        skip = ("codes", "saes")
-        return {**{k: v for k, v in self.__dict__.items() if k not in skip}, "layers": self.layers,
-                "n_features": self.n_features()}
+        skip = ("codes", "saes", "typical")
+        out = {**{k: v for k, v in self.__dict__.items() if k not in skip}, "layers": self.layers,
+               "n_features": self.n_features()}
+        if self.edit == "clamp":  # the typical values of the support only: small, and exact in JSON
+            out["typical"] = {k: {int(f): float(self.typical[k][f]) for f in c.nonzero()[:, 0]}
+                              for k, c in sorted(self.codes.items())}
+        return out
 
     def sae_identity(self) -> dict[int, dict]:
         """What ties the vector to its SAEs: ``{layer: {"name", "hook", "sha256"}}`` (sha256 of the weights)."""
@@ -265,8 +318,15 @@ class SparseVector:
                 if not allow_sae_mismatch:
                     raise ValueError(msg + ". Pass the SAE it was built in, or allow_sae_mismatch=True")
                 warnings.warn(msg)
-        keep = {k: meta[k] for k in ("model", "behavior", "method", "positions", "data_hash", "settings")
+        keep = {k: meta[k] for k in ("model", "behavior", "method", "positions", "data_hash", "settings", "edit")
                 if k in meta}
+        if meta.get("edit") == "clamp":
+            keep["typical"] = {}
+            for k, vals in (meta.get("typical") or {}).items():
+                t = torch.zeros(codes[int(k)].shape[-1])
+                for f, val in vals.items():
+                    t[int(f)] = float(val)
+                keep["typical"][int(k)] = t
         try:
             return cls(codes=codes, saes=saes, sae_names=names,
                        hook_point=meta.get("hook_point", meta.get("hook", RESID_HOOK)), **keep)

@@ -132,14 +132,9 @@ def texts_sha256(texts: Sequence[str]) -> str:
 def default_cache_dir(sae) -> Path:
     """Where an SAE's cache lives: beside a local SAE folder (``<folder>/feature_cache``) if writable, else under
     ``$SAS_CACHE/feature_cache/<name>`` (shipped and hub SAEs: the repository's ``saes/`` may be read-only)."""
-    from ...load.models import cache_dir
-    from ...load.saes import registry
+    from ...activations.sae_cache import sae_cache_dir
 
-    name = str(getattr(sae, "sas_name", "") or "sae")
-    folder = Path(name)
-    if name not in registry() and folder.is_dir() and os.access(folder, os.W_OK):
-        return folder / "feature_cache"
-    return cache_dir() / "feature_cache" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return sae_cache_dir(sae, "feature_cache")
 
 
 def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: int | None = None,
