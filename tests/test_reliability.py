@@ -540,7 +540,8 @@ def test_19_p_a_is_not_made_up_for_other_letters(tiny):
 def test_21_no_test_reads_the_shared_folder():
     """No test and no test helper refers to the shared data folder outside this repository."""
     word = "sha" + "red"  # spelled apart so that this file does not match itself
-    needles = [f'"{word}"', f"'{word}'", f"../{word}"]
+    # the folder as a path (joined with /, or followed by /, or ../ before it); a settings key of that name is not one
+    needles = [f'/ "{word}"', f"/ '{word}'", f'"{word}/', f"'{word}/", f"../{word}"]
     for f in sorted((ROOT / "tests").glob("*.py")):
         text = f.read_text()
         assert not [n for n in needles if n in text], f.name

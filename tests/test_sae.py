@@ -52,7 +52,9 @@ def _direct_jumprelu(p, hook="blocks.3.hook_resid_post"):
 
 def _fake_model(d_model=D_IN, name="gemma-3-270m", layers=18):
     hooks = {f"blocks.{i}.hook_resid_post": None for i in range(layers)}
-    return SimpleNamespace(cfg=SimpleNamespace(d_model=d_model, model_name=name), hook_dict=hooks)
+    # the weights' device and the compute dtype are what load_sae reads from a model (SAEs follow them)
+    return SimpleNamespace(cfg=SimpleNamespace(d_model=d_model, model_name=name, dtype=torch.float32),
+                           hook_dict=hooks, W_E=torch.zeros(1, d_model), blocks=[torch.nn.Linear(1, 1)] * layers)
 
 
 # ------------------------------------------------------------------------------------- formats
