@@ -181,8 +181,7 @@ def plot_summary(records: list[dict], budgets, unsteered: dict, path) -> Path:
         ax.grid(axis="x", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
-    fig.legend(list(uniq.values()), list(uniq.keys()), loc="lower center", ncol=len(uniq), frameon=False)
-    fig.subplots_adjust(bottom=0.15)
+    axes[0][-1].legend(list(uniq.values()), list(uniq.keys()), fontsize=7, loc="best")
     return save_figure(fig, path)
 
 
@@ -190,6 +189,8 @@ def plot_frontiers(result, path) -> Path:
     """Per concept: concept score against perplexity ratio (tuning split), a line per method and layer, points in
     order of strength from the unsteered point, bands of the score's 95% interval; budgets as dotted lines."""
     import math
+
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     concepts = list(dict.fromkeys(r["concept"] for r in result.tuning if r is not None))
     ncols = min(4, len(concepts))
@@ -208,7 +209,7 @@ def plot_frontiers(result, path) -> Path:
         for i, ((m, layer), rs) in enumerate(sorted(lines.items())):
             rs = [u] + sorted(rs, key=lambda r: float(r["multiplier"]))
             x = [r["perplexity"] / u["perplexity"] for r in rs]
-            style = "-" if layer == min(x for _, x in lines) else "--"
+            style = "-" if layer == min(x for _, x in lines if x >= 0) or m == "prompt" else "--"
             label = m if m == "prompt" else f"{m} L{layer}"
             ax.plot(x, [r["score"] for r in rs], style, marker="o", ms=3, color=_color(m, i), label=label)
             ax.fill_between(x, [r["score_lo"] for r in rs], [r["score_hi"] for r in rs], color=_color(m, i),
@@ -216,6 +217,10 @@ def plot_frontiers(result, path) -> Path:
         for b in result.budgets:
             ax.axvline(b, color="grey", ls=":", lw=0.8)
         ax.set_xscale("log")
+        hi = max([r["perplexity"] / u["perplexity"] for r in rows] + [max(result.budgets)])
+        ax.set_xticks([t for t in (1, *result.budgets, 3, 5, 10, 20, 50) if t <= hi * 1.05])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(c)
         ax.set_xlabel("perplexity / unsteered (tuning)")
         ax.set_ylabel("concept score")
