@@ -64,18 +64,9 @@ class MixedDevices(TorchFunctionMode):
 
 
 def tiny_sae(model, layer=1, d_sae=64, seed=0):
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from test_reliability import random_sae
 
-    torch.manual_seed(seed)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=model.cfg.d_model, d_sae=d_sae, apply_b_dec_to_input=True))
-    with torch.no_grad():
-        for p in (sae.W_enc, sae.W_dec):
-            p.normal_(0, 0.3)
-        sae.b_enc.normal_(0, 0.1)
-        sae.threshold.uniform_(0.0, 0.2)
-    sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
-    sae.cfg.metadata.model_name = model.cfg.model_name
-    return sae.requires_grad_(False)
+    return random_sae(layer, model.cfg.d_model, d_sae, seed, model.cfg.model_name, apply_b_dec_to_input=True)
 
 
 # ------------------------------------------------------------------------------------- bad input

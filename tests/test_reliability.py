@@ -43,9 +43,9 @@ def _vec(layers=(LAYER,), seed=0, **kw) -> SteeringVector:
     return SteeringVector({x: torch.randn(32, generator=g) for x in layers}, "tiny", "caa", "test", **kw)
 
 
-def random_sae(layer=LAYER, d_in=32, d_sae=64, seed=0, model_name="tiny"):
+def random_sae(layer=LAYER, d_in=32, d_sae=64, seed=0, model_name="tiny", apply_b_dec_to_input=False):
     torch.manual_seed(seed)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False))
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=apply_b_dec_to_input))
     with torch.no_grad():
         for p in (sae.W_enc, sae.W_dec):
             p.normal_(0, 0.3)
