@@ -240,7 +240,7 @@ def cmd_bench(args) -> None:
                    args.methods or quick.get("methods", METHODS), None,
                    args.strengths or quick.get("strengths", STRENGTHS), args.budgets or BUDGETS,
                    args.n_tune or quick.get("n_tune", 24), args.n_test or quick.get("n_test", 100),
-                   args.max_new_tokens or quick.get("max_new_tokens", 24), args.seed, args.out,
+                   args.max_new_tokens or quick.get("max_new_tokens", 16), args.seed, args.out,
                    batch_size=args.batch_size, executor=executor)
     if judge is not None:
         with judge:
@@ -383,13 +383,14 @@ def parser() -> argparse.ArgumentParser:
                    "comma-separated (default: every shipped concept)")
     b.add_argument("--methods", type=_names("method"), help="comma-separated (default caa,actadd,sas,sas_dense,prompt)")
     b.add_argument("--strengths", type=_floats, help="relative edit sizes to tune over (default "
-                   "0.02,0.035,0.05,0.075,0.1,0.15)")
+                   "0.02,0.035,0.05,0.075,0.1)")
     b.add_argument("--budgets", type=_floats, help="perplexity budgets as ratios to unsteered (default 1.25,1.5,2)")
     b.add_argument("--n-tune", type=int, help="tuning prompts per concept (default 24)")
     b.add_argument("--n-test", type=int, help="test prompts per concept (default 100)")
-    b.add_argument("--max-new-tokens", type=int, help="sampled tokens per continuation (default 24)")
+    b.add_argument("--max-new-tokens", type=int, help="sampled tokens per continuation (default 16)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--batch-size", type=int, default=64, help="rows per generation batch")
+    b.add_argument("--batch-size", type=int, default=128, help="rows per generation batch (128: all strengths of a "
+                   "condition on the tuning prompts in one batch; on this CPU 1.4x faster than 32)")
     b.add_argument("--quick", action="store_true", help="2 concepts, CAA/SAS/prompting, layer 5, few prompts: "
                    "checks the pipeline in minutes (numbers too noisy to report)")
     b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
