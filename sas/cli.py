@@ -225,7 +225,7 @@ def _concepts(s: str) -> list[str]:
 
 def cmd_bench(args) -> None:
     from .evaluation.judge import judge_from_args
-    from .reports.bench import write_report
+    from .reports.bench import write_features, write_report
     from .runs.bench import BUDGETS, METHODS, QUICK, STRENGTHS, bench, judge_rows
 
     quick = QUICK if args.quick else {}
@@ -247,6 +247,8 @@ def cmd_bench(args) -> None:
             judge_rows(result, judge, args.out)
     report = write_report(result, args.report or Path(args.out).with_suffix(""))
     print(f"\nrows: {args.out}\nreport: {report}")
+    if not args.no_features:
+        print(f"features: {write_features(result, report.parent, model, saes)}")
 
 
 def cmd_inspect(args) -> None:
@@ -397,6 +399,8 @@ def parser() -> argparse.ArgumentParser:
                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     b.add_argument("--out", default="results/bench.jsonl")
     b.add_argument("--report", help="report folder (default: --out without .jsonl)")
+    b.add_argument("--no-features", action="store_true", help="skip features.md (what each sparse vector is made "
+                   "of: logit-lens tokens, output scores, firing frequencies, held-out contexts)")
     b.add_argument("--judge-url", help="an OpenAI-compatible endpoint for AxBench's LM judge (off by default)")
     b.add_argument("--judge-model", help="the judge model's name at --judge-url")
     b.set_defaults(fn=cmd_bench)

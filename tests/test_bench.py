@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sas.evaluation.stats import bootstrap_ci, distinct_n, paired_diff_ci, perplexity_ci, verdict
-from sas.reports.bench import write_report
+from sas.reports.bench import write_features, write_report
 from sas.runs.bench import QUICK, Choice, bench, choose, texts_of
 from sas.steering.strength import edit_size, raw_multiplier
 from sas.steering.vector import SteeringVector
@@ -104,6 +104,15 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
     assert "## Perplexity budget 1.5x unsteered" in text and "| weddings |" in text
     assert (tmp_path / "report" / "summary.png").stat().st_size > 1000
     assert (tmp_path / "report" / "frontiers.png").stat().st_size > 1000
+    # what each sparse vector is made of: one feature report per chosen sas condition, read from the vector cache
+    sas_rows = {row["layer"] for row in r.tuning if row["method"] == "sas" and row["multiplier"] > 0}
+    assert sas_rows
+    index = write_features(r, tmp_path / "report", tiny, {1: random_sae(layer=1)}, texts=["The wedding was lovely. A cake and a dress, flowers and a ring. " * 30] * 3,
+                           n_features=3, max_tokens=600).read_text()
+    for layer in sas_rows:
+        page = (tmp_path / "report" / "features" / f"weddings_sas_L{layer}.md").read_text()
+        assert f"| weddings | sas | {layer} |" in index and 1 <= page.count("## feature ") <= 3
+        assert "positive and" in page and "promotes:" in page
 
 
 def test_bench_refuses_bad_budgets_strengths_and_concept_files(tmp_path, capsys):
@@ -149,3 +158,35 @@ def test_sas_bench_quick_on_gemma_with_a_shipped_sae(gemma, tmp_path):
     n = len(out.read_text().splitlines())
     again = bench(None, {5: "gemma-3-270m-L5-4k"}, out=out, progress=False, model_name=gemma.cfg.model_name, **q)
     assert len(out.read_text().splitlines()) == n and again.test == r.test
+
+
+@pytest.mark.slow
+def test_sas_bench_cli_sends_the_test_continuations_to_a_judge(gemma, tmp_path):
+    """`sas bench --judge-url --judge-model` against a real OpenAI-compatible server on this machine (`sas serve`'s
+    app on gemma-3-270m): every test condition with texts gets a judge row with an interval, the report has the
+    judge table, and a rerun is answered from the judge's cache (no new row, no new cache file)."""
+    pytest.importorskip("fastapi")
+    from sas.cli import main
+    from sas.serve import make_app
+    from sas.serve.local import serve_in_thread
+
+    out = tmp_path / "b.jsonl"
+    with serve_in_thread(make_app(gemma)) as base:
+        argv = ["bench", "--quick", "--concept", "weddings", "--methods", "caa,prompt", "--n-tune", "2", "--n-test",
+                "3", "--max-new-tokens", "4", "--out", str(out), "--judge-url", base + "/v1",
+                "--judge-model", "gemma-3-270m"]
+        main(argv)
+        judged = [json.loads(x) for x in (tmp_path / "b.judge.jsonl").read_text().splitlines()]
+        tested = [json.loads(x) for x in out.read_text().splitlines()]
+        tested = [r for r in tested if r.get("split") == "test" and texts_of(out, r) is not None]
+        assert tested and {(j["method"], j["multiplier"]) for j in judged} == {(r["method"], r["multiplier"])
+                                                                               for r in tested}
+        for j in judged:
+            assert len(j["judge_scores"]) == 3 and 0 <= j["judge_lo"] <= j["judge"] <= j["judge_hi"] <= 2
+        report = (tmp_path / "b" / "report.md").read_text()
+        assert "## LM judge" in report and all(j["judge_model"] == "gemma-3-270m" for j in judged)
+        cache = sorted((p.name, p.stat().st_size) for p in (tmp_path / "b.judge").rglob("*") if p.is_file())
+        assert cache
+        main(argv)  # resumes: nothing generated, nothing sent
+        assert len((tmp_path / "b.judge.jsonl").read_text().splitlines()) == len(judged)
+        assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "b.judge").rglob("*") if p.is_file()) == cache

@@ -229,3 +229,66 @@ def plot_frontiers(result, path) -> Path:
     for k in range(len(concepts), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     return save_figure(fig, path)
+
+
+def write_features(result, folder, model, saes: dict | None = None, texts=None, n_features: int = 10,
+                   max_tokens: int = 8_000) -> Path:
+    """What each sparse vector of the benchmark is made of: for every concept, SAE-space method and layer, a
+    :func:`sas.reports.features.report` (logit-lens tokens, output score, firing frequency on each side of the
+    concept's pairs and over held-out text, top held-out contexts) in ``folder/features/``, indexed by
+    ``folder/features.md`` with each vector's size and selection record. ``texts``: held-out text (default:
+    :func:`sas.load.data.load_text_sample`). The vectors come from the results file's vector cache."""
+    from ..load.data import load_text_sample
+    from ..methods.registry import get_method
+    from ..runs.grid import Runner
+    from ..runs.store import ResultStore
+    from .features import report
+
+    if result.grid is None or not result.settings.get("out"):
+        raise ValueError("write_features needs a BenchResult from bench(..., out=FILE): it reads the vectors built "
+                         "for that file")
+    folder = Path(folder)
+    texts = load_text_sample() if texts is None else texts
+    runner = Runner(result.grid, model, saes, vector_dir=ResultStore(result.settings["out"], "concept").vector_dir,
+                    progress=False)
+    seen = sorted({(r["concept"], r["method"], int(r["layer"])) for r in result.tuning + result.test
+                   if r and float(r["multiplier"]) != 0 and get_method(r["method"]).needs_sae})
+    lines = ["# What each sparse vector is made of", "",
+             "Every vector of an SAE-space method the benchmark built (one per concept, method and layer; a "
+             "vector that failed shows why). Each link: its top "
+             f"{n_features} features by |value|, the tokens each promotes and suppresses (logit lens), its output "
+             "score (Arad et al.), how often it fires on the positive and the negative texts of the concept and "
+             f"over held-out Wikipedia ({max_tokens:,} tokens), and its top held-out contexts.", "",
+             "| concept | method | layer | features | selection | report |", "| --- | --- | --- | --- | --- | --- |"]
+    for concept, method, layer in seen:
+        vec = runner.vector(concept, method)
+        if isinstance(vec, Exception):
+            lines.append(f"| {concept} | {method} | {layer} | 0 | {vec} | |")
+            continue
+        settings = dict(getattr(vec, "settings", None) or {})
+        per_layer = settings.pop("per_layer", None) or {}
+        skipped = settings.pop("skipped", None) or {}
+        if hasattr(vec, "codes") and layer not in vec.codes:
+            why = skipped.get(layer, skipped.get(str(layer), "no vector at this layer"))
+            lines.append(f"| {concept} | {method} | {layer} | 0 | {why} | |")
+            continue
+        info = per_layer.get(layer, per_layer.get(str(layer), {}))  # str keys after a JSON round trip
+        selection = f"{_short(settings)}; {_short(info)}"
+        if not hasattr(vec, "codes"):  # SAS-dense, SAE-TS: dense vectors made from SAE features
+            lines.append(f"| {concept} | {method} | {layer} | dense | {selection} | |")
+            continue
+        name = f"{concept}_{method}_L{layer}.md"
+        report(model or runner.model, runner.sae(layer), vec, texts, folder / "features" / name, layer=layer,
+               n_features=n_features, max_tokens=max_tokens, contrast=runner.items[concept].contrast)
+        lines.append(f"| {concept} | {method} | {layer} | {len(vec.features(layer))} | {selection} | "
+                     f"[features/{name}](features/{name}) |")
+    path = folder / "features.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _short(d: dict, limit: int = 160) -> str:
+    s = ", ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, (dict, list)) or len(str(v)) < 60)
+    s = s.replace("|", "/")
+    return (s[:limit] + "...") if len(s) > limit else s

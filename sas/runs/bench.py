@@ -63,6 +63,7 @@ class BenchResult:
     settings: dict = field(default_factory=dict)
 
     judged: list[dict] = field(default_factory=list)  # judge rows of the test conditions (when a judge ran)
+    grid: Grid | None = field(default=None, repr=False)  # the test grid (its runner rebuilds or reloads the vectors)
 
 
 def _ok(row: dict | None) -> bool:
@@ -144,7 +145,7 @@ def bench(model=None, saes: dict | None = None, concepts: Sequence[str] = (), me
                        {"n_tune": n_tune, "n_test": n_test, "strengths": list(strengths), "layers": layers,
                         "max_new_tokens": max_new_tokens, "seed": seed, "distinct_guard": distinct_guard,
                         "methods": list(methods), "concepts": concepts, "model": model_name, "dtype": dtype,
-                        "out": str(out) if out else None})
+                        "out": str(out) if out else None}, grid=test)
 
 
 def texts_of(out, row: dict) -> list[str] | None:
