@@ -218,7 +218,8 @@ def plot_frontiers(result, path) -> Path:
             ax.axvline(b, color="grey", ls=":", lw=0.8)
         ax.set_xscale("log")
         hi = max([r["perplexity"] / u["perplexity"] for r in rows] + [max(result.budgets)])
-        ax.set_xticks([t for t in (1, *result.budgets, 3, 5, 10, 20, 50) if t <= hi * 1.05])
+        ticks = (1, *result.budgets, 3) if hi < 4 else (1, 2, 5, 10, 20, 50)  # budget labels crowd a wide axis
+        ax.set_xticks([t for t in ticks if t <= hi * 1.05])
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(c)
