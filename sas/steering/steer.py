@@ -56,7 +56,8 @@ def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None
     hooks = []
     if positions is not None and positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
-    use_layers = None if layers is None else int_list(layers, "layers")
+    # a layer given twice steers once (a repeated layer had added the vector twice: found by tests/test_properties.py)
+    use_layers = None if layers is None else list(dict.fromkeys(int_list(layers, "layers")))
     if use_layers == []:
         raise ValueError("layers is empty: nothing would be steered; pass None for all of the vector's layers")
     for vec, mult in _as_terms(vectors, multipliers):
