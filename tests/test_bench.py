@@ -104,11 +104,12 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
     assert "## Perplexity budget 1.5x unsteered" in text and "| weddings |" in text
     assert (tmp_path / "report" / "summary.png").stat().st_size > 1000
     assert (tmp_path / "report" / "frontiers.png").stat().st_size > 1000
-    # what each sparse vector is made of: one feature report per chosen sas condition, read from the vector cache
+    # what each sparse vector is made of: one feature report per sas vector the run built, read from its cache
     sas_rows = {row["layer"] for row in r.tuning if row["method"] == "sas" and row["multiplier"] > 0}
     assert sas_rows
-    index = write_features(r, tmp_path / "report", tiny, {1: random_sae(layer=1)}, texts=["The wedding was lovely. A cake and a dress, flowers and a ring. " * 30] * 3,
-                           n_features=3, max_tokens=600).read_text()
+    texts = ["The wedding was lovely. A cake and a dress, flowers and a ring. " * 30] * 3
+    index = write_features(r, tmp_path / "report", tiny, {1: random_sae(layer=1)}, texts=texts, n_features=3,
+                           max_tokens=600).read_text()
     for layer in sas_rows:
         page = (tmp_path / "report" / "features" / f"weddings_sas_L{layer}.md").read_text()
         assert f"| weddings | sas | {layer} |" in index and 1 <= page.count("## feature ") <= 3
@@ -165,7 +166,8 @@ def test_sas_bench_cli_sends_the_test_continuations_to_a_judge(gemma, tmp_path):
     """`sas bench --judge-url --judge-model` against a real OpenAI-compatible server on this machine (`sas serve`'s
     app on gemma-3-270m): every test condition with texts gets a judge row with an interval, the report has the
     judge table, and a rerun is answered from the judge's cache (no new row, no new cache file)."""
-    pytest.importorskip("fastapi")
+    for package in ("fastapi", "uvicorn", "openai"):  # the serve extra: the server and the judge's client
+        pytest.importorskip(package)
     from sas.cli import main
     from sas.serve import make_app
     from sas.serve.local import serve_in_thread
