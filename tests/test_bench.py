@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sas.evaluation.stats import bootstrap_ci, distinct_n, paired_diff_ci, perplexity_ci, verdict
-from sas.reports.bench import write_features, write_report
+from sas.reports.bench import best_sparse, table, write_features, write_report
 from sas.runs.bench import QUICK, Choice, bench, choose, texts_of
 from sas.steering.strength import edit_size, raw_multiplier
 from sas.steering.vector import SteeringVector
@@ -86,12 +86,12 @@ def test_the_prompting_baseline_runs_only_on_concepts():
 
 def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path):
     out = tmp_path / "b.jsonl"
-    kw = dict(concepts=["weddings"], methods=["caa", "sas", "prompt"], strengths=[0.05, 0.2], n_tune=4,
+    kw = dict(concepts=["weddings"], methods=["caa", "sas", "sas_diff", "prompt"], strengths=[0.05, 0.2], n_tune=4,
               n_test=6, max_new_tokens=4, out=out, progress=False, budgets=(1.5, 3.0))
     r = bench(tiny, {1: random_sae(layer=1)}, **kw)
     assert {row["split"] for row in r.tuning} == {"tuning"} and {row["split"] for row in r.test} == {"test"}
     assert all(row["n"] == 6 and len(row["scores"]) == 6 for row in r.test)
-    assert len(r.choices) == 3 * 2 and all(isinstance(c, Choice) for c in r.choices)
+    assert len(r.choices) == 4 * 2 and all(isinstance(c, Choice) for c in r.choices)
     chosen = {(c.method, c.layer, c.strength) for c in r.choices if c.reached}
     assert chosen <= {(row["method"], row["layer"], row["multiplier"]) for row in r.test}
     n = len(out.read_text().splitlines())
@@ -102,6 +102,16 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
     report = write_report(r, tmp_path / "report")
     text = report.read_text()
     assert "## Perplexity budget 1.5x unsteered" in text and "| weddings |" in text
+    best = best_sparse(r, table(r))  # the best sparse method is picked on tuning scores, never on test ones
+    for rec in best:
+        tuned = [c for c in r.choices if c.budget == rec["budget"] and c.method in ("sas", "sas_diff") and c.reached]
+        if rec["method"] is None:
+            assert not tuned
+            continue
+        picked = next(c for c in tuned if c.method == rec["method"])
+        assert picked.tuning_score == max(c.tuning_score for c in tuned) and "vs_unsteered" in rec
+        assert f"| {rec['budget']:g}x | weddings | {rec['method']} (L1," in text
+    assert "## The best sparse method" in text and "concepts; better than the paper's SAS" in text
     assert (tmp_path / "report" / "summary.png").stat().st_size > 1000
     assert (tmp_path / "report" / "frontiers.png").stat().st_size > 1000
     # what each sparse vector is made of: one feature report per sas vector the run built, read from its cache

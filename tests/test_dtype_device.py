@@ -98,6 +98,22 @@ def test_load_sae_refuses_cuda_without_gpu_and_follows_auto():
     assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16 and resolve_dtype(torch.float32) is torch.float32
 
 
+def test_bfloat16_on_a_cpu_without_bfloat16_instructions_warns(monkeypatch):
+    import warnings
+
+    from sas.load import device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    with pytest.warns(UserWarning, match="no bfloat16 instructions.*Use dtype='float32'"):
+        assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16  # slow, not wrong: it still runs
+    for flags in ({"avx2", "avx512_bf16"}, set()):  # native bfloat16, or flags unknown: nothing to say
+        monkeypatch.setattr(device, "cpu_flags", lambda: frozenset(flags))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            resolve_dtype("bfloat16", "cpu")
+            resolve_dtype("float32", "cpu")
+
+
 def test_load_defaults_are_auto():
     import sas.load.models as M
     from sas.load.saes import load_sae

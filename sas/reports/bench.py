@@ -14,6 +14,8 @@ from .plots import figure, save_figure
 
 COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dense": "tab:purple",
           "prompt": "tab:green"}
+# the methods that pick SAE features (issue 11); SAS-dense is the dense control of the paper's SAS vector
+SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts")
 
 
 def _color(method: str, i: int = 0) -> str:
@@ -82,6 +84,72 @@ def counts(records: list[dict], base: str) -> dict[tuple[str, float], dict[str, 
     return out
 
 
+def best_sparse(result, records: list[dict], sparse=SPARSE) -> list[dict]:
+    """Per concept and budget, the sparse method with the best *tuning* score within the budget (so picking the
+    best of several methods uses no test data), its test score, and paired differences from CAA, from the paper's
+    SAS and from the unsteered model. A concept no sparse method reached has ``method`` None."""
+    by = {(r["concept"], r["method"], r["budget"]): r for r in records}
+    unsteered = {r["concept"]: r for r in result.test if float(r["multiplier"]) == 0 and "skipped" not in r}
+    out = []
+    for concept in dict.fromkeys(r["concept"] for r in records):
+        for b in result.budgets:
+            cands = [c for c in result.choices if c.concept == concept and c.budget == b and c.method in sparse
+                     and c.reached and "scores" in by.get((concept, c.method, b), {})]
+            rec = {"concept": concept, "budget": b, "method": None}
+            if cands:
+                c = max(cands, key=lambda c: (c.tuning_score, -sparse.index(c.method)))
+                rec = dict(by[(concept, c.method, b)])
+                for base, other in (("caa", by.get((concept, "caa", b))), ("sas", by.get((concept, "sas", b))),
+                                    ("unsteered", unsteered.get(concept))):
+                    if other is None or "scores" not in other:
+                        continue
+                    d, lo, hi = paired_diff_ci(rec["scores"], other["scores"])
+                    rec[f"vs_{base}"], rec[f"vs_{base}_lo"], rec[f"vs_{base}_hi"] = d, lo, hi
+                    rec[f"vs_{base}_verdict"] = verdict(lo, hi)
+            out.append(rec)
+    return out
+
+
+def _best_sparse_lines(result, records: list[dict], sparse=SPARSE) -> list[str]:
+    present = [m for m in sparse if any(r["method"] == m for r in records)]
+    if len(present) < 2:
+        return []
+    best = best_sparse(result, records, tuple(present))
+    lines = ["## The best sparse method (picked per concept on the tuning split)", "",
+             f"Among {', '.join(present)}: per concept and budget, the method with the best tuning score within "
+             "the budget; its test score and the paired differences (test split) from CAA, from the paper's SAS and "
+             "from the unsteered model. 'features' links to what the vector is made of (features.md).", "",
+             "| budget | concept | method (layer, strength) | test score | vs CAA | vs SAS | vs unsteered | features |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def diff(r, base):
+        if f"vs_{base}" not in r:
+            return ""
+        mark = {"win": " ▲", "loss": " ▼"}.get(r[f"vs_{base}_verdict"], "")
+        return f"{r[f'vs_{base}']:+.2f} [{r[f'vs_{base}_lo']:+.2f}, {r[f'vs_{base}_hi']:+.2f}]{mark}"
+
+    for b in result.budgets:
+        for r in (r for r in best if r["budget"] == b):
+            if r["method"] is None:
+                lines.append(f"| {b:g}x | {r['concept']} | not reached | | | | | |")
+                continue
+            link = (f"[{r['n_features']}](features/{r['concept']}_{r['method']}_L{r['layer']}.md)"
+                    if r.get("n_features") and r["method"] != "sae_ts" else "dense")
+            lines.append(f"| {b:g}x | {r['concept']} | {r['method']} (L{r['layer']}, {r['strength']:g}) | "
+                         f"{r['score']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}] | {diff(r, 'caa')} | {diff(r, 'sas')} | "
+                         f"{diff(r, 'unsteered')} | {link} |")
+    lines.append("")
+    for b in result.budgets:
+        rs = [r for r in best if r["budget"] == b]
+        n = len(rs)
+        at_least_caa = sum(r.get("vs_caa_verdict") in ("win", "tie") for r in rs)
+        above_sas = sum(r.get("vs_sas_verdict") == "win" for r in rs)
+        lines.append(f"- {b:g}x: at least as good as CAA (interval includes or exceeds 0) on {at_least_caa} of {n} "
+                     f"concepts; better than the paper's SAS (interval above 0) on {above_sas} of {n}.")
+    lines.append("")
+    return lines
+
+
 def write_report(result, folder) -> Path:
     """Write ``report.md``, ``summary.png`` and ``frontiers.png`` to ``folder``; returns the report's path."""
     folder = Path(folder)
@@ -125,6 +193,7 @@ def write_report(result, folder) -> Path:
             lines.append(f"| {m} | " + " | ".join(f"{c.get('win', 0)}/{c.get('tie', 0)}/{c.get('loss', 0)}/"
                                                  f"{c.get('unreached', 0)}" for c in cells) + " |")
         lines.append("")
+    lines += _best_sparse_lines(result, records)
     lines += ["## Differences from CAA (test split, paired)", "",
               "| concept | method | budget | difference [95% interval] | test perplexity ratio |",
               "| --- | --- | --- | --- | --- |"]
