@@ -65,8 +65,9 @@ def resolve_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
                          "faster than float32 on CPUs with AVX-512 BF16) or 'float32'")
     if dtype == torch.bfloat16 and kind == "cpu" and cpu_flags() and not cpu_flags() & BF16_FLAGS:
         warnings.warn("this CPU has no bfloat16 instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo), so "
-                      "bfloat16 matrix products are emulated: about 150x slower than float32 on an AVX2 CPU "
-                      "(measured on an AMD EPYC, 2026-12-02). Use dtype='float32' here", stacklevel=2)
+                      "bfloat16 matrix products are emulated: on an AVX2 CPU (AMD EPYC, 2026-12-02) gemma-3-270m's "
+                      "forward pass took 3.4x the CPU time of float32's, a bare 128x640x2048 product 150x. Use "
+                      "dtype='float32' here", stacklevel=2)
     return dtype
 
 
