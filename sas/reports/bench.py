@@ -110,6 +110,14 @@ def best_sparse(result, records: list[dict], sparse=SPARSE) -> list[dict]:
     return out
 
 
+def _features_link(r: dict) -> str:
+    """The vector's feature count linked to its page in features/ (written by :func:`write_features`), for a
+    vector of SAE features; "" for a dense one."""
+    if not r.get("n_features") or r["method"] in ("sas_dense", "sae_ts"):
+        return ""
+    return f"[{r['n_features']}](features/{r['concept']}_{r['method']}_L{r['layer']}.md)"
+
+
 def _best_sparse_lines(result, records: list[dict], sparse=SPARSE) -> list[str]:
     present = [m for m in sparse if any(r["method"] == m for r in records)]
     if len(present) < 2:
@@ -133,8 +141,7 @@ def _best_sparse_lines(result, records: list[dict], sparse=SPARSE) -> list[str]:
             if r["method"] is None:
                 lines.append(f"| {b:g}x | {r['concept']} | not reached | | | | | |")
                 continue
-            link = (f"[{r['n_features']}](features/{r['concept']}_{r['method']}_L{r['layer']}.md)"
-                    if r.get("n_features") and r["method"] != "sae_ts" else "dense")
+            link = _features_link(r) or "dense"
             lines.append(f"| {b:g}x | {r['concept']} | {r['method']} (L{r['layer']}, {r['strength']:g}) | "
                          f"{r['score']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}] | {diff(r, 'caa')} | {diff(r, 'sas')} | "
                          f"{diff(r, 'unsteered')} | {link} |")
@@ -195,12 +202,13 @@ def write_report(result, folder) -> Path:
         lines.append("")
     lines += _best_sparse_lines(result, records)
     lines += ["## Differences from CAA (test split, paired)", "",
-              "| concept | method | budget | difference [95% interval] | test perplexity ratio |",
-              "| --- | --- | --- | --- | --- |"]
+              "'features': for a vector of SAE features, how many it kept, linked to what they are (features.md).", "",
+              "| concept | method | budget | difference [95% interval] | test perplexity ratio | features |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for r in records:
         if "vs_caa" in r:
             lines.append(f"| {r['concept']} | {r['method']} | {r['budget']:g}x | {r['vs_caa']:+.2f} "
-                         f"[{r['vs_caa_lo']:+.2f}, {r['vs_caa_hi']:+.2f}] | {r['ppl_ratio']:.2f} |")
+                         f"[{r['vs_caa_lo']:+.2f}, {r['vs_caa_hi']:+.2f}] | {r['ppl_ratio']:.2f} | {_features_link(r)} |")
     lines.append("")
     unreached = [r for r in records if not r["reached"]]
     if unreached:
