@@ -64,6 +64,25 @@ def test_relative_strength_is_the_same_edit_size_for_dense_and_sparse(tiny):
         raw_multiplier(dense, 1, acts, float("nan"))
 
 
+def test_a_strength_the_vector_cannot_reach_skips_that_row_only(tiny, monkeypatch):
+    from sas.runs.items import ConceptItem
+    from sas.steering import strength
+
+    real = strength.raw_multiplier
+
+    def raw(vec, layer, acts, relative, **kw):
+        if relative > 0.1:
+            raise strength.Unreachable(f"cannot reach {relative} here")
+        return real(vec, layer, acts, relative, **kw)
+
+    monkeypatch.setattr(strength, "raw_multiplier", raw)
+    vec = SteeringVector({1: torch.randn(32)}, "tiny", "caa", "weddings")
+    item = ConceptItem("weddings", "tuning", n_prompts=3, max_new_tokens=2, n_calibration=3)
+    (ok, texts), (bad, none) = item.evaluate_many(tiny, vec, [0.05, 0.2], 1)
+    assert ok["raw_multiplier"] > 0 and ok["n"] == 3 and len(texts) == 3
+    assert bad == {"skipped": "caa at layer 1: cannot reach 0.2 here"} and none is None
+
+
 def test_a_prompt_with_its_seed_samples_the_same_text_beside_any_other_rows(tiny):
     from sas.forward.generate import generate
 

@@ -182,7 +182,7 @@ def fit_effect_map(x: torch.Tensor, y: torch.Tensor, n_test: int, seed: int = 0,
 
 
 def _settings(model, sae, n_vectors, n_prompts, prompt_tokens, n_new, alpha, seed) -> dict:
-    # no dtype: a map measured with the model in bfloat16 (twice as fast here) serves the float32 model too
+    # no dtype: a map measured with the model in one dtype serves it in the other
     return {"version": VERSION, "model": model.cfg.model_name, "hook": sae_hook(sae),
             "n_vectors": n_vectors, "n_prompts": n_prompts, "prompt_tokens": prompt_tokens, "n_new": n_new,
             "alpha": alpha, "seed": seed}
@@ -196,15 +196,17 @@ def effect_map(model, sae, texts: Sequence[str] | None = None, n_vectors: int = 
     Without a cached map, ``texts`` (Wikipedia *training* text, e.g. the ``enwiki-2014`` shards; never held-out
     text) is required: ``n_vectors`` random decoder rows (10% held out for the fit) are measured on ``n_prompts``
     prompts of ``prompt_tokens`` tokens, ``n_new`` greedy tokens each, at ``alpha`` x the residual's centred RMS
-    norm (from the prompts). ``python scripts/sae_stats.py --what effect_map --sae NAME --corpus DIR --dtype bfloat16`` does this from the shell.
+    norm (from the prompts). ``python scripts/sae_stats.py --what effect_map --sae NAME --corpus DIR`` does this from the shell (add
+    ``--dtype bfloat16`` on a CPU with AVX-512 BF16, where it is faster).
     """
     settings = _settings(model, sae, n_vectors, n_prompts, prompt_tokens, n_new, alpha, seed)
     hit = None if rebuild else read_cached(sae, "effect_map", settings)
     if hit is None and texts is None:
         raise FileNotFoundError(
             f"no effect map for SAE {getattr(sae, 'sas_name', '?')!r} with settings {settings}: compute it once "
-            f"(about {n_vectors * 0.6 / 60:.0f} CPU-minutes with the model in bfloat16) with `python scripts/sae_stats.py --what effect_map --sae "
-            f"{getattr(sae, 'sas_name', 'NAME')} --corpus ../shared/data/corpus/enwiki-2014 --vectors {n_vectors} --dtype bfloat16` "
+            f"(about {n_vectors * 0.7 / 60:.0f} CPU-minutes for a 4k SAE on gemma-3-270m) with `python scripts/sae_stats.py "
+            f"--what effect_map --sae {getattr(sae, 'sas_name', 'NAME')} --corpus ../shared/data/corpus/enwiki-2014 "
+            f"--vectors {n_vectors}` "
             "or sas.activations.effects.effect_map(model, sae, texts=<Wikipedia training texts>)")
 
     if hit is not None and hit[1].get("ridges") != list(RIDGES) and "effects" in hit[0]:

@@ -267,15 +267,11 @@ class Runner:
                     self.unsteered[c0.item], texts = item.evaluate(self.model, None, 0.0, c0.layer)
                 done = [(dict(self.unsteered[c0.item]), texts)]
             else:
-                try:
-                    if len(group) > 1:
-                        done = item.evaluate_many(self.model, vec, [c.multiplier for c in group], c0.layer)
-                    else:
-                        done = [item.evaluate(self.model, vec, c0.multiplier, c0.layer)]
-                except ValueError as e:  # e.g. a strength the vector cannot reach: the rows say why
-                    if not hasattr(item, "evaluate_many"):
-                        raise
-                    done = [({"skipped": f"{c0.method} at layer {c0.layer}: {e}"}, None) for _ in group]
+                # a strength the vector cannot reach comes back as a row that says why (ConceptItem)
+                if len(group) > 1:
+                    done = item.evaluate_many(self.model, vec, [c.multiplier for c in group], c0.layer)
+                else:
+                    done = [item.evaluate(self.model, vec, c0.multiplier, c0.layer)]
             seconds = (time.time() - t0) / len(group)
             for c, (res, texts) in zip(group, done):
                 row = {**self.key(c), **res}

@@ -150,11 +150,19 @@ class ConceptItem:
                                                 vector, layer)
         return self._acts[key]
 
-    def raw_multipliers(self, model, vector, layer: int, strengths) -> list[float]:
-        from ..steering.strength import raw_multiplier
+    def raw_multipliers(self, model, vector, layer: int, strengths) -> list[float | Exception]:
+        """The vector's multiplier for each relative strength; a strength it cannot reach gives the
+        :class:`~sas.steering.strength.Unreachable` that says why, in its place."""
+        from ..steering.strength import Unreachable, raw_multiplier
 
         acts = self.calibration(model, vector, layer)
-        return [raw_multiplier(vector, layer, acts, float(s)) for s in strengths]
+        out = []
+        for s in strengths:
+            try:
+                out.append(raw_multiplier(vector, layer, acts, float(s)))
+            except Unreachable as e:
+                out.append(e)
+        return out
 
     def evaluate_many(self, model, vector, strengths, layer: int) -> list[tuple[dict, list[str]]]:
         """One ``(row, texts)`` per strength, all strengths in shared batches."""
@@ -171,9 +179,16 @@ class ConceptItem:
         if vector is None:
             return evaluate_concept(model, self.concept, self.prompts, **common) * len(strengths)
         raw = self.raw_multipliers(model, vector, layer, strengths)
-        out = evaluate_concept(model, self.concept, self.prompts, vector, layer, raw, **common)
-        for (row, _), m in zip(out, raw):
+        ok = [m for m in raw if not isinstance(m, Exception)]
+        done = iter(evaluate_concept(model, self.concept, self.prompts, vector, layer, ok, **common) if ok else [])
+        out = []
+        for m in raw:  # a strength the vector cannot reach is a row that says why; the others run
+            if isinstance(m, Exception):
+                out.append(({"skipped": f"{vector.method} at layer {layer}: {m}"}, None))
+                continue
+            row, texts = next(done)
             row["raw_multiplier"] = m
+            out.append((row, texts))
         return out
 
     def evaluate(self, model, vector, multiplier: float, layer: int) -> tuple[dict, list[str]]:

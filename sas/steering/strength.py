@@ -52,11 +52,15 @@ def _dtype(vec, layer):
     return t.dtype if t.is_floating_point() else torch.float32
 
 
+class Unreachable(ValueError):
+    """A vector cannot make an edit of the asked relative size at a layer (the message says why and what to do)."""
+
+
 def raw_multiplier(vec, layer: int, acts: torch.Tensor, relative: float, tol: float = 1e-3,
                    max_multiplier: float = 1e4) -> float:
     """The multiplier of ``vec`` at ``layer`` whose mean edit over ``acts`` is ``relative`` x their mean norm.
 
-    Raises ``ValueError`` if no multiplier up to ``max_multiplier`` makes an edit that large (a vector with no
+    Raises :class:`Unreachable` (a ``ValueError``) if no multiplier up to ``max_multiplier`` makes an edit that large (a vector with no
     effect at this layer), or if even the smallest one is larger (an edit that is not 0 at multiplier 0).
     """
     if not (math.isfinite(relative) and relative >= 0):
@@ -66,7 +70,7 @@ def raw_multiplier(vec, layer: int, acts: torch.Tensor, relative: float, tol: fl
     what = f"the {vec.method} vector at layer {layer}"
     lo_size = edit_size(vec, layer, 0.0, acts)
     if lo_size >= relative:
-        raise ValueError(f"{what} edits the residual by {lo_size:.3g} of its norm already at multiplier 0, more than "
+        raise Unreachable(f"{what} edits the residual by {lo_size:.3g} of its norm already at multiplier 0, more than "
                          f"the relative strength {relative}; choose larger strengths")
     one = edit_size(vec, layer, 1.0, acts)
     if hasattr(vec, "directions") and one > 0:  # dense: the edit is linear in the multiplier
@@ -75,7 +79,7 @@ def raw_multiplier(vec, layer: int, acts: torch.Tensor, relative: float, tol: fl
     while edit_size(vec, layer, hi, acts) < relative:
         lo, hi = hi, hi * 4
         if hi > max_multiplier:
-            raise ValueError(f"{what} never edits the residual by {relative} of its norm (up to multiplier "
+            raise Unreachable(f"{what} never edits the residual by {relative} of its norm (up to multiplier "
                              f"{max_multiplier:g}); it has no effect here: use a lower strength or another layer")
     while hi - lo > tol * hi:
         mid = (lo + hi) / 2
