@@ -2,6 +2,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test gets torch's thread count back as it found it: several tests (and the CLI's ``--threads``) set
+    it to 1, which otherwise slowed every later test in the session to one core."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def gemma():
     """The real gemma-3-270m as a HookedTransformer, loaded once per test session (slow tests only)."""

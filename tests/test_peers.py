@@ -5,7 +5,7 @@ steering-vectors 0.12.2 asks for transformers<5; it runs unchanged on ours and i
 ``pip install --no-deps steering-vectors==0.12.2 scikit-learn`` (``.ci/run`` does). Without it the test is
 skipped. It reads the same token as sas's CAA (the answer letter, the last token of the prompt
 ``<question>\\n\\nAnswer: (<letter>``) on the Hugging Face copy of the same weights, with its mean-difference
-aggregator, at every layer. About 5 minutes on one core.
+aggregator, at every layer, on 100 pairs.
 """
 
 import json
@@ -30,8 +30,8 @@ def test_caa_vector_equals_steering_vectors(gemma):
     from sas.load.prompts import BASE_SUFFIX, ab_tokens
 
     layers = list(range(gemma.cfg.n_layers))
-    pairs = load_behavior("sycophancy")[:300]
-    ours = caa_vector(gemma, pairs, layers, "sycophancy", progress=False)  # letter-balanced: 294 pairs
+    pairs = load_behavior("sycophancy")[:100]
+    ours = caa_vector(gemma, pairs, layers, "sycophancy", progress=False)  # letter-balanced
 
     hf, tok = load_hf("gemma-3-270m")
     used = balance_letters(pairs)  # the same pairs caa_vector used
