@@ -8,6 +8,7 @@ tokenizer and the real A/B data: loading gemma-3-270m in two actors at once woul
 
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -82,10 +83,26 @@ def cluster():
     ray.shutdown()
 
 
+@contextmanager
+def one_thread():
+    """torch on one thread, as in the actors (ShardWorker sets threads_per_worker, 1 here): the serial rows are
+    then bit-for-bit the actors' rows. On two threads, float sums run in another order and rows differ in the
+    7th digit, which is not what these tests check."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def serial_rows(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("serial") / "rows.jsonl"
-    return run_grid(small_grid(), out=out, model=tiny, progress=False)
+    with one_thread():
+        return run_grid(small_grid(), out=out, model=tiny, progress=False)
 
 
 def read_lines(path):
@@ -167,7 +184,8 @@ def test_bench_on_ray_gives_the_serial_rows(cluster, tiny, tmp_path):
 
     kw = dict(concepts=["weddings"], methods=["caa", "prompt"], layers=[1], strengths=[0.05, 0.2], n_tune=4,
               n_test=6, max_new_tokens=4, budgets=(1.5, 3.0), progress=False)
-    serial = bench(tiny, None, out=tmp_path / "serial.jsonl", **kw)
+    with one_thread():
+        serial = bench(tiny, None, out=tmp_path / "serial.jsonl", **kw)
     on_ray = bench(tiny, None, out=tmp_path / "ray.jsonl", executor=ray_executor(workers=2, make_runner=make_runner),
                    **kw)
     assert len(serial.test) >= 2
