@@ -158,6 +158,36 @@ def test_statistics_are_cached_by_sae_weights(tiny, tmp_path, monkeypatch):
     assert s2.shape == s1.shape
 
 
+def test_a_stale_copy_is_passed_over_silently_when_a_later_place_has_a_valid_one(tmp_path, monkeypatch):
+    """A shipped float32 file read by the same SAE in bfloat16 (other weights' sha256) must not claim a recompute
+    when the user's cache has a valid copy; with no valid copy anywhere, it says so."""
+    import warnings
+
+    from sas.activations import sae_cache
+
+    monkeypatch.setenv("SAS_CACHE", str(tmp_path))
+    sae = random_sae(d_sae=8, b_dec_in=False)
+    sae.sas_name = "random-test-sae"
+    settings = {"x": 1}
+    with torch.no_grad():
+        sae.W_dec.mul_(2.0)
+    stale, _ = sae_cache.write_cached(sae, "kind", settings, {"v": torch.zeros(3)}, {})
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    stale = stale.rename(shipped / stale.name)
+    with torch.no_grad():
+        sae.W_dec.div_(2.0)
+    sae_cache.write_cached(sae, "kind", settings, {"v": torch.ones(3)}, {})
+    monkeypatch.setattr(sae_cache, "_places", lambda s: [shipped, sae_cache.sae_cache_dir(s, sae_cache.SHIPPED)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensors, _ = sae_cache.read_cached(sae, "kind", settings)
+    assert torch.equal(tensors["v"], torch.ones(3))
+    monkeypatch.setattr(sae_cache, "_places", lambda s: [shipped])
+    with pytest.warns(UserWarning, match=f"{stale.name} was computed from other SAE weights"):
+        assert sae_cache.read_cached(sae, "kind", settings) is None
+
+
 # --------------------------------------------------------------------------- SAE-TS
 def test_the_effect_map_fit_recovers_a_linear_map_and_solves():
     from sas.activations.effects import EffectMap, fit_effect_map

@@ -57,6 +57,7 @@ def read_cached(sae, kind: str, settings: dict) -> tuple[dict[str, torch.Tensor]
     """``(tensors, meta)`` of the cached ``kind`` for ``sae`` and ``settings``, or None if there is none made
     from these weights."""
     key, sha = settings_key(kind, settings), sae_hash(sae)
+    stale = []  # copies made from other weights (e.g. a shipped float32 file read by a bfloat16 SAE)
     for place in _places(sae):
         path = place / f"{key}.safetensors"
         if not path.exists():
@@ -70,7 +71,9 @@ def read_cached(sae, kind: str, settings: dict) -> tuple[dict[str, torch.Tensor]
             continue
         if meta.get("sae_sha256") == sha and meta.get("settings") == json.loads(json.dumps(settings, default=str)):
             return tensors, meta
-        warnings.warn(f"{path} was computed from other SAE weights or settings; recomputing it")
+        stale.append(str(path))
+    if stale:  # said only when no place has a valid copy: a later place's copy is used silently
+        warnings.warn(f"{', '.join(stale)} was computed from other SAE weights or settings; recomputing it")
     return None
 
 
