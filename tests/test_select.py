@@ -233,7 +233,7 @@ def test_methods_are_registered_and_record_their_rules(tiny, tmp_path, monkeypat
     from sas.methods.registry import build_vector, get_method
 
     monkeypatch.setenv("SAS_CACHE", str(tmp_path))
-    for name in ("sas_diff", "sas_os", "sas_clamp", "sae_ts"):
+    for name in ("sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv"):
         assert get_method(name).needs_sae
     sae = random_sae(b_dec_in=False)
     sae.sas_name = "random-test-sae"
@@ -307,6 +307,15 @@ def test_clamp_and_sae_ts_on_gemma(gemma, negative, tmp_path, monkeypatch):
     info = v.settings["per_layer"][9]
     assert v.method == "sae_ts" and info["effect_map_ev"] == em.explained_variance
     assert abs(v.directions[9].norm().item() - em.scale) < 1e-3 * em.scale
+    p = build_vector(gemma, "sae_ts_pinv", contrast, [9], {9: sae}, effect_vectors=24)
+    assert p.method == "sae_ts_pinv" and p.settings["solve"] == "pinv"
+    from sas.activations.codes import encode
+
+    pos, neg = contrast.activations(gemma, [9])
+    target, _ = select_features(encode(sae, pos[9]), encode(sae, neg[9]), 0.1, "all", "diff")
+    d = p.directions[9] / p.directions[9].norm()
+    assert torch.allclose(d, em.solve(target, "pinv"), atol=1e-4)  # the least-squares step on sae_ts's target
+    assert torch.nn.functional.cosine_similarity(d, v.directions[9], dim=0) < 0.999  # another step than SAE-TS's
 
 
 def read_effects(sae, em):

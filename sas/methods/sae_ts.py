@@ -20,6 +20,23 @@ def build(model, contrast, layers, saes=None, positions="after_prompt", tau: flo
           solve: str = "sae_ts", effect_vectors: int = 1024) -> SteeringVector:
     """SAE-TS: the dense direction that moves the selected features (target = the selection's vector) with the
     fewest side effects, at the effect map's measured scale per unit multiplier."""
+    return solved(model, contrast, layers, saes, positions, tau, mean, shared, min_output_score, top_k, solve,
+                  effect_vectors, "sae_ts")
+
+
+@register("sae_ts_pinv", multipliers=(-2, -1, 0, 1, 2), needs_sae=True)
+def build_pinv(model, contrast, layers, saes=None, positions="after_prompt", tau: float = 0.1, mean: str = "all",
+               shared: str = "diff", min_output_score: float | None = None, top_k: int | None = None,
+               effect_vectors: int = 1024) -> SteeringVector:
+    """SAE-TS's pseudo-inverse baseline (their ``pinverse_steer``): the direction whose predicted effect is closest
+    to the target in least squares, so the smallest squared side effects on all other features."""
+    return solved(model, contrast, layers, saes, positions, tau, mean, shared, min_output_score, top_k, "pinv",
+                  effect_vectors, "sae_ts_pinv")
+
+
+def solved(model, contrast, layers, saes, positions, tau, mean, shared, min_output_score, top_k, solve,
+           effect_vectors, method) -> SteeringVector:
+    """The vector of :func:`build` (``method`` names it in its metadata)."""
     from ..activations.effects import effect_map
 
     pos, neg = contrast.activations(model, layers)
@@ -46,7 +63,7 @@ def build(model, contrast, layers, saes=None, positions="after_prompt", tau: flo
                         "effect_map_ev_interval": list(em.ev_interval), "scale": em.scale,
                         "predicted_cos_target": cos,
                         "predicted_on_target_share": float((pred[on] ** 2).sum() / (pred ** 2).sum().clamp(min=1e-30))}
-    return SteeringVector(dirs, model.cfg.model_name, "sae_ts", contrast.name, positions=positions,
+    return SteeringVector(dirs, model.cfg.model_name, method, contrast.name, positions=positions,
                           data_hash=contrast.hash,
                           settings={"tau": tau, "mean": mean, "shared": shared, "min_output_score": min_output_score,
                                     "top_k": top_k, "solve": solve, "effect_vectors": effect_vectors,

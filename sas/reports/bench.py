@@ -15,7 +15,7 @@ from .plots import figure, save_figure
 COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dense": "tab:purple",
           "prompt": "tab:green"}
 # the methods that pick SAE features (issue 11); SAS-dense is the dense control of the paper's SAS vector
-SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts")
+SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv")
 
 
 def _color(method: str, i: int = 0) -> str:
@@ -113,7 +113,7 @@ def best_sparse(result, records: list[dict], sparse=SPARSE) -> list[dict]:
 def _features_link(r: dict) -> str:
     """The vector's feature count linked to its page in features/ (written by :func:`write_features`), for a
     vector of SAE features; "" for a dense one."""
-    if not r.get("n_features") or r["method"] in ("sas_dense", "sae_ts"):
+    if not r.get("n_features") or r["method"] in ("sas_dense", "sae_ts", "sae_ts_pinv"):
         return ""
     return f"[{r['n_features']}](features/{r['concept']}_{r['method']}_L{r['layer']}.md)"
 
