@@ -130,7 +130,8 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
         picked = next(c for c in tuned if c.method == rec["method"])
         assert picked.tuning_score == max(c.tuning_score for c in tuned) and "vs_unsteered" in rec
         assert f"| {rec['budget']:g}x | weddings | {rec['method']} (L1," in text
-    assert "## The best sparse method" in text and "concepts; better than the paper's SAS" in text
+    assert "## The best sparse method" in text and "concepts, better than the paper's SAS" in text
+    assert "without the paper's SAS in the pool (sas_diff): at least as good as CAA" in text
     assert (tmp_path / "report" / "summary.png").stat().st_size > 1000
     assert (tmp_path / "report" / "frontiers.png").stat().st_size > 1000
     # what each sparse vector is made of: one feature report per sas vector the run built, read from its cache

@@ -146,15 +146,21 @@ def _best_sparse_lines(result, records: list[dict], sparse=SPARSE) -> list[str]:
                          f"{r['score']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}] | {diff(r, 'caa')} | {diff(r, 'sas')} | "
                          f"{diff(r, 'unsteered')} | {link} |")
     lines.append("")
+    others = tuple(m for m in present if m != "sas")
+    without = best_sparse(result, records, others) if "sas" in present and others else []
     for b in result.budgets:
-        rs = [r for r in best if r["budget"] == b]
-        n = len(rs)
-        at_least_caa = sum(r.get("vs_caa_verdict") in ("win", "tie") for r in rs)
-        above_sas = sum(r.get("vs_sas_verdict") == "win" for r in rs)
-        lines.append(f"- {b:g}x: at least as good as CAA (interval includes or exceeds 0) on {at_least_caa} of {n} "
-                     f"concepts; better than the paper's SAS (interval above 0) on {above_sas} of {n}.")
+        lines.append(f"- {b:g}x: {_tally(best, b)}" + (f"; without the paper's SAS in the pool ({', '.join(others)}):"
+                                                       f" {_tally(without, b)}" if without else "") + ".")
     lines.append("")
     return lines
+
+
+def _tally(best: list[dict], budget: float) -> str:
+    rs = [r for r in best if r["budget"] == budget]
+    at_least_caa = sum(r.get("vs_caa_verdict") in ("win", "tie") for r in rs)
+    above_sas = sum(r.get("vs_sas_verdict") == "win" for r in rs)
+    return (f"at least as good as CAA (interval includes or exceeds 0) on {at_least_caa} of {len(rs)} concepts, "
+            f"better than the paper's SAS (interval above 0) on {above_sas} of {len(rs)}")
 
 
 def write_report(result, folder) -> Path:
