@@ -7,19 +7,23 @@ perplexity ratio on the tuning split, a line per method and layer, points in ord
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 from ..evaluation.stats import paired_diff_ci, verdict
 from .plots import figure, save_figure
 
 COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dense": "tab:purple",
-          "prompt": "tab:green"}
+          "prompt": "tab:green", "sas_diff": "tab:brown", "sas_os": "tab:pink", "sas_clamp": "tab:olive",
+          "sae_ts": "tab:cyan", "sae_ts_pinv": "black"}
+OTHER_COLORS = ("gold", "navy", "teal", "magenta", "lime", "salmon", "indigo", "darkgoldenrod")
 # the methods that pick SAE features (issue 11); SAS-dense is the dense control of the paper's SAS vector
 SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv")
 
 
-def _color(method: str, i: int = 0) -> str:
-    return COLORS.get(method, f"C{(i + 5) % 10}")
+def _color(method: str) -> str:
+    """One colour per method in every figure (a method of one's own gets a colour from its name)."""
+    return COLORS.get(method) or OTHER_COLORS[zlib.crc32(method.encode()) % len(OTHER_COLORS)]
 
 
 def _test_row(result, choice):
@@ -246,13 +250,13 @@ def plot_summary(records: list[dict], budgets, unsteered: dict, path) -> Path:
     for ax, b in zip(axes[0], budgets):
         by = {(r["concept"], r["method"]): r for r in records if r["budget"] == b}
         for i, m in enumerate(methods):
-            off = (i - (len(methods) - 1) / 2) * 0.13
+            off = (i - (len(methods) - 1) / 2) * min(0.13, 0.8 / len(methods))  # all methods within a row
             for y, c in enumerate(concepts):
                 r = by.get((c, m))
                 if r is None or "score" not in r:
                     continue
                 ax.errorbar(r["score"], y + off, xerr=[[r["score"] - r["lo"]], [r["hi"] - r["score"]]], fmt="o",
-                            ms=4, color=_color(m, i), label=m, capsize=2)
+                            ms=4, color=_color(m), label=m, capsize=2)
         for y, c in enumerate(concepts):
             if c in unsteered:
                 ax.plot(unsteered[c]["score"], y, "|", color="grey", ms=12)
@@ -262,8 +266,11 @@ def plot_summary(records: list[dict], budgets, unsteered: dict, path) -> Path:
         ax.set_title(f"perplexity budget {b:g}x")
         ax.set_xlabel("concept score (test split)")
         ax.grid(axis="x", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
+    uniq = {}  # every method that has a point in any panel (one reached only at 2x too)
+    for ax in axes[0]:
+        handles, labels = ax.get_legend_handles_labels()
+        uniq.update({lab: h for lab, h in zip(labels, handles) if lab not in uniq})
+    uniq = {m: uniq[m] for m in methods if m in uniq}
     axes[0][-1].legend(list(uniq.values()), list(uniq.keys()), fontsize=7, loc="best")
     return save_figure(fig, path)
 
@@ -289,13 +296,13 @@ def plot_frontiers(result, path) -> Path:
         for r in rows:
             if float(r["multiplier"]) != 0:
                 lines.setdefault((r["method"], int(r["layer"])), []).append(r)
-        for i, ((m, layer), rs) in enumerate(sorted(lines.items())):
+        for (m, layer), rs in sorted(lines.items()):
             rs = [u] + sorted(rs, key=lambda r: float(r["multiplier"]))
             x = [r["perplexity"] / u["perplexity"] for r in rs]
             style = "-" if layer == min(x for _, x in lines if x >= 0) or m == "prompt" else "--"
             label = m if m == "prompt" else f"{m} L{layer}"
-            ax.plot(x, [r["score"] for r in rs], style, marker="o", ms=3, color=_color(m, i), label=label)
-            ax.fill_between(x, [r["score_lo"] for r in rs], [r["score_hi"] for r in rs], color=_color(m, i),
+            ax.plot(x, [r["score"] for r in rs], style, marker="o", ms=3, color=_color(m), label=label)
+            ax.fill_between(x, [r["score_lo"] for r in rs], [r["score_hi"] for r in rs], color=_color(m),
                             alpha=0.12, linewidth=0)
         for b in result.budgets:
             ax.axvline(b, color="grey", ls=":", lw=0.8)
