@@ -293,7 +293,7 @@ def test_clamp_and_sae_ts_on_gemma(gemma, negative, tmp_path, monkeypatch):
     contrast, sae = negative
     clamp = build_vector(gemma, "sas_clamp", contrast, [9], {9: sae})
     assert clamp.edit == "clamp" and clamp.n_features()[9] == 16
-    pos, _ = contrast.activations(gemma, [9])
+    pos, neg = contrast.activations(gemma, [9])
     norms = [(clamp.hook(9, s, "all")(pos[9][None]) - pos[9][None]).norm(dim=-1).mean().item() for s in (0.5, 1, 2, 4)]
     assert norms == sorted(norms) and norms[0] > 0
     monkeypatch.setenv("SAS_CACHE", str(tmp_path))  # the effect map below is small: keep it out of the real cache
@@ -311,7 +311,6 @@ def test_clamp_and_sae_ts_on_gemma(gemma, negative, tmp_path, monkeypatch):
     assert p.method == "sae_ts_pinv" and p.settings["solve"] == "pinv"
     from sas.activations.codes import encode
 
-    pos, neg = contrast.activations(gemma, [9])
     target, _ = select_features(encode(sae, pos[9]), encode(sae, neg[9]), 0.1, "all", "diff")
     d = p.directions[9] / p.directions[9].norm()
     assert torch.allclose(d, em.solve(target, "pinv"), atol=1e-4)  # the least-squares step on sae_ts's target
