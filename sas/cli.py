@@ -16,7 +16,7 @@ from pathlib import Path
 
 DEFAULT_LAYERS = "2,4,6,8,10,12,14,16"
 # subcommands that live in their own modules, each with add_parser(subparsers)
-EXTRA_COMMANDS = ("sas.export.cli", "sas.serve.cli")
+EXTRA_COMMANDS = ("sas.export.cli", "sas.serve.cli", "sas.training.cli")
 
 
 def _ints(s: str) -> list[int]:
