@@ -33,7 +33,7 @@ QUICK = {"n_pairs": 4, "layers": [4, 8], "n_test": 3, "multipliers": [-1.0, 1.0]
          "new_tokens": 8, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 8,
          "peer_pairs": 4, "peer_layers": [4, 8], "peer_batch": 4, "hf_test": 3,
          "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 2,
-         "bf16_pairs": 4, "bf16_gen_batch": 2}
+         "bf16_pairs": 4, "bf16_gen_batch": 2, "train_rows": 4}
 # peak memory is set by one batch: a few full batches, one multiplier, a few new tokens
 MEMORY = {**FULL, "n_pairs": 4, "n_test": 8, "multipliers": [2.0], "new_tokens": 8, "peer_pairs": 8, "hf_test": 8}
 
@@ -585,3 +585,9 @@ def run_sweep(ctx: Context, quick: bool, out_dir, behaviors=None, tag: str = "")
             "marks": [json.loads(line) for line in progress.read_text().splitlines() if line.strip()],
             "rows": df[[c for c in ("behavior", "layer", "multiplier", "p_match", "n", "seconds") if c in df]]
             .to_dict("records")}
+
+
+# ---- 7. SAE training throughput (sas train-sae) against a bare forward pass ----
+from .train_sae import BENCH as _TRAIN_SAE  # noqa: E402
+
+BENCHES["train_sae"] = _TRAIN_SAE

@@ -194,6 +194,15 @@ class Trainer:
                 log({"step": self.step, "tokens": self.tokens, "time": time.time(), "saes": rows})
 
 
+@torch.no_grad()
+def residuals(model, tokens: torch.Tensor, keep: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+    """``{layer: [n_kept, d]}``: the residual after each block in ``layers`` at the ``keep`` positions of
+    ``tokens [rows, pos]``, from one forward pass that stops after the deepest of them (no logits)."""
+    hooks = {f"blocks.{layer}.hook_resid_post": layer for layer in layers}
+    _, cache = model.run_with_cache(tokens, stop_at_layer=max(layers) + 1, names_filter=lambda n: n in hooks)
+    return {layer: cache[h][keep] for h, layer in hooks.items()}
+
+
 def _bar(total: int, initial: int):
     from tqdm import tqdm
 
@@ -218,6 +227,7 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
     """Train (or resume) the run ``cfg`` in ``out`` (default ``$SAS_CACHE/train/<name>``); return its folder.
 
     Stops when ``cfg.tokens`` tokens are done, or after ``max_minutes`` (checkpointed), whichever comes first."""
+    from ..forward.run import fast_layout
     from ..load.models import load_model
 
     files = corpus_files(cfg.corpus)
@@ -225,6 +235,7 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
     preflight(cfg, folder)
     check_settings(folder, _settings(cfg, files))
     model = load_model(cfg.model, dtype=cfg.dtype)
+    fast_layout(model)
     tok = model.tokenizer
     corpus = corpus_tokens(files, tok, show_progress)
     prompts = []
@@ -245,7 +256,6 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
         logf.flush()
 
     layers = sorted({layer for layer, _ in cfg.saes})
-    hooks = {f"blocks.{layer}.hook_resid_post": layer for layer in layers}
     special = torch.tensor(sorted(set(tok.all_special_ids)))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     t_start = t_ckpt = time.time()
@@ -257,12 +267,8 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
             for b in range(trainer.batch, min(trainer.batch + cfg.refill, len(plan.batches))):
                 tokens, keep = plan.tokens(b, pad)
                 keep &= ~torch.isin(tokens, special)
-                with torch.no_grad():
-                    _, cache = model.run_with_cache(tokens, stop_at_layer=layers[-1] + 1,
-                                                    names_filter=lambda n: n in hooks)
-                for h, layer in hooks.items():
-                    acts[layer].append(cache[h][keep])
-                del cache
+                for layer, a in residuals(model, tokens, keep, layers).items():
+                    acts[layer].append(a)
             t1 = time.time()
             before = trainer.tokens
             trainer.train_on({layer: torch.cat(a) for layer, a in acts.items()}, log)
