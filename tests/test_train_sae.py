@@ -129,3 +129,68 @@ def test_checkpoint_round_trip_and_no_half_checkpoint_is_read(tmp_path):
     tr.train_on({1: x}, log=lambda row: None)
     tr2.train_on({1: x}, log=lambda row: None)
     assert torch.equal(tr.saes["L1-64"].W_enc, tr2.saes["L1-64"].W_enc)
+
+
+def test_ship_writes_16_bit_weights_and_a_card_that_loads(tmp_path):
+    from sas.load import saes as S
+
+    cfg = TrainConfig(saes=[(3, 64)], k=4, tokens=1000)
+    tr = Trainer(cfg, 16)
+    tr.train_on({3: torch.randn(128, 16) * 5}, log=lambda row: None)
+    folder = export(tr, tmp_path / "final", cfg)[0]
+    from sas.training.ship import ship
+
+    card_path = ship(folder, tmp_path / "saes", "toy-L3-topk")
+    card = json.loads(card_path.read_text())
+    assert card["weights_dtype"]["W_enc"] in ("float16", "bfloat16") and card["metrics"] == {}
+    assert card["training"]["tokens_seen"] == tr.tokens and card["hook"] == "blocks.3.hook_resid_post"
+    assert card["sha256"] == S.sha256(tmp_path / "saes" / "toy-L3-topk" / S.WEIGHTS)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ROOT / "sas" / "data" / "text"
+
+
+def _train_cmd(out: Path, corpus: Path) -> list[str]:
+    return [sys.executable, "-m", "sas.cli", "train-sae", "--sae", "2:256", "--sae", "3:128", "--k", "8",
+            "--tokens", "3000", "--corpus", str(corpus), "--data", str(ROOT / "sas" / "data"), "--batch-rows", "4",
+            "--refill", "2", "--sae-batch", "256", "--checkpoint-minutes", "0.0001", "--out", str(out), "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_kill_9_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    """A run killed with SIGKILL right after its first checkpoint, rerun with the same command, ends with the same
+    SAEs, bit for bit, as a run never interrupted; other settings on that folder are refused by name."""
+    import os
+    import signal
+    import time
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = [json.loads(line)["text"] for f in sorted(TEXTS.glob("*.jsonl")) for line in open(f) if line.strip()]
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:60]))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    whole = subprocess.run(_train_cmd(tmp_path / "whole", corpus), capture_output=True, text=True, env=env, cwd=ROOT)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(run, corpus), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=ROOT)
+    deadline = time.time() + 600
+    while latest_checkpoint(run) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = latest_checkpoint(run)
+    assert json.loads((first / "state.json").read_text())["tokens"] < 3000
+    again = subprocess.run(_train_cmd(run, corpus), capture_output=True, text=True, env=env, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in again.stdout
+    for name in ("L2-256", "L3-128"):
+        from safetensors.torch import load_file
+
+        a = load_file(tmp_path / "whole" / "final" / name / "sae_weights.safetensors")
+        b = load_file(run / "final" / name / "sae_weights.safetensors")
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+    other = subprocess.run([*_train_cmd(run, corpus), "--k", "4"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert other.returncode != 0 and "k: checkpoint has 8, asked 4" in other.stderr

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt-frac", type=float, default=d.prompt_frac, help="share of tokens from those prompts")
     p.add_argument("--lr", type=_positive(float), default=d.lr, help="Adam lr at width 16k (scaled by 1/sqrt(width))")
     p.add_argument("--sae-batch", type=_positive(int), default=d.sae_batch, help="tokens per SAE step")
+    p.add_argument("--batch-rows", type=_positive(int), default=d.batch_rows, help="sequences per forward batch")
+    p.add_argument("--refill", type=_positive(int), default=d.refill, help="forward batches shuffled together")
+    p.add_argument("--context", type=_positive(int), default=d.context, help="tokens per sequence, BOS included")
     p.add_argument("--dtype", choices=["bfloat16", "float32"], default=d.dtype,
                    help="the model's forward pass and the encoder's product (bfloat16: 2x here)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -63,6 +66,7 @@ def run(args) -> None:
     kw = {} if args.corpus is None else {"corpus": args.corpus}
     cfg = TrainConfig(saes=args.sae, model=args.model, tokens=args.tokens, k=args.k, data=args.data,
                       prompt_frac=args.prompt_frac, lr=args.lr, sae_batch=args.sae_batch, dtype=args.dtype,
+                      batch_rows=args.batch_rows, refill=args.refill, context=args.context,
                       seed=args.seed, **kw)
     bad = [(layer, w) for layer, w in cfg.saes if w < cfg.k]
     if bad:

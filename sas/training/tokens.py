@@ -66,9 +66,15 @@ def corpus_texts(files: list[Path]):
 
 
 def _files_key(files: list[Path], tokenizer) -> str:
+    """A key for the token file: the tokenizer, and each file's name, size and first and last MiB."""
     h = hashlib.sha256(tokenizer.name_or_path.encode() + str(len(tokenizer)).encode())
     for f in files:
-        h.update(f"{f.name}:{f.stat().st_size}\n".encode())
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}\n".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
     return h.hexdigest()[:16]
 
 

@@ -88,7 +88,7 @@ class TopKSAE(nn.Module):
             dt = self.matmul_dtype
             return F.linear(x.to(dt), self.W_enc.to(dt), self.b_enc.to(dt))
 
-    def forward(self, x_raw: torch.Tensor, dead: torch.Tensor | None = None, auxk_rows: int = 512,
+    def forward(self, x_raw: torch.Tensor, dead: torch.Tensor | None = None, auxk_rows: int = 256,
                 track_threshold: bool = True):
         """One training pass on raw inputs ``[n, d]``. Returns ``(fvu, auxk, idx)``: the fraction of variance
         unexplained, the AuxK loss (0 without dead latents; computed on the first ``auxk_rows`` rows) and the

@@ -54,7 +54,7 @@ class TrainConfig:
     warmup_steps: int = 100
     decay_frac: float = 0.2  # the last fifth decays the lr linearly to a tenth
     auxk_alpha: float = 1 / 32
-    dead_tokens: int = 2_000_000  # a latent silent this long is dead (AuxK revives it)
+    dead_tokens: int = 1_000_000  # a latent silent this long is dead (AuxK revives it)
     dtype: str = "bfloat16"  # the model's forward pass and the encoder's product
     seed: int = 0
 
