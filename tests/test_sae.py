@@ -260,3 +260,30 @@ def test_shipped_sae_reproduces_its_card(gemma):
         assert m.explained_variance == pytest.approx(ref["explained_variance"], abs=0.05), name
         assert m.mean_l0 == pytest.approx(ref["mean_l0"], rel=0.25), name
         assert m.ce_loss_recovered == pytest.approx(ref["ce_loss_recovered"], abs=0.06), name
+
+
+@pytest.mark.slow
+def test_a_gemma_scope_2_folder_gets_the_same_card_as_the_same_weights_in_the_registry(tmp_path, capsys):
+    """The card command for a Gemma Scope 2 SAE (what a user with the hub compares against), run on a local folder in
+    that release's format (params.safetensors: w_enc, w_dec, b_enc, b_dec, threshold) holding a shipped SAE's weights:
+    every field of the card, the loss difference and KL with their intervals included, equals the registry SAE's."""
+    from safetensors.torch import load_file
+
+    name = "gemma-3-270m-L9-4k"
+    w = load_file(S.SAE_DIR / name / S.WEIGHTS)
+    folder = tmp_path / "layer_9_width_4k_l0_small"
+    folder.mkdir()
+    save_file({k.lower(): v.float().contiguous() for k, v in w.items()}, folder / "params.safetensors")
+    evaluate = _script("evaluate_sae")
+    evaluate.main(["--sae", name, "--sae", str(folder), "--heldout", str(HELDOUT), "--data", str(ROOT / "sas" / "data"),
+                   "--tokens", "2000", "--ce-tokens", "508", "--sentiment-prompts", "8", "--ab-prompts", "8",
+                   "--dtype", "float32"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    cards = {k: v for row in rows for k, v in row.items()}
+    ours, scope = cards[name]["heldout"], cards[str(folder)]["heldout"]
+    for key in ("loss_delta", "kl", "explained_variance", "mean_l0", "dead_fraction", "dense_fraction",
+                "ce_loss_recovered"):
+        assert scope[key] == pytest.approx(ours[key], rel=1e-4, abs=1e-6), key
+    assert ours["loss_delta_ci"][0] <= ours["loss_delta"] <= ours["loss_delta_ci"][1]
+    assert ours["loss_delta"] > 0.05 and ours["kl"] > 0.05  # splicing a 1.5M-token SAE in costs the model
+    assert "loss_delta <= 0.25 at mean_l0 <= 80" in cards[name]["targets"]

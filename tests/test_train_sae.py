@@ -194,3 +194,22 @@ def test_kill_9_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
             assert torch.equal(a[key], b[key]), (name, key)
     other = subprocess.run([*_train_cmd(run, corpus), "--k", "4"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert other.returncode != 0 and "k: checkpoint has 8, asked 4" in other.stderr
+
+
+def test_a_full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    cfg = TrainConfig(saes=[(1, 64)], k=4, tokens=10_000, sae_batch=64)
+    tr = Trainer(cfg, 16)
+    tr.train_on({1: torch.randn(128, 16)}, log=lambda row: None)
+    good = tr.save(tmp_path)
+    tr.train_on({1: torch.randn(128, 16)}, log=lambda row: None)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=f"No space left.*{good.name} is intact.*rerun the same command"):
+        tr.save(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [good.name]
+    assert latest_checkpoint(tmp_path) == good

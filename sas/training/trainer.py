@@ -145,8 +145,14 @@ class Trainer:
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
-        except BaseException:
+        except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+            kept = latest_checkpoint(folder)
+            raise OSError(f"could not write a checkpoint in {folder} ({e}); "
+                          + (f"{kept.name} is intact: " if kept else "")
+                          + "free some space and rerun the same command to resume") from e
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
         for old in sorted(folder.glob("ckpt-*"), key=lambda p: p.name)[:-2]:
             if old.is_dir() and old != final:
