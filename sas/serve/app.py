@@ -225,11 +225,11 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
     async def list_vectors():
         return {"object": "list", "data": store.list()}
 
-    @app.post("/v1/vectors", dependencies=[Depends(auth), Depends(admin)], status_code=201)
+    @app.post("/v1/vectors", dependencies=[Depends(admin)], status_code=201)
     async def load_vector(body: LoadVector):
         return await run_in_threadpool(store.add, body.name, body.path)
 
-    @app.delete("/v1/vectors/{vname:path}", dependencies=[Depends(auth), Depends(admin)])
+    @app.delete("/v1/vectors/{vname:path}", dependencies=[Depends(admin)])
     async def delete_vector(vname: str):
         store.remove(vname)
         return {"id": vname, "object": "steering_vector", "deleted": True}
