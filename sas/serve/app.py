@@ -214,7 +214,7 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": name, "queued_rows": batcher.pending(), "batches_run": len(batcher.batches),
-                "rows_run": sum(batcher.batches)}
+                "rows_run": sum(batcher.batches), "tokens_run": batcher.tokens}
 
     @app.get("/v1/models", dependencies=[Depends(auth)])
     async def models():

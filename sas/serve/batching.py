@@ -161,6 +161,7 @@ class Batcher:
         # a Hugging Face fast tokenizer used from two threads at once can raise "Already borrowed"
         self.tokenizer_lock = threading.Lock()
         self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
+        self.tokens = 0  # new tokens generated, over all rows
         self._thread = threading.Thread(target=self._loop, name="sas-serve-batcher", daemon=True)
         self._thread.start()
 
@@ -209,6 +210,8 @@ class Batcher:
 
             def tapped(event):
                 sent[id(job)] = event[0]
+                if event[0] == "done":
+                    self.tokens += event[1]["completion_tokens"]
                 emit(event)
             job.emit = tapped
 
