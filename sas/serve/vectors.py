@@ -182,7 +182,10 @@ class VectorStore:
 
     def _read(self, file: Path):
         """The vector in ``file`` (a real file under the folder), from the cache unless the file changed."""
-        mtime = file.stat().st_mtime_ns
+        try:
+            mtime = file.stat().st_mtime_ns
+        except OSError:  # gone since it was found
+            raise VectorError(f"{file.name} is no longer in the vectors folder", 404, "vector_not_found") from None
         with self._load_lock:
             with self._lock:
                 hit = self._files.get(file)
