@@ -237,14 +237,13 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
     def check_strength(vec, s: Steer, layers: list[int], param: str) -> None:
         """A strength whose product with the vector's largest entry overflows the model's dtype is a 400 (it
         would steer to empty text, or fail the whole batch)."""
-        dtype = model.cfg.dtype
+        dtype, strength = model.cfg.dtype, torch.tensor(s.strength, dtype=torch.float64)
         for layer in layers:
             d = vec.codes[layer] if isinstance(vec, SparseVector) else vec.directions[layer]
-            peak = torch.tensor(s.strength, dtype=torch.float64) * d.detach().abs().max().double()
-            if not (torch.isfinite(torch.tensor(s.strength, dtype=torch.float64).to(dtype))
-                    and torch.isfinite(peak.to(dtype))):
+            peak = d.detach().abs().max().double()
+            if not torch.isfinite(torch.stack([strength, strength * peak]).to(dtype)).all():
                 raise ApiError(400, f"strength {s.strength:g} x vector {s.vector!r} (largest entry "
-                               f"{float(d.abs().max()):.4g} at layer {layer}) overflows the model's "
+                               f"{float(peak):.4g} at layer {layer}) overflows the model's "
                                f"{str(dtype).removeprefix('torch.')} (largest finite value "
                                f"{torch.finfo(dtype).max:.4g}); use a smaller strength", "invalid_value", param)
 
