@@ -136,7 +136,7 @@ class VectorStore:
         with self._lock:
             hit = self._named.get(name)
             if hit is None:
-                raise VectorError(f"no vector named {name!r}", 404, "vector_not_found")
+                raise VectorError(f"no vector named {name[:80]!r}", 404, "vector_not_found")
             if hit[2]:
                 raise VectorError(f"{name!r} was registered when the server started and is read-only", 403,
                                   "vector_readonly")
