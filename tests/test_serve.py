@@ -8,6 +8,7 @@ vector in the shipped SAE gemma-3-270m-L9-4k, both saved to files and loaded by 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -217,3 +218,83 @@ def test_per_row_steering_matches_each_row_alone(tiny):
     plain = generate_tokens(tiny, [prompts[2]], 6)[0]
     assert done[2]["text"] == tiny.tokenizer.decode(plain, skip_special_tokens=True)  # strength 0: unsteered
     assert done[0]["text"] != tiny.tokenizer.decode(generate_tokens(tiny, [prompts[0]], 6)[0], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_a_bad_seed_or_strength_fails_only_its_own_request(server, client, vectors):
+    """Four requests sent together, two of them with a seed past 64 bits or a strength whose product with the
+    vector overflows float32 (each finite in float64): those two get a 400 naming the field, the other two
+    the answer they get alone."""
+    _, dense, _ = vectors
+    peak = float(dense.directions[6].abs().max())
+    assert peak > 2  # so the strength below is itself finite in float32: only strength x vector overflows
+    big = 2 * float(torch.finfo(torch.float32).max) / peak
+    requests = [dict(steer=[{"vector": "sentiment", "strength": 1.5}]),
+                dict(temperature=1, seed=2**64),
+                dict(steer=[{"vector": "sentiment", "strength": big}]),
+                dict(steer=[{"vector": "sentiment_sas", "strength": 1e39}]),
+                dict()]
+    alone = {0: complete(client, **requests[0]).choices[0].text, 4: complete(client, **requests[4]).choices[0].text}
+
+    def run(kw):
+        try:
+            return complete(client, **kw).choices[0].text
+        except openai.BadRequestError as e:
+            return e
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        out = list(pool.map(run, requests))
+    assert out[0] == alone[0] and out[4] == alone[4], out
+    for i, param in ((1, "seed"), (2, "steer.0.strength"), (3, "steer.0.strength")):
+        assert isinstance(out[i], openai.BadRequestError), (i, out[i])
+        assert out[i].body["param"] == param, out[i].body
+    assert "float32" in out[2].body["message"] and "smaller strength" in out[2].body["message"]
+
+
+@pytest.mark.slow
+def test_vector_files_resolve_once_and_share_their_sae(server, client, vectors):
+    """Every spelling of a file in the vectors folder is one loaded vector; two sparse vectors in one SAE
+    hold one copy of it; a spelling never becomes a registered name."""
+    base, app = server
+    folder, _, sparse = vectors
+    (sparse * 0.5).save(folder / "half_sas")
+    store = app.state.store
+    spellings = ["sentiment_sas", "./sentiment_sas", "././sentiment_sas.safetensors", str(folder / "sentiment_sas"),
+                 f"../{folder.name}/sentiment_sas"]
+    texts = {complete(client, [{"vector": s, "strength": 8.0}], max_tokens=3).choices[0].text for s in spellings}
+    assert len(texts) == 1
+    assert [p.name for p in store._files].count("sentiment_sas.safetensors") == 1
+    complete(client, [{"vector": "half_sas", "strength": 8.0}], max_tokens=1)
+    r = httpx.post(base + "/v1/vectors", json={"name": "sas_again", "path": "./sentiment_sas"},
+                   headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 201, r.text
+    a, b, again = store.get("sentiment_sas"), store.get("half_sas"), store.get("sas_again")
+    assert again is a and a.saes[9] is b.saes[9]  # one vector per file, one SAE for both files
+    assert len(store._saes) == 1
+    listed = httpx.get(base + "/v1/vectors", headers={"Authorization": f"Bearer {KEY}"}).json()["data"]
+    assert not {v["id"] for v in listed} & set(spellings), listed
+    assert httpx.delete(base + "/v1/vectors/sas_again", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+@pytest.mark.slow
+def test_an_abandoned_request_stops_generating(gemma):
+    """A client that gives up on a non-streaming request (n=16, 256 tokens each) frees the server: its rows
+    stop soon after, and the next request does not wait for them."""
+    from sas.serve import Limits, make_app
+    from sas.serve.local import serve_in_thread
+
+    torch.set_num_threads(1)
+    app = make_app(gemma, limits=Limits(max_tokens=256, max_batch=16))
+    with serve_in_thread(app) as base:
+        impatient = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=3)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.completions.create(model="gemma-3-270m", prompt=PROMPT, n=16, max_tokens=256, temperature=0,
+                                         extra_body={"ignore_eos": True})
+        t = time.perf_counter()
+        patient = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
+        after = patient.completions.create(model="gemma-3-270m", prompt=PROMPT, max_tokens=1)
+        waited = time.perf_counter() - t
+        assert after.usage.completion_tokens == 1
+        generated = httpx.get(base + "/health").json()["tokens_run"]
+    assert generated < 16 * 256 // 2, f"{generated} tokens generated for an abandoned request of 16 x 256"
+    assert waited < 60, waited

@@ -7,6 +7,10 @@ computed as ``sas.generate`` computes it. Batching is static: a request that arr
 waits for the next one. Rows leave early (EOS, a stop string, their ``max_tokens``) and their answers go
 back at once; the batch ends when every row has.
 
+A row that breaks its batch fails alone: the rows that have sent nothing yet run again, each on its own,
+so only the row that cannot run gets the error. A row whose ``cancelled`` flag is set (its client went
+away) stops at its next token, or before it starts.
+
 Per-row steering: each (vector, layer, positions) used by any row becomes one hook whose strength is a
 tensor [batch], zero for the rows that do not ask for it, and zero strength leaves a row untouched.
 """
@@ -157,6 +161,7 @@ class Batcher:
         # a Hugging Face fast tokenizer used from two threads at once can raise "Already borrowed"
         self.tokenizer_lock = threading.Lock()
         self.batches: list[int] = []  # sizes of the batches run (for tests and the benchmark)
+        self.tokens = 0  # new tokens generated, over all rows
         self._thread = threading.Thread(target=self._loop, name="sas-serve-batcher", daemon=True)
         self._thread.start()
 
@@ -193,8 +198,32 @@ class Batcher:
             if not jobs:
                 continue
             self.batches.append(len(jobs))
-            try:
-                run_batch(self.model, jobs, self.tokenizer_lock)
-            except Exception as e:  # report to every row of the batch and keep serving
-                for j in jobs:
+            self._run(jobs)
+
+    def _run(self, jobs: list[Job]) -> None:
+        """Run one batch; if it fails, run each row that has sent nothing yet alone, so one bad row (a seed or
+        a strength the batch cannot take) fails only itself."""
+        sent: dict[int, str] = {}  # id(job) -> the kind of the last event it sent
+
+        def tap(job: Job) -> None:
+            emit = job.emit
+
+            def tapped(event):
+                sent[id(job)] = event[0]
+                if event[0] == "done":
+                    self.tokens += event[1]["completion_tokens"]
+                emit(event)
+            job.emit = tapped
+
+        for j in jobs:
+            tap(j)
+        try:
+            run_batch(self.model, jobs, self.tokenizer_lock)
+        except Exception as e:
+            for j in jobs:
+                if sent.get(id(j)) == "done" or j.cancelled:
+                    continue
+                if len(jobs) > 1 and id(j) not in sent:
+                    self._run([j])
+                else:
                     j.emit(("error", e))

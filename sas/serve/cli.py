@@ -22,24 +22,28 @@ def cmd_serve(args) -> None:
     import torch
 
     from ..load.models import load_model
-    from .app import Limits, make_app
+    from .app import LOOPBACK, Limits, make_app
     from .vectors import VectorError, load_vector
 
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not (args.api_key or os.environ.get("SAS_API_KEY")):
+    if args.host not in LOOPBACK and not (args.api_key or os.environ.get("SAS_API_KEY")):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it",
               file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, dtype=args.dtype)
-    vectors = {}
+    vectors, saes = {}, {}
     for name, path in args.vector:
         try:
-            vectors[name] = load_vector(path, model)
+            vectors[name] = load_vector(path, model, saes)
         except VectorError as e:
             sys.exit(f"sas serve: --vector {name}={path}: {e}")
     limits = Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch,
                     max_vectors=args.max_vectors, window_ms=args.batch_window_ms)
-    app = make_app(model, vectors, args.vectors_dir, args.api_key or os.environ.get("SAS_API_KEY"), limits)
+    hosts = list(args.allowed_host)
+    if args.host not in LOOPBACK + ("0.0.0.0", "::"):  # bound to one address: clients may name it
+        hosts.append(args.host)
+    app = make_app(model, vectors, args.vectors_dir, args.api_key or os.environ.get("SAS_API_KEY"), limits,
+                   admin_key=args.admin_key or os.environ.get("SAS_ADMIN_KEY"), allowed_hosts=hosts)
     print(f"sas serve: {model.cfg.model_name} on http://{args.host}:{args.port}/v1 ({len(vectors)} vector(s) "
           f"registered, files from {args.vectors_dir or 'nowhere'})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -55,10 +59,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--vector", type=_named_path, action="append", default=[], metavar="NAME=PATH",
-                   help="register a saved vector file under NAME (repeatable)")
+                   help="register a saved vector file under NAME, read-only (repeatable)")
     s.add_argument("--vectors-dir", default=None, metavar="DIR",
                    help="let requests and POST /v1/vectors load saved vector files under DIR")
     s.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: $SAS_API_KEY)")
+    s.add_argument("--admin-key", default=None,
+                   help="the key POST and DELETE /v1/vectors need (default: $SAS_ADMIN_KEY, else the API key; "
+                        "with neither, clients cannot change the vectors)")
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="answer requests whose Host header is NAME, besides localhost, 127.0.0.1 and ::1 "
+                        "(repeatable; * for any)")
     s.add_argument("--max-tokens", type=int, default=256, help="most new tokens per request")
     s.add_argument("--max-prompt-tokens", type=int, default=2048)
     s.add_argument("--max-batch", type=int, default=16, help="most rows generated together")

@@ -8,12 +8,22 @@ server does not implement are accepted only at their default value.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # refuse NaN and +-inf (JSON's NaN/Infinity literals and the strings "nan"/"inf")
 _FINITE = {"allow_inf_nan": False}
+_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")  # a vector name or a path under the vectors folder
+
+
+def vector_name(v: str) -> str:
+    """``v`` if it can name a vector (1-200 letters, digits, ``_ . - /``), else ``ValueError`` saying so."""
+    if not _NAME.fullmatch(v):
+        raise ValueError(f"{v[:40]!r}{'...' if len(v) > 40 else ''} is not a vector name: use 1-200 letters, digits "
+                         "and _ . - / (a registered name, or a file path relative to the vectors folder)")
+    return v
 
 
 class Steer(BaseModel):
@@ -23,10 +33,12 @@ class Steer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vector: str = Field(min_length=1)
+    vector: str
     strength: float = Field(1.0, **_FINITE)
     layers: list[int] | None = None
     positions: Literal["after_prompt", "all", "front"] | None = None
+
+    _vector = field_validator("vector")(vector_name)
 
     @field_validator("layers")
     @classmethod
@@ -44,7 +56,7 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0, **_FINITE)  # 0: greedy
     top_p: float = Field(1.0, gt=0.0, le=1.0, **_FINITE)
     top_k: int = Field(50, ge=1)  # not OpenAI's: sampling keeps the top k tokens first (as sas.generate)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-2**63, le=2**63 - 1)  # a 64-bit integer, as OpenAI's
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: dict | None = None
@@ -121,5 +133,7 @@ class LoadVector(BaseModel):
     ``name``) and register it as ``name``."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-/]+$")
+    name: str
     path: str | None = None
+
+    _names = field_validator("name", "path")(lambda v: v if v is None else vector_name(v))
