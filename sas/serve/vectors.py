@@ -2,18 +2,19 @@
 
 A request names a vector by its registered name or by a file path relative to the vectors folder
 (``sentiment`` or ``caa/sentiment.safetensors``); files are loaded once and cached. A file's kind
-(dense :class:`SteeringVector` or sparse :class:`SparseVector`) is read from its saved metadata; a sparse
+(dense or sparse) is read from its saved metadata by :func:`sas.steering.load_vector`; a sparse
 vector loads its SAE by the name it saved (a shipped SAE such as ``gemma-3-270m-L9-4k``).
 """
 
 from __future__ import annotations
 
-import json
 import threading
+import warnings
 from pathlib import Path
 
-from ..steering.sparse import SparseVector
-from ..steering.vector import SteeringVector
+from ..steering import kinds
+from ..steering.steer import SteeringError, Term, check_term
+from ..steering.vector import vector_path
 
 
 class VectorError(ValueError):
@@ -24,52 +25,41 @@ class VectorError(ValueError):
         self.status, self.code, self.param = status, code, param
 
 
-def load_vector(path: str | Path, model) -> SteeringVector | SparseVector:
-    """A saved vector (dense or sparse, told apart by its metadata), checked against ``model``."""
-    from safetensors import safe_open
-
-    path = Path(path).with_suffix(".safetensors")
-    if not path.is_file():
-        raise VectorError(f"no saved vector at {path}", 404, "vector_not_found")
+def read_vector(path: str | Path, model):
+    """A saved vector of either kind (:func:`sas.steering.load_vector`), checked against ``model``; a
+    :class:`VectorError` for a file that cannot be used."""
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
-    except Exception as e:  # not a safetensors file, or a corrupt one
-        raise VectorError(f"{path.name} is not a saved sas vector ({type(e).__name__}: {e})") from e
-    if not meta:
-        raise VectorError(f"{path.name} has no sas metadata; save vectors with SteeringVector.save or SparseVector.save")
-    try:
-        vec = SparseVector.load(path, model=model) if "sae_names" in meta else SteeringVector.load(path)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise VectorError(f"cannot load {path.name}: {e}") from e
+        vec = kinds.load_vector(path, model=model)
+    except FileNotFoundError as e:
+        raise VectorError(str(e), 404, "vector_not_found") from e
+    except (ValueError, KeyError, OSError) as e:
+        raise VectorError(f"cannot load {Path(path).name}: {e}") from e
     check_vector(vec, model)
     return vec
 
 
+def __getattr__(name: str):
+    if name == "load_vector":  # moved: one loader of saved vectors for every caller
+        warnings.warn("sas.serve.vectors.load_vector moved to sas.steering.load_vector (the server's checked "
+                      "version is sas.serve.vectors.read_vector); the old name goes in sas 0.3", DeprecationWarning,
+                      stacklevel=2)
+        return read_vector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def check_vector(vec, model) -> None:
-    """Refuse a vector whose width or layers do not fit ``model``."""
-    if vec.d_model != model.cfg.d_model:
-        raise VectorError(f"the vector has width {vec.d_model} but {model.cfg.model_name} has d_model "
-                          f"{model.cfg.d_model} (it was made for {vec.model or 'another model'}); rebuild it for "
-                          "this model", 400, "wrong_width")
-    bad = [layer for layer in vec.layers if not 0 <= layer < model.cfg.n_layers]
-    if bad:
-        raise VectorError(f"the vector steers layer(s) {bad}, out of range for {model.cfg.model_name} "
-                          f"(layers 0..{model.cfg.n_layers - 1})", 400, "layer_out_of_range")
+    """Refuse a vector that does not fit ``model`` (its width, layers or hook points), as steering would."""
+    try:
+        check_term(model, Term(vec, 0.0))
+    except SteeringError as e:
+        raise VectorError(str(e), 400, e.code) from e
 
 
 def describe(name: str, vec, source: str) -> dict:
     """The JSON description of a vector in ``GET /v1/vectors``."""
-    sparse = isinstance(vec, SparseVector)
-    d = {"id": name, "object": "steering_vector", "kind": "sparse" if sparse else "dense", "method": vec.method,
-         "behavior": vec.behavior, "model": vec.model, "layers": vec.layers, "d_model": vec.d_model,
-         "positions": vec.positions, "source": source}
-    if sparse:
-        d["n_features"] = vec.n_features()
-        d["saes"] = vec.sae_names
-    else:
-        d["norms"] = {str(k): round(v, 4) for k, v in vec.norms().items()}
-    return d
+    return {"id": name, "object": "steering_vector", "method": vec.method, "behavior": vec.behavior,
+            "model": vec.model, "layers": vec.layers, "d_model": vec.d_model, "positions": vec.positions,
+            "source": source, **vec.summary()}
 
 
 class VectorStore:
@@ -97,7 +87,7 @@ class VectorStore:
         if self.folder is None:
             raise VectorError(f"no vector named {ref!r} is registered, and loading files is off (start the server "
                               "with --vectors-dir DIR to allow files under DIR)", 404, "vector_not_found")
-        path = (self.folder / ref).with_suffix(".safetensors").resolve()
+        path = vector_path(self.folder / ref).resolve()
         if not path.is_relative_to(self.folder):
             raise VectorError(f"{ref!r} is outside the vectors folder; name a file under it", 403, "forbidden_path")
         return path
@@ -105,7 +95,7 @@ class VectorStore:
     def load(self, name: str, path: str | None = None) -> dict:
         """Load ``path`` (relative to the folder; default ``name``) and register it as ``name``."""
         file = self._file(path or name)
-        return self.register(name, load_vector(file, self.model), f"file:{file.relative_to(self.folder)}")
+        return self.register(name, read_vector(file, self.model), f"file:{file.relative_to(self.folder)}")
 
     def get(self, ref: str):
         """The vector registered as ``ref``, else the file ``ref`` under the folder (loaded once)."""

@@ -57,7 +57,7 @@ def read_vector_file(path: str | Path, what: str) -> tuple[Path, dict[int, torch
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); write it again with .save()") from e
     if not isinstance(meta, dict) or not meta:
-        raise ValueError(f"{path} has no sas metadata; was it written by {what}.save()?")
+        raise ValueError(f"{path} has no sas metadata; was it written by SteeringVector.save() or SparseVector.save()?")
     layers = {}
     for k, v in tensors.items():
         if not k.startswith("layer.") or not k.removeprefix("layer.").isdigit():
@@ -107,6 +107,8 @@ class SteeringVector:
     positions: str = "after_prompt"
     data_hash: str = ""
     settings: dict = field(default_factory=dict)
+    kind = "dense"
+    linear = True
 
     def __post_init__(self):
         check_hook_template(self.hook_point)
@@ -128,6 +130,18 @@ class SteeringVector:
 
     def hook_name(self, layer: int) -> str:
         return hook_at(self.hook_point, layer)
+
+    def tensor(self, layer: int) -> torch.Tensor:
+        return self.directions[layer]
+
+    def aligned(self, layer: int) -> bool:
+        return self.directions[layer].ndim == 2
+
+    def to_dense(self) -> "SteeringVector":
+        return self
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "norms": {str(k): round(v, 4) for k, v in self.norms().items()}}
 
     def hook(self, layer: int, strength, positions: str | None = None):
         """The TransformerLens hook that adds ``strength`` x ``directions[layer]`` at ``positions``
@@ -204,7 +218,10 @@ class SteeringVector:
     def load(cls, path: str | Path) -> "SteeringVector":
         """The vector saved at ``path`` (``.safetensors`` optional). Its hook, shapes and values are checked
         as on construction; ``ValueError`` for a file that fails them."""
+        from .kinds import check_kind
+
         path, dirs, meta = read_vector_file(path, "SteeringVector")
+        check_kind(path, meta, "dense")
         missing = [k for k in ("model", "method") if k not in meta]
         if missing:
             raise ValueError(f"{path}: the sas metadata lacks {missing}; write the vector again with .save()")
