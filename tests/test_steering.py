@@ -137,7 +137,7 @@ def test_receipts_on_gemma(gemma, tmp_path):
     pos, neg = sentiment_pairs()
     caa = contrastive_vector(gemma, pos[:16], neg[:16], [6], behavior="sentiment")
     receipt = Receipt()
-    with steer(gemma, caa, 2.0, receipt=receipt):
+    with steer(gemma, caa, 2.0, positions="after_prompt", receipt=receipt):
         generate(gemma, ["I think that the movie was"], max_new_tokens=4)
     got = receipt.check("caa x 2")["6"]
     assert got["positions"] == 4  # after_prompt: the last prompt token and three fed-back new tokens
