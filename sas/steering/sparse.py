@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from ..forward.positions import POSITIONS, position_mask, row_strengths
-from ..hooks import RESID_HOOK, check_hook_template, hook_at
-from .vector import SteeringVector, check_directions, read_vector_file, write_vector_file
+from ..forward.positions import position_mask, row_strengths
+from ..hooks import RESID_HOOK, hook_at
+from .vector import SteeringVector, check_directions, check_place, read_vector_file, write_vector_file
 
 
 def architecture(sae) -> str:
@@ -92,9 +92,7 @@ class SparseVector:
     def __post_init__(self):
         from ..load.saes import sae_hook
 
-        check_hook_template(self.hook_point)
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        check_place(self.hook_point, self.positions)
         check_directions(self.codes, "code", max_ndim=1)
         for layer, c in self.codes.items():
             if layer not in self.saes:

@@ -66,6 +66,13 @@ def read_vector_file(path: str | Path, what: str) -> tuple[Path, dict[int, torch
     return path, layers, meta
 
 
+def check_place(hook_point: str, positions: str) -> None:
+    """``ValueError`` unless ``hook_point`` is a hook template sas steers at and ``positions`` one of :data:`POSITIONS`."""
+    check_hook_template(hook_point)
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
+
+
 def check_directions(directions: dict, what: str = "direction", max_ndim: int = 2) -> None:
     """``ValueError`` unless ``directions`` is a non-empty ``{int layer: finite tensor}`` of one width, each
     tensor ``[width]`` (or ``[n_pos, width]`` when ``max_ndim`` is 2)."""
@@ -111,9 +118,7 @@ class SteeringVector:
     linear = True
 
     def __post_init__(self):
-        check_hook_template(self.hook_point)
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        check_place(self.hook_point, self.positions)
         check_directions(self.directions)
         if self.positions == "front" and any(d.ndim != 2 for d in self.directions.values()):
             raise ValueError("positions='front' adds row i at the i-th token, so it needs position-aligned "
