@@ -35,6 +35,7 @@ _API = {
     "generate": "forward.generate", "perplexity": "forward.likelihood",
     "SteeringVector": "steering.vector", "SparseVector": "steering.sparse",
     "steer": "steering.steer", "steering_hooks": "steering.steer", "Receipt": "steering.steer",
+    "NoEdit": "steering.steer",
     "load_vector": "steering.kinds",
     "caa_vector": "methods.caa", "contrastive_vector": "methods.caa", "actadd_vector": "methods.actadd",
     "sas_vector": "methods.sas", "sas_vector_from_texts": "methods.sas",
