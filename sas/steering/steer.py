@@ -243,10 +243,6 @@ def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None
     ``positions``: ``all``, ``after_prompt`` or ``front`` (default: each vector's own); ``receipt``: a
     :class:`Receipt` that records the edits the hooks apply.
     """
-    if positions is not None and positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
-    if layers is not None and not int_list(layers, "layers"):
-        raise ValueError("layers is empty: nothing would be steered; pass None for all of the vector's layers")
     return term_hooks(model, [Term(v, m, layers, positions) for v, m in _as_terms(vectors, multipliers)], receipt)
 
 
