@@ -49,7 +49,7 @@ def read_vector_file(path: str | Path, what: str) -> tuple[Path, dict[int, torch
 
     path = vector_path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no steering vector at {path} ({what}); make one with `sas vectors` or .save()")
+        raise FileNotFoundError(f"no steering vector at {path}; make one with `sas vectors` or .save()")
     try:
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("sas", "{}"))
