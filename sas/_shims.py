@@ -1,4 +1,5 @@
-"""The import paths of sas 0.1 (``sas.caa``, ``sas.sparse``, ``sas.sweep``, ...), kept for one release.
+"""Old import paths (sas 0.1's ``sas.caa``, ``sas.sparse``, ``sas.sweep``, ..., and modules moved since, such as
+``sas.activations.effects``), kept for one release.
 
 Each old module is built on import from the modules its contents moved to, with a
 ``DeprecationWarning`` that names the new path. Remove this file in 0.3.
@@ -14,6 +15,7 @@ import types
 import warnings
 
 MOVED = {
+    "activations.effects": ["steering.effects"],
     "actadd": ["methods.actadd"],
     "caa": ["methods.caa", "activations.residual"],
     "compare": ["runs.compare", "reports.plots"],
@@ -37,7 +39,7 @@ class _Loader(importlib.abc.Loader):
         return types.ModuleType(spec.name)
 
     def exec_module(self, module):
-        old = module.__name__.rpartition(".")[2]
+        old = module.__name__.removeprefix("sas.")
         targets = [f"sas.{t}" for t in MOVED[old]]
         warnings.warn(f"sas.{old} moved to {', '.join(targets)}; the old path goes in sas 0.3",
                       DeprecationWarning, stacklevel=3)
@@ -49,8 +51,7 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
-        pkg, _, old = fullname.rpartition(".")
-        if pkg == "sas" and old in MOVED:
+        if fullname.startswith("sas.") and fullname.removeprefix("sas.") in MOVED:
             return importlib.util.spec_from_loader(fullname, _Loader())
         return None
 

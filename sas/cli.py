@@ -166,26 +166,31 @@ def cmd_generate(args) -> None:
     from .forward.generate import generate
     from .load.prompts import open_ended_prompts
     from .runs.store import append_row
-    from .steering import steer
-    from .steering.vector import SteeringVector
+    from .steering import Receipt, load_vector, steer
+    from .steering.vector import read_vector_file
 
     if not args.prompt and not args.behavior:
         sys.exit("sas generate: give --prompt TEXT (repeatable) or --behavior NAME for its open-ended questions")
     _check(args)
-    vec = SteeringVector.load(args.vector) if args.vector else None
+    if args.vector:
+        read_vector_file(args.vector, "steering vector")  # a missing or broken file fails before the model loads
     model = _model(args)
+    vec = load_vector(args.vector, model=model) if args.vector else None  # dense or sparse (SAS)
     prompts = args.prompt or open_ended_prompts(model, args.behavior[0], args.n)
     kw = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
     for mult in args.multipliers or [1.0]:
-        if vec is None:
+        steered = {}
+        if vec is None or mult == 0:
             texts = generate(model, prompts, **kw)
         else:
-            with steer(model, vec, mult, args.layers):
+            receipt = Receipt()
+            with steer(model, vec, mult, args.layers, receipt=receipt):
                 texts = generate(model, prompts, **kw)
+            steered["receipt"] = receipt.check(f"{args.vector} x {mult:g}")  # no edit is an error, not a row
         for p, t in zip(prompts, texts):
             append_row(args.out, {"model": model.cfg.model_name, "vector": args.vector,
                                   "layers": args.layers or (vec and vec.layers), "multiplier": mult if vec else 0.0,
-                                  "prompt": p, "text": t, **kw})
+                                  "prompt": p, "text": t, **kw, **steered})
             print(f"--- x{mult:g} | {p!r}\n{t}\n")
 
 

@@ -27,6 +27,13 @@ def layer_of(hook_name: str) -> int:
     return int(m.group(1))
 
 
+def template_of(hook_name: str) -> str:
+    """The template of a hook name (``blocks.9.hook_resid_post`` -> ``blocks.{layer}.hook_resid_post``), checked by
+    :func:`check_hook_template`."""
+    layer_of(hook_name)
+    return check_hook_template(_LAYER.sub("blocks.{layer}.", str(hook_name), count=1))
+
+
 def check_hook_template(template: str) -> str:
     """``template`` if it is one of the hook templates ``sas`` writes (:data:`HOOK_TEMPLATES`), else ``ValueError``."""
     if template not in HOOK_TEMPLATES:

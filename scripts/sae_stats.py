@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sas.activations.effects import effect_map
+from sas.steering.effects import effect_map
 from sas.activations.feature_stats import feature_stats
 from sas.activations.output_scores import output_scores
 from sas.activations.sae_cache import SHIPPED

@@ -188,9 +188,9 @@ def test_cli_export(tmp_path, capsys):
         main(["export", "--gguf", "o.gguf", "--vector", str(src), "--layers", "5-2"])
     assert "layer range such as 4-8" in capsys.readouterr().err
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
-    with pytest.raises(SystemExit, match="not a safetensors vector"):
+    with pytest.raises(SystemExit, match="not a readable safetensors file"):
         main(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(tmp_path / "bad.safetensors")])
-    with pytest.raises(SystemExit, match="no vector at"):
+    with pytest.raises(SystemExit, match="no steering vector at"):
         main(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="layer 0"):
         main(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(_vec(layers=(0,)).save(tmp_path / "z"))])

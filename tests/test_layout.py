@@ -11,7 +11,7 @@ import pytest
 
 from sas._shims import MOVED
 
-ORDER = ["hooks", "load", "concepts", "forward", "activations", "steering", "export", "methods", "evaluation", "runs",
+ORDER = ["hooks", "load", "concepts", "forward", "activations", "training", "steering", "export", "methods", "evaluation", "runs",
          "reports", "serve", "cli"]
 SAS = Path(__file__).resolve().parents[1] / "sas"
 

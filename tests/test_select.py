@@ -190,7 +190,7 @@ def test_a_stale_copy_is_passed_over_silently_when_a_later_place_has_a_valid_one
 
 # --------------------------------------------------------------------------- SAE-TS
 def test_the_effect_map_fit_recovers_a_linear_map_and_solves():
-    from sas.activations.effects import EffectMap, fit_effect_map
+    from sas.steering.effects import EffectMap, fit_effect_map
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(16, 40, generator=g)
@@ -217,7 +217,7 @@ def test_the_effect_map_fit_recovers_a_linear_map_and_solves():
 
 
 def test_measured_effects_of_no_steering_are_zero(tiny):
-    from sas.activations.effects import measure_effects
+    from sas.steering.effects import measure_effects
 
     sae = random_sae(b_dec_in=False)
     prompts = [[2, 651, 5304, 563], [2, 1091, 8088, 651]]
@@ -287,7 +287,7 @@ def test_clamp_and_sae_ts_on_gemma(gemma, negative, tmp_path, monkeypatch):
     measured from the training sample sees decoder rows raise their own features; sae_ts builds from it."""
     import json
 
-    from sas.activations.effects import effect_map
+    from sas.steering.effects import effect_map
     from sas.methods.registry import build_vector
 
     contrast, sae = negative

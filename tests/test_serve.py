@@ -89,6 +89,10 @@ def test_completions_steering_streaming_chat(gemma, server, client):
     assert steered.choices[0].text != plain.choices[0].text
     assert steered.model_extra["steering"] == [{"vector": "sentiment", "strength": 2.0, "layers": [6],
                                                 "positions": "all", "kind": "dense"}]
+    # each choice carries its receipt: what the hook edited in that row, measured, not intended
+    receipt = steered.choices[0].model_extra["receipt"]
+    assert list(receipt) == ["6"] and receipt["6"]["positions"] >= N and receipt["6"]["edit_norm"] > 0
+    assert zero.choices[0].model_extra["receipt"] == {} and plain.choices[0].model_extra["receipt"] == {}
 
     chunks = list(complete(client, [{"vector": "sentiment", "strength": 2.0, "layers": [6]}], stream=True))
     assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason == "length"
@@ -298,3 +302,11 @@ def test_an_abandoned_request_stops_generating(gemma):
         generated = httpx.get(base + "/health").json()["tokens_run"]
     assert generated < 16 * 256 // 2, f"{generated} tokens generated for an abandoned request of 16 x 256"
     assert waited < 60, waited
+def test_a_dotted_vector_name_is_the_file_of_that_name(server, client, vectors):
+    """``caa_tau0.1`` in the vectors folder is that file, not ``caa_tau0.safetensors`` beside it."""
+    folder, dense, _ = vectors
+    dense.save(folder / "caa_tau0.1")
+    (dense * 3.0).save(folder / "caa_tau0")
+    r = _raw(server[0], {"name": "dotted", "path": "caa_tau0.1"}, path="/v1/vectors")
+    assert r.status_code == 201, r.text
+    assert r.json()["norms"] == {"6": round(dense.norms()[6], 4)}

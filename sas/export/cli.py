@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 EPILOG = """\
 Run it in llama.cpp (the sas layer numbers are llama.cpp's: direction.N is added to the output of layer N,
@@ -30,33 +28,16 @@ def layer_range(s: str) -> list[int]:
                                          f"got {s!r}")
 
 
-def _load_vector(path: str):
-    """A saved dense or sparse vector (a sparse one with the SAEs its file names)."""
-    from safetensors import safe_open
-
-    from ..steering.sparse import SparseVector
-    from ..steering.vector import SteeringVector
-
-    p = Path(path).with_suffix(".safetensors")
-    if not p.exists():
-        raise FileNotFoundError(f"no vector at {p}; make one with `sas vectors` or vector.save(path)")
-    try:
-        with safe_open(str(p), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
-    except Exception as e:  # safetensors raises its own error type on a file that is not safetensors
-        raise ValueError(f"{p} is not a safetensors vector file ({e})") from e
-    return SparseVector.load(p) if "sae_names" in meta else SteeringVector.load(p)
-
-
 def cmd_export(args) -> None:
+    from ..steering.kinds import load_vector
     from .gguf import save_gguf
 
     if not args.gguf:
         raise ValueError("give --gguf OUT.gguf (the only export format so far)")
-    vec = _load_vector(args.vector)
+    vec = load_vector(args.vector)  # a sparse one with the SAEs its file names
     out = save_gguf(vec, args.gguf, multiplier=args.multiplier, layers=args.layers, sum_positions=args.sum_positions)
     layers = args.layers or vec.layers
-    sparse = " (the dense direction W_dec^T v of a SAS vector)" if hasattr(vec, "to_dense") else ""
+    sparse = " (the dense direction W_dec^T v of a SAS vector)" if vec.kind == "sparse" else ""
     print(f"{out}: {vec.method} vector{sparse}, layers {layers}, multiplier {args.multiplier:g}")
     print(f"llama.cpp: --control-vector-scaled {out}:1 --control-vector-layer-range {min(layers)} {max(layers)}")
 

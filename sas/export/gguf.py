@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..hooks import RESID_HOOK as RESID_POST
+from ..steering.kinds import Vector
 from ..steering.vector import SteeringVector
 
 ARCH = "controlvector"
@@ -66,11 +67,12 @@ def control_vector(vector, multiplier: float = 1.0, layers=None, sum_positions: 
         raise ValueError("a clamp vector sets its features to values that depend on each token's code: it is not a "
                          "constant residual vector, and a GGUF control vector can only add one. Export an 'add' "
                          "vector (e.g. sas_diff or sas_os) instead")
-    if hasattr(vector, "to_dense"):  # a SparseVector
-        vector = vector.to_dense()  # its settings name the SAEs
-        vector = replace(vector, settings={**vector.settings, "gguf_from": "sparse"})
-    if not isinstance(vector, SteeringVector):
+    if not isinstance(vector, Vector):
         raise TypeError(f"expected a SteeringVector or a SparseVector, got {type(vector).__name__}")
+    dense = vector.to_dense()
+    if dense is not vector:  # a sparse vector's dense direction W_dec^T v; its settings name the SAEs
+        dense = replace(dense, settings={**dense.settings, "gguf_from": vector.kind})
+    vector = dense
     if not vector.directions:
         raise ValueError("the vector has no layers; there is nothing to export")
     if layers is not None:

@@ -47,6 +47,27 @@ def _check_sampling(max_new_tokens, do_sample: bool, temperature, top_k, top_p) 
         raise ValueError(f"top_p must be in (0, 1], not {top_p!r} (1 keeps the whole top-k distribution)")
 
 
+class Decoder:
+    """The shared decode step: a left-padded batch of token-id prompts with a KV cache. ``logits()`` runs the
+    pending tokens and returns the next-token logits ``[batch, vocab]``; ``advance(tokens [batch])`` feeds the
+    chosen tokens. Steering hooks active in the caller apply to every step."""
+
+    def __init__(self, model, prompts: list[list[int]], max_new_tokens: int):
+        self.model, self.device = model, block_device(model)
+        self.tokens, self.mask, self.left_pad = pad_left(prompts, pad_id(model), self.device)
+        check_context(model, self.tokens.shape[1] + max_new_tokens, f"the longest prompt ({self.tokens.shape[1]} "
+                      f"tokens) plus max_new_tokens={max_new_tokens}")
+        self.cache = new_cache(model, len(prompts))
+
+    def logits(self) -> torch.Tensor:
+        resid = run_resid(self.model, self.tokens, self.mask, self.left_pad, self.cache)
+        return logits_at(self.model, resid[:, -1])
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        self.tokens = tokens[:, None].to(self.device)
+        self.mask = torch.ones_like(self.tokens)
+
+
 @torch.inference_mode()
 def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, do_sample: bool = False,
                     temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
@@ -60,12 +81,8 @@ def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, d
     (so the first new token is steered) and every new token.
     """
     _check_sampling(max_new_tokens, do_sample, temperature, top_k, top_p)
-    dev = block_device(model)
-    tokens, mask, left_pad = pad_left(prompts, pad_id(model), dev)
-    check_context(model, tokens.shape[1] + max_new_tokens, f"the longest prompt ({tokens.shape[1]} tokens) plus "
-                  f"max_new_tokens={max_new_tokens}")
+    dec = Decoder(model, prompts, max_new_tokens)
     n = len(prompts)
-    cache = new_cache(model, n)
     if isinstance(seed, (list, tuple)):
         if len(seed) != n:
             raise ValueError(f"got {len(seed)} seeds for {n} prompts; give one seed, or one per prompt")
@@ -73,18 +90,17 @@ def generate_tokens(model, prompts: list[list[int]], max_new_tokens: int = 32, d
     else:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
     eos = model.tokenizer.eos_token_id
-    out = torch.zeros((n, 0), dtype=torch.long, device=dev)
-    done = torch.zeros(n, dtype=torch.bool, device=dev)
+    out = torch.zeros((n, 0), dtype=torch.long, device=dec.device)
+    done = torch.zeros(n, dtype=torch.bool, device=dec.device)
     for _ in range(max_new_tokens):
-        resid = run_resid(model, tokens, mask, left_pad, cache)
-        nxt = _sample(logits_at(model, resid[:, -1]), do_sample, temperature, top_k, top_p, gen)
+        nxt = _sample(dec.logits(), do_sample, temperature, top_k, top_p, gen)
         if stop_at_eos and eos is not None:
             nxt = torch.where(done, torch.full_like(nxt, pad_id(model)), nxt)
             done |= nxt == eos
         out = torch.cat([out, nxt[:, None]], dim=1)
         if done.all():
             break
-        tokens, mask = nxt[:, None].to(dev), torch.ones((n, 1), dtype=torch.long, device=dev)
+        dec.advance(nxt)
     result = []
     for row, d in zip(out.tolist(), done.tolist()):
         if stop_at_eos and eos in row:

@@ -1,6 +1,6 @@
 """SAE-targeted steering (SAE-TS; Chalnev, Siu and Conmy 2024, code ``slavachalnev/SAE-TS``): a dense vector solved
 to move the chosen SAE features with the fewest side effects, through the layer's effect map
-(:mod:`sas.activations.effects`). The chosen features and their target sizes are the selection rules' vector
+(:mod:`sas.steering.effects`). The chosen features and their target sizes are the selection rules' vector
 (:mod:`sas.methods.select`; by default shared features kept at their mean difference, as ``sas_diff``)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def build_pinv(model, contrast, layers, saes=None, positions="after_prompt", tau
 def solved(model, contrast, layers, saes, positions, tau, mean, shared, min_output_score, top_k, solve,
            effect_vectors, method) -> SteeringVector:
     """The vector of :func:`build` (``method`` names it in its metadata)."""
-    from ..activations.effects import effect_map
+    from ..steering.effects import effect_map
 
     pos, neg = contrast.activations(model, layers)
     dirs, per_layer = {}, {}

@@ -359,13 +359,13 @@ def write_features(result, folder, model, saes: dict | None = None, texts=None, 
         settings = dict(getattr(vec, "settings", None) or {})
         per_layer = settings.pop("per_layer", None) or {}
         skipped = settings.pop("skipped", None) or {}
-        if hasattr(vec, "codes") and layer not in vec.codes:
+        if layer not in vec.layers:
             why = skipped.get(layer, skipped.get(str(layer), "no vector at this layer"))
             lines.append(f"| {concept} | {method} | {layer} | 0 | {why} | |")
             continue
         info = per_layer.get(layer, per_layer.get(str(layer), {}))  # str keys after a JSON round trip
         selection = f"{_short(settings)}; {_short(info)}"
-        if not hasattr(vec, "codes"):  # SAS-dense, SAE-TS: dense vectors made from SAE features
+        if vec.kind == "dense":  # SAS-dense, SAE-TS: dense vectors made from SAE features
             lines.append(f"| {concept} | {method} | {layer} | dense | {selection} | |")
             continue
         name = f"{concept}_{method}_L{layer}.md"

@@ -23,6 +23,7 @@ import torch
 
 from ..methods.registry import build_vector, get_method, method_settings
 from ..methods.sas import NoFeatures
+from ..steering.steer import recording
 from .items import make_item
 from .store import ResultStore
 
@@ -157,7 +158,7 @@ class Runner:
              "layer": c.layer, "multiplier": c.multiplier, **item.settings()}
         pre = self._prebuilt(c)
         if pre is not None:
-            k["vector_hash"] = _tensor_hash(pre.codes.values() if hasattr(pre, "codes") else pre.directions.values())
+            k["vector_hash"] = _tensor_hash(pre.tensor(x) for x in pre.layers)
             return k
         k["data_hash"] = item.contrast.hash
         k.update(method_settings(c.method, self.grid.method_settings.get(c.method)))
@@ -201,15 +202,13 @@ class Runner:
 
     @staticmethod
     def _load_cached(path, saes):
-        if path is None or not path.with_name(path.name + ".safetensors").exists():
-            return None
-        from ..steering.sparse import SparseVector
-        from ..steering.vector import SteeringVector, read_meta
+        from ..steering.kinds import load_vector
+        from ..steering.vector import vector_path
 
-        file = path.with_name(path.name + ".safetensors")
+        if path is None or not vector_path(path).exists():
+            return None
         try:
-            sparse = "sae_names" in read_meta(file)
-            return SparseVector.load(file, saes=saes) if sparse else SteeringVector.load(file)
+            return load_vector(path, saes=saes)
         except (ValueError, OSError):
             return None  # a damaged cache entry is rebuilt
 
@@ -219,26 +218,23 @@ class Runner:
         """Per row: the edit's size on the item's activations, the sparse vector's feature count, and the
         cosine of its dense direction with CAA's from the same data. ``multiplier``: the vector's own multiplier
         when the condition's is in other units (a concept's relative strength)."""
-        from ..steering.sparse import SparseVector
-
         out = {"resid_change": 0.0} if c.multiplier == 0 else {}
         if isinstance(vec, Exception) or c.layer not in vec.layers or not get_method(c.method).steers:
             return out
         m = c.multiplier if multiplier is None else multiplier
         item = self.items[c.item]
         has_pairs = item.contrast.pairs is not None or item.contrast.positive is not None
-        if isinstance(vec, SparseVector):
-            out["n_features"] = vec.n_features()[c.layer]
-            if has_pairs:
-                pos, neg = item.contrast.activations(self.model, [c.layer])
-                acts = torch.cat([pos[c.layer], neg[c.layer]])
-                edit = vec.hook(c.layer, m, "all")(acts[None]) - acts[None]
-                out["resid_change"] = edit.norm(dim=-1).mean().item()
-            dense = vec.to_dense().directions[c.layer]
-        else:
-            d = vec.directions[c.layer]
-            out["resid_change"] = abs(m) * d.norm().item()
-            dense = d.sum(0) if d.ndim == 2 else d
+        if "n_features" in vec.summary():
+            out["n_features"] = vec.summary()["n_features"][c.layer]
+        if vec.linear:
+            out["resid_change"] = abs(m) * vec.tensor(c.layer).norm().item()
+        elif has_pairs:  # the edit the vector makes on the item's activations
+            pos, neg = item.contrast.activations(self.model, [c.layer])
+            acts = torch.cat([pos[c.layer], neg[c.layer]])
+            edit = vec.hook(c.layer, m, "all")(acts[None]) - acts[None]
+            out["resid_change"] = edit.norm(dim=-1).mean().item()
+        dense = vec.to_dense().directions[c.layer]
+        dense = dense.sum(0) if dense.ndim == 2 else dense
         if has_pairs and c.method != "caa":
             pos, neg = item.contrast.activations(self.model, [c.layer])
             caa = pos[c.layer].mean(0) - neg[c.layer].mean(0)
@@ -268,10 +264,15 @@ class Runner:
                 done = [(dict(self.unsteered[c0.item]), texts)]
             else:
                 # a strength the vector cannot reach comes back as a row that says why (ConceptItem)
-                if len(group) > 1:
-                    done = item.evaluate_many(self.model, vec, [c.multiplier for c in group], c0.layer)
-                else:
-                    done = [item.evaluate(self.model, vec, c0.multiplier, c0.layer)]
+                with recording() as receipt:
+                    if len(group) > 1:
+                        done = item.evaluate_many(self.model, vec, [c.multiplier for c in group], c0.layer)
+                    else:
+                        done = [item.evaluate(self.model, vec, c0.multiplier, c0.layer)]
+                if get_method(c0.method).steers:  # what each condition's steering edited; no edit is an error
+                    for c, (res, _) in zip(group, done):
+                        if "skipped" not in res:
+                            res["receipt"] = receipt.check(f"{c}", res.get("raw_multiplier", c.multiplier))
             seconds = (time.time() - t0) / len(group)
             for c, (res, texts) in zip(group, done):
                 row = {**self.key(c), **res}

@@ -29,11 +29,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-import torch
 
 from ..forward.run import encode
-from ..steering.sparse import SparseVector
-from .batching import Batcher, Job, Term
+from ..steering.steer import SteeringError, Term, check_term
+from .batching import Batcher, Job
 from .chat import chat_ids
 from .schemas import ChatRequest, CompletionRequest, LoadVector, Steer, _Common
 from .vectors import VectorError, VectorStore
@@ -234,19 +233,6 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
         store.remove(vname)
         return {"id": vname, "object": "steering_vector", "deleted": True}
 
-    def check_strength(vec, s: Steer, layers: list[int], param: str) -> None:
-        """A strength whose product with the vector's largest entry overflows the model's dtype is a 400 (it
-        would steer to empty text, or fail the whole batch)."""
-        dtype, strength = model.cfg.dtype, torch.tensor(s.strength, dtype=torch.float64)
-        for layer in layers:
-            d = vec.codes[layer] if isinstance(vec, SparseVector) else vec.directions[layer]
-            peak = d.detach().abs().max().double()
-            if not torch.isfinite(torch.stack([strength, strength * peak]).to(dtype)).all():
-                raise ApiError(400, f"strength {s.strength:g} x vector {s.vector!r} (largest entry "
-                               f"{float(peak):.4g} at layer {layer}) overflows the model's "
-                               f"{str(dtype).removeprefix('torch.')} (largest finite value "
-                               f"{torch.finfo(dtype).max:.4g}); use a smaller strength", "invalid_value", param)
-
     def resolve_steer(specs: list[Steer]) -> list[Term]:
         if len(specs) > limits.max_vectors:
             raise ApiError(400, f"{len(specs)} steering terms, more than this server's limit of {limits.max_vectors}",
@@ -258,24 +244,10 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
             except VectorError as e:
                 e.param = f"steer.{i}.vector"
                 raise
-            layers = vec.layers if s.layers is None else list(s.layers)
-            for layer in layers:
-                if not 0 <= layer < model.cfg.n_layers:
-                    raise ApiError(400, f"layer {layer} is out of range for {name} ({model.cfg.n_layers} layers: "
-                                   f"0..{model.cfg.n_layers - 1})", "layer_out_of_range", f"steer.{i}.layers")
-                if layer not in vec.layers:
-                    raise ApiError(400, f"vector {s.vector!r} has no direction for layer {layer}; it has "
-                                   f"{vec.layers}", "layer_not_in_vector", f"steer.{i}.layers")
-            if not layers:
-                raise ApiError(400, "layers is empty; leave it out to steer all of the vector's layers",
-                               "invalid_value", f"steer.{i}.layers")
-            positions = s.positions or vec.positions
-            aligned = not isinstance(vec, SparseVector) and all(vec.directions[x].ndim == 2 for x in layers)
-            if positions == "front" and not aligned:
-                raise ApiError(400, f"positions {positions!r} does not fit vector {s.vector!r}: 'front' is for "
-                               "position-aligned (ActAdd) vectors only", "invalid_value", f"steer.{i}.positions")
-            check_strength(vec, s, layers, f"steer.{i}.strength")
-            terms.append(Term(vec, float(s.strength), layers, positions))
+            try:  # the steering surface checks a term as sas.steer does
+                terms.append(check_term(model, Term(vec, float(s.strength), s.layers, s.positions)))
+            except SteeringError as e:
+                raise ApiError(400, f"steer.{i} ({s.vector!r}): {e}", e.code, f"steer.{i}.{e.field}") from e
         return terms
 
     def check_request(req: _Common, n_prompts: int) -> int:
@@ -328,7 +300,7 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
 
     def steering_info(terms: list[Term], specs: list[Steer]) -> list[dict]:
         return [{"vector": s.vector, "strength": t.strength, "layers": t.layers, "positions": t.positions,
-                 "kind": "sparse" if isinstance(t.vector, SparseVector) else "dense"} for t, s in zip(terms, specs)]
+                 "kind": t.vector.kind} for t, s in zip(terms, specs)]
 
     async def collect(jobs, events, request: Request) -> list[dict]:
         results: dict[int, dict] = {}
@@ -399,8 +371,8 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
             return stream(jobs, events, chunk, bool((req.stream_options or {}).get("include_usage")))
         results = await collect(jobs, events, request)
         return {"id": rid, "object": "text_completion", "created": created, "model": name,
-                "choices": [{"index": i, "text": r["text"], "logprobs": None, "finish_reason": r["finish_reason"]}
-                            for i, r in enumerate(results)],
+                "choices": [{"index": i, "text": r["text"], "logprobs": None, "finish_reason": r["finish_reason"],
+                             "receipt": r["receipt"]} for i, r in enumerate(results)],
                 "usage": usage(results), "steering": steering_info(terms, req.steer)}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
@@ -425,7 +397,8 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
         results = await collect(jobs, events, request)
         return {"id": rid, "object": "chat.completion", "created": created, "model": name,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": r["text"]}, "logprobs": None,
-                             "finish_reason": r["finish_reason"]} for i, r in enumerate(results)],
+                             "finish_reason": r["finish_reason"], "receipt": r["receipt"]}
+                            for i, r in enumerate(results)],
                 "usage": usage(results), "steering": steering_info(terms, req.steer)}
 
     return app

@@ -2,8 +2,8 @@
 
 One worker thread owns the model. It waits for a request, gathers the others that follow it within a
 short window (``window_s`` between arrivals, at most 5 windows) up to ``max_batch`` rows, and generates
-them as one left-padded batch with a KV cache, through sas's own forward path (:func:`sas.forward.run.run_resid`, :func:`logits_at`), so a row is
-computed as ``sas.generate`` computes it. Batching is static: a request that arrives while a batch runs
+them as one left-padded batch with a KV cache, through the decode step ``sas.generate`` uses
+(:class:`sas.forward.generate.Decoder`), so a row is computed as ``sas.generate`` computes it. Batching is static: a request that arrives while a batch runs
 waits for the next one. Rows leave early (EOS, a stop string, their ``max_tokens``) and their answers go
 back at once; the batch ends when every row has.
 
@@ -11,8 +11,9 @@ A row that breaks its batch fails alone: the rows that have sent nothing yet run
 so only the row that cannot run gets the error. A row whose ``cancelled`` flag is set (its client went
 away) stops at its next token, or before it starts.
 
-Per-row steering: each (vector, layer, positions) used by any row becomes one hook whose strength is a
-tensor [batch], zero for the rows that do not ask for it, and zero strength leaves a row untouched.
+Per-row steering goes through the steering surface (:func:`sas.steering.steer.row_terms`): each (vector, layer,
+positions) used by any row becomes one term whose strength is a tensor [batch], zero for the rows that do not ask
+for it, and zero strength leaves a row untouched. Each row's answer carries its receipt: what steering edited in it.
 """
 
 from __future__ import annotations
@@ -21,24 +22,15 @@ import contextlib
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..forward.generate import _sample
-from ..forward.run import logits_at, new_cache, pad_id, pad_left, run_resid
-from ..load.device import block_device
-
-
-@dataclass
-class Term:
-    """One steering term of one row: ``vector`` x ``strength`` at ``layers`` and ``positions``."""
-
-    vector: object
-    strength: float
-    layers: list[int]
-    positions: str
+from ..forward.generate import Decoder, _sample
+from ..forward.run import pad_id
+from ..steering.steer import Receipt, Term, row_terms, steer_terms, term_hooks
 
 
 @dataclass
@@ -62,32 +54,19 @@ class Job:
     cancelled: bool = False
 
 
-def batch_hooks(jobs: list[Job]) -> list[tuple[str, Callable]]:
-    """``(hook_name, fn)`` pairs that steer each row of ``jobs`` by its own terms."""
-    n = len(jobs)
-    terms: dict[tuple, list] = {}  # (vector id, layer, positions, k-th use in the row) -> [vec, strengths]
-    for i, job in enumerate(jobs):
-        seen: dict[tuple, int] = {}
-        for t in job.steer:
-            for layer in t.layers:
-                base = (id(t.vector), layer, t.positions)
-                k = seen.get(base, 0)
-                seen[base] = k + 1
-                entry = terms.setdefault((*base, k), [t.vector, torch.zeros(n, device="cpu")])  # the hook moves it
-                entry[1][i] = t.strength
-    hooks = []
-    for (_, layer, positions, _), (vec, strengths) in terms.items():
-        if strengths.any():
-            # the vector's own hook with one strength per row: rows at 0 come out unchanged
-            hooks.append((vec.hook_name(layer), vec.hook(layer, strengths, positions)))
-    return hooks
+def __getattr__(name: str):
+    if name == "batch_hooks":  # moved: the steering surface makes every hook
+        warnings.warn("sas.serve.batching.batch_hooks moved to sas.steering.steer.row_terms and term_hooks "
+                      "(batch_hooks(jobs, model)); the old name goes in sas 0.3", DeprecationWarning, stacklevel=2)
+        return lambda jobs, model: term_hooks(model, row_terms([j.steer for j in jobs]))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Row:
     """Decoding state of one row: the text so far and how much of it has been sent."""
 
-    def __init__(self, job: Job, tokenizer, lock):
-        self.job, self.tok, self.lock = job, tokenizer, lock
+    def __init__(self, job: Job, tokenizer, lock, receipt: Receipt):
+        self.job, self.tok, self.lock, self.receipt = job, tokenizer, lock, receipt
         self.ids: list[int] = []
         self.sent = 0
         self.done = False
@@ -96,7 +75,7 @@ class _Row:
         self.gen = torch.Generator().manual_seed(job.seed) if job.seed is not None else None
         self.hold = max((len(s) for s in job.stop), default=1) - 1  # a stop string may be forming
 
-    def add(self, token: int, eos: int | None) -> None:
+    def add(self, token: int, eos: int | None, index: int) -> None:
         if token == eos and not self.job.ignore_eos:
             self.done, self.finish = True, "stop"
         else:
@@ -119,23 +98,21 @@ class _Row:
             self.sent = end
         if self.done:
             self.job.emit(("done", {"text": self.text, "finish_reason": self.finish,
-                                    "prompt_tokens": len(self.job.ids), "completion_tokens": len(self.ids)}))
+                                    "prompt_tokens": len(self.job.ids), "completion_tokens": len(self.ids),
+                                    "receipt": self.receipt.row(index)}))
 
 
 @torch.inference_mode()
 def run_batch(model, jobs: list[Job], tokenizer_lock=None) -> None:
     """Generate every job as one left-padded batch (KV cache), each row with its own steering and sampling."""
     tok = model.tokenizer
-    dev = block_device(model)
-    tokens, mask, left_pad = pad_left([j.ids for j in jobs], pad_id(model), dev)
-    n = len(jobs)
-    cache = new_cache(model, n)
-    rows = [_Row(j, tok, tokenizer_lock or contextlib.nullcontext()) for j in jobs]
+    dec = Decoder(model, [j.ids for j in jobs], max(j.max_tokens for j in jobs))
+    receipt = Receipt(rows=len(jobs))
+    rows = [_Row(j, tok, tokenizer_lock or contextlib.nullcontext(), receipt) for j in jobs]
     eos = tok.eos_token_id
-    with model.hooks(fwd_hooks=batch_hooks(jobs)):
+    with steer_terms(model, row_terms([j.steer for j in jobs]), receipt):
         for _ in range(max(j.max_tokens for j in jobs)):
-            resid = run_resid(model, tokens, mask, left_pad, cache)
-            logits = logits_at(model, resid[:, -1])
+            logits = dec.logits()
             nxt = logits.argmax(-1)
             for i, r in enumerate(rows):
                 if not r.done and r.job.temperature > 0:  # each row samples with its own settings and seed
@@ -144,10 +121,10 @@ def run_batch(model, jobs: list[Job], tokenizer_lock=None) -> None:
                 if r.done:
                     nxt[i] = pad_id(model)
                 else:
-                    r.add(int(nxt[i]), eos)
+                    r.add(int(nxt[i]), eos, i)
             if all(r.done for r in rows):
                 break
-            tokens, mask = nxt[:, None], torch.ones((n, 1), dtype=torch.long, device=dev)
+            dec.advance(nxt)
 
 
 class Batcher:

@@ -23,7 +23,7 @@ def cmd_serve(args) -> None:
 
     from ..load.models import load_model
     from .app import LOOPBACK, Limits, make_app
-    from .vectors import VectorError, load_vector
+    from .vectors import VectorError, read_vector
 
     if args.host not in LOOPBACK and not (args.api_key or os.environ.get("SAS_API_KEY")):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach it can use it",
@@ -34,7 +34,7 @@ def cmd_serve(args) -> None:
     vectors, saes = {}, {}
     for name, path in args.vector:
         try:
-            vectors[name] = load_vector(path, model, saes)
+            vectors[name] = read_vector(path, model, saes)
         except VectorError as e:
             sys.exit(f"sas serve: --vector {name}={path}: {e}")
     limits = Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, max_batch=args.max_batch,

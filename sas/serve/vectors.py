@@ -3,8 +3,8 @@
 A request names a vector by its registered name or by a file path relative to the vectors folder
 (``sentiment`` or ``caa/sentiment.safetensors``). Every spelling of one file (``./x``, ``a/../x``, its
 absolute path) resolves to the same real file, which is loaded once and kept among the ``max_files``
-most recently used; the sparse vectors share one copy of each SAE. A file's kind (dense
-:class:`SteeringVector` or sparse :class:`SparseVector`) is read from its saved metadata; a sparse vector
+most recently used; the sparse vectors share one copy of each SAE. A file's kind (dense or
+sparse) is read from its saved metadata by :func:`sas.steering.load_vector`; a sparse vector
 loads its SAE by the name it saved (a shipped SAE such as ``gemma-3-270m-L9-4k``).
 
 Names given at start-up are read-only; ``POST /v1/vectors`` may add up to ``max_named`` more under new
@@ -13,13 +13,14 @@ names (a taken name is refused) and ``DELETE`` removes only those.
 
 from __future__ import annotations
 
-import json
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
-from ..steering.sparse import SparseVector
-from ..steering.vector import SteeringVector, vector_path
+from ..steering import kinds
+from ..steering.steer import SteeringError, Term, check_term
+from ..steering.vector import vector_path
 
 
 class VectorError(ValueError):
@@ -30,32 +31,30 @@ class VectorError(ValueError):
         self.status, self.code, self.param = status, code, param
 
 
-def load_vector(path: str | Path, model, saes: dict | None = None) -> SteeringVector | SparseVector:
-    """A saved vector (dense or sparse, told apart by its metadata), checked against ``model``.
-
-    ``saes``: ``{name: SAE}`` shared between sparse vectors; a registry SAE a vector names is loaded into it
-    once and reused (None: each sparse vector loads its own)."""
-    from safetensors import safe_open
-
-    path = vector_path(path)
-    if not path.is_file():
-        raise VectorError(f"no saved vector at {path}", 404, "vector_not_found")
+def read_vector(path: str | Path, model, saes: dict | None = None):
+    """A saved vector of either kind (:func:`sas.steering.load_vector`), checked against ``model``; a
+    :class:`VectorError` for a file that cannot be used. ``saes``: ``{name: SAE}`` shared between sparse vectors;
+    a registry SAE a vector names is loaded into it once and reused (None: each sparse vector loads its own)."""
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
-    except Exception as e:  # not a safetensors file, or a corrupt one
-        raise VectorError(f"{path.name} is not a saved sas vector ({type(e).__name__}: {e})") from e
-    if not meta or not isinstance(meta, dict):
-        raise VectorError(f"{path.name} has no sas metadata; save vectors with SteeringVector.save or SparseVector.save")
-    try:
-        if "sae_names" in meta:
-            vec = SparseVector.load(path, saes=_shared_saes(meta, model, saes), model=model)
-        else:
-            vec = SteeringVector.load(path)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise VectorError(f"cannot load {path.name}: {e}") from e
+        from ..steering.vector import read_vector_file
+
+        _, _, meta = read_vector_file(path, "steering vector")
+        vec = kinds.load_vector(path, model=model, saes=_shared_saes(meta, model, saes))
+    except FileNotFoundError as e:
+        raise VectorError(str(e), 404, "vector_not_found") from e
+    except (ValueError, KeyError, OSError) as e:
+        raise VectorError(f"cannot load {Path(path).name}: {e}") from e
     check_vector(vec, model)
     return vec
+
+
+def __getattr__(name: str):
+    if name == "load_vector":  # moved: one loader of saved vectors for every caller
+        warnings.warn("sas.serve.vectors.load_vector moved to sas.steering.load_vector (the server's checked "
+                      "version is sas.serve.vectors.read_vector); the old name goes in sas 0.3", DeprecationWarning,
+                      stacklevel=2)
+        return read_vector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _shared_saes(meta: dict, model, cache: dict | None) -> dict | None:
@@ -81,29 +80,18 @@ def _taken(name: str) -> VectorError:
 
 
 def check_vector(vec, model) -> None:
-    """Refuse a vector whose width or layers do not fit ``model``."""
-    if vec.d_model != model.cfg.d_model:
-        raise VectorError(f"the vector has width {vec.d_model} but {model.cfg.model_name} has d_model "
-                          f"{model.cfg.d_model} (it was made for {vec.model or 'another model'}); rebuild it for "
-                          "this model", 400, "wrong_width")
-    bad = [layer for layer in vec.layers if not 0 <= layer < model.cfg.n_layers]
-    if bad:
-        raise VectorError(f"the vector steers layer(s) {bad}, out of range for {model.cfg.model_name} "
-                          f"(layers 0..{model.cfg.n_layers - 1})", 400, "layer_out_of_range")
+    """Refuse a vector that does not fit ``model`` (its width, layers or hook points), as steering would."""
+    try:
+        check_term(model, Term(vec, 0.0))
+    except SteeringError as e:
+        raise VectorError(str(e), 400, e.code) from e
 
 
 def describe(name: str, vec, source: str, readonly: bool = False) -> dict:
     """The JSON description of a vector in ``GET /v1/vectors``."""
-    sparse = isinstance(vec, SparseVector)
-    d = {"id": name, "object": "steering_vector", "kind": "sparse" if sparse else "dense", "method": vec.method,
-         "behavior": vec.behavior, "model": vec.model, "layers": vec.layers, "d_model": vec.d_model,
-         "positions": vec.positions, "source": source, "readonly": readonly}
-    if sparse:
-        d["n_features"] = vec.n_features()
-        d["saes"] = vec.sae_names
-    else:
-        d["norms"] = {str(k): round(v, 4) for k, v in vec.norms().items()}
-    return d
+    return {"id": name, "object": "steering_vector", "method": vec.method, "behavior": vec.behavior,
+            "model": vec.model, "layers": vec.layers, "d_model": vec.d_model, "positions": vec.positions,
+            "source": source, "readonly": readonly, **vec.summary()}
 
 
 class VectorStore:
@@ -193,7 +181,7 @@ class VectorStore:
                     self._files.move_to_end(file)
                     return hit[1]
             try:
-                vec = load_vector(file, self.model, self._saes)
+                vec = read_vector(file, self.model, self._saes)
             except VectorError as e:  # say where relative to the folder, not the server's absolute path
                 e.args = (str(e).replace(f"{self.folder}/", ""),)
                 raise

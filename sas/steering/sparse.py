@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from ..forward.positions import POSITIONS, position_mask, row_strengths
-from ..hooks import RESID_HOOK, check_hook_template, hook_at
-from .vector import SteeringVector, check_directions, read_vector_file, write_vector_file
+from ..forward.positions import position_mask, row_strengths
+from ..hooks import RESID_HOOK, hook_at
+from .vector import SteeringVector, check_directions, check_place, read_vector_file, write_vector_file
 
 
 def architecture(sae) -> str:
@@ -86,13 +86,13 @@ class SparseVector:
     fast: bool = True  # use the fast exact path when the activation is elementwise
     edit: str = "add"  # "add" (SAS) or "clamp" (set the chosen features to |strength| x their typical value)
     typical: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # clamp: [d_sae] per layer
+    kind = "sparse"
+    linear = False
 
     def __post_init__(self):
         from ..load.saes import sae_hook
 
-        check_hook_template(self.hook_point)
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        check_place(self.hook_point, self.positions)
         check_directions(self.codes, "code", max_ndim=1)
         for layer, c in self.codes.items():
             if layer not in self.saes:
@@ -128,6 +128,15 @@ class SparseVector:
 
     def hook_name(self, layer: int) -> str:
         return hook_at(self.hook_point, layer)
+
+    def tensor(self, layer: int) -> torch.Tensor:
+        return self.codes[layer]
+
+    def aligned(self, layer: int) -> bool:
+        return False
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "n_features": self.n_features(), "saes": self.sae_names}
 
     def features(self, layer: int | None = None) -> torch.Tensor:
         """Indices of the features in the support (sorted by |v|, largest first)."""
@@ -280,7 +289,10 @@ class SparseVector:
         """
         from ..load.saes import load_sae, registry, sae_hash, sae_hook
 
+        from .kinds import check_kind
+
         path, codes, meta = read_vector_file(path, "SparseVector")
+        check_kind(path, meta, "sparse")
         names = {int(k): v for k, v in meta.get("sae_names", {}).items()}
         ident = {int(k): v for k, v in meta.get("sae", {}).items()}
         if saes:

@@ -31,25 +31,13 @@ def edit_size(vec, layer: int, multiplier: float, acts: torch.Tensor) -> float:
     """Mean norm of the edit ``multiplier x vec`` makes at ``layer`` over the tokens ``acts`` [n, d_model],
     relative to their mean norm."""
     base = acts.norm(dim=-1).mean().item()
-    if hasattr(vec, "directions") and vec.directions[layer].ndim == 2:  # ActAdd: rows at the first tokens
-        rows = vec.directions[layer][1:] if vec.directions[layer].shape[0] > 1 else vec.directions[layer]
+    t = vec.tensor(layer)
+    if vec.aligned(layer):  # ActAdd: rows at the first tokens
+        rows = t[1:] if t.shape[0] > 1 else t
         return abs(multiplier) * rows.float().norm(dim=-1).mean().item() / base
-    a = acts.to(_device(vec, layer))
-    edited = vec.hook(layer, multiplier, "all")(a[None].to(_dtype(vec, layer)))[0].float()
-    return (edited - a.float()).norm(dim=-1).mean().item() / base
-
-
-def _tensor(vec, layer):
-    return vec.codes[layer] if hasattr(vec, "codes") else vec.directions[layer]
-
-
-def _device(vec, layer):
-    return _tensor(vec, layer).device
-
-
-def _dtype(vec, layer):
-    t = _tensor(vec, layer)
-    return t.dtype if t.is_floating_point() else torch.float32
+    a = acts.to(t.device)
+    edited = vec.hook(layer, multiplier, "all")(a[None].to(t.dtype if t.is_floating_point() else torch.float32))
+    return (edited[0].float() - a.float()).norm(dim=-1).mean().item() / base
 
 
 class Unreachable(ValueError):
@@ -73,7 +61,7 @@ def raw_multiplier(vec, layer: int, acts: torch.Tensor, relative: float, tol: fl
         raise Unreachable(f"{what} edits the residual by {lo_size:.3g} of its norm already at multiplier 0, more than "
                          f"the relative strength {relative}; choose larger strengths")
     one = edit_size(vec, layer, 1.0, acts)
-    if hasattr(vec, "directions") and one > 0:  # dense: the edit is linear in the multiplier
+    if vec.linear and one > 0:  # the edit is linear in the multiplier
         return relative / one
     lo, hi = 0.0, 1.0
     while edit_size(vec, layer, hi, acts) < relative:

@@ -49,7 +49,7 @@ def read_vector_file(path: str | Path, what: str) -> tuple[Path, dict[int, torch
 
     path = vector_path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no steering vector at {path} ({what}); make one with `sas vectors` or .save()")
+        raise FileNotFoundError(f"no steering vector at {path}; make one with `sas vectors` or .save()")
     try:
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("sas", "{}"))
@@ -57,13 +57,20 @@ def read_vector_file(path: str | Path, what: str) -> tuple[Path, dict[int, torch
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); write it again with .save()") from e
     if not isinstance(meta, dict) or not meta:
-        raise ValueError(f"{path} has no sas metadata; was it written by {what}.save()?")
+        raise ValueError(f"{path} has no sas metadata; was it written by SteeringVector.save() or SparseVector.save()?")
     layers = {}
     for k, v in tensors.items():
         if not k.startswith("layer.") or not k.removeprefix("layer.").isdigit():
             raise ValueError(f"{path}: unexpected tensor {k!r}; a {what} file holds tensors 'layer.<int>'")
         layers[int(k.removeprefix("layer."))] = v
     return path, layers, meta
+
+
+def check_place(hook_point: str, positions: str) -> None:
+    """``ValueError`` unless ``hook_point`` is a hook template sas steers at and ``positions`` one of :data:`POSITIONS`."""
+    check_hook_template(hook_point)
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, not {positions!r}")
 
 
 def check_directions(directions: dict, what: str = "direction", max_ndim: int = 2) -> None:
@@ -107,11 +114,11 @@ class SteeringVector:
     positions: str = "after_prompt"
     data_hash: str = ""
     settings: dict = field(default_factory=dict)
+    kind = "dense"
+    linear = True
 
     def __post_init__(self):
-        check_hook_template(self.hook_point)
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}")
+        check_place(self.hook_point, self.positions)
         check_directions(self.directions)
         if self.positions == "front" and any(d.ndim != 2 for d in self.directions.values()):
             raise ValueError("positions='front' adds row i at the i-th token, so it needs position-aligned "
@@ -128,6 +135,18 @@ class SteeringVector:
 
     def hook_name(self, layer: int) -> str:
         return hook_at(self.hook_point, layer)
+
+    def tensor(self, layer: int) -> torch.Tensor:
+        return self.directions[layer]
+
+    def aligned(self, layer: int) -> bool:
+        return self.directions[layer].ndim == 2
+
+    def to_dense(self) -> "SteeringVector":
+        return self
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "norms": {str(k): round(v, 4) for k, v in self.norms().items()}}
 
     def hook(self, layer: int, strength, positions: str | None = None):
         """The TransformerLens hook that adds ``strength`` x ``directions[layer]`` at ``positions``
@@ -204,7 +223,10 @@ class SteeringVector:
     def load(cls, path: str | Path) -> "SteeringVector":
         """The vector saved at ``path`` (``.safetensors`` optional). Its hook, shapes and values are checked
         as on construction; ``ValueError`` for a file that fails them."""
+        from .kinds import check_kind
+
         path, dirs, meta = read_vector_file(path, "SteeringVector")
+        check_kind(path, meta, "dense")
         missing = [k for k in ("model", "method") if k not in meta]
         if missing:
             raise ValueError(f"{path}: the sas metadata lacks {missing}; write the vector again with .save()")

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from ...load.saes import sae_hook, sae_layer, sae_name
+from ...steering.kinds import Vector
 
 MANIFEST = "sas_dashboard.json"  # marks a folder as a dashboard, listing the files it wrote
 TEMPLATES = Path(__file__).parent / "templates"
@@ -117,7 +118,10 @@ def build_dashboard(model, sae, features, out_dir: str | Path, contrast: tuple |
 
 def _resolve(sae, features, layer):
     """(sae, feature ids, weights or None, layer, page title) from a SparseVector or a list of ids."""
-    if hasattr(features, "codes") and hasattr(features, "features"):  # a SparseVector
+    if isinstance(features, Vector):
+        if features.kind != "sparse":
+            raise ValueError("a feature dashboard shows the SAE features of a sparse vector; a dense vector has none "
+                             "(pass a SparseVector or a list of feature ids)")
         v = features
         layer = v.layers[0] if layer is None else layer
         if layer not in v.codes:

@@ -22,11 +22,13 @@ from typing import Sequence
 
 import torch
 
+from ..activations.sae_cache import cached, read_cached, write_cached
 from ..forward.generate import generate_tokens
-from ..forward.positions import position_mask
 from ..forward.run import fast_layout, pad_id, pad_left, run_resid
+from ..hooks import template_of
 from ..load.saes import sae_hook, sae_layer
-from .sae_cache import cached, read_cached, write_cached
+from .steer import Term, steer_terms
+from .vector import SteeringVector
 
 VERSION = 1
 SOLVES = ("sae_ts", "pinv")
@@ -110,20 +112,20 @@ def measure_effects(model, sae, directions: torch.Tensor, prompts: list[list[int
     from tqdm.auto import tqdm
 
     fast_layout(model)
-    hook = sae_hook(sae)
+    layer, template = sae_layer(sae), template_of(sae_hook(sae))
     n_p = len(prompts)
 
     def run(dirs: torch.Tensor | None, n_rows_dirs: int) -> list[list[int]]:
         rows = prompts * n_rows_dirs
         if dirs is None:
             return generate_tokens(model, rows, n_new, stop_at_eos=False)
-        per_row = (dirs * scale).repeat_interleave(n_p, dim=0)  # row r steers with direction r // n_p
-
-        def steer(resid, hook=None):
-            m = position_mask("after_prompt", resid.shape[0], resid.shape[1], resid.device)
-            return resid + m[..., None].to(resid.dtype) * per_row[:, None, :].to(resid.dtype)
-
-        with model.hooks(fwd_hooks=[(hook, steer)]):
+        terms = []  # rows j * n_p ... (j + 1) * n_p steer with direction j
+        for j, d in enumerate(dirs):
+            strength = torch.zeros(len(rows))
+            strength[j * n_p:(j + 1) * n_p] = scale
+            vec = SteeringVector({layer: d}, model.cfg.model_name, "effect_probe", hook_point=template)
+            terms.append(Term(vec, strength, [layer], "after_prompt"))
+        with steer_terms(model, terms):
             return generate_tokens(model, rows, n_new, stop_at_eos=False)
 
     base_new = run(None, 1)
@@ -207,7 +209,7 @@ def effect_map(model, sae, texts: Sequence[str] | None = None, n_vectors: int = 
             f"(about {n_vectors * 0.7 / 60:.0f} CPU-minutes for a 4k SAE on gemma-3-270m) with `python scripts/sae_stats.py "
             f"--what effect_map --sae {getattr(sae, 'sas_name', 'NAME')} --corpus ../shared/data/corpus/enwiki-2014 "
             f"--vectors {n_vectors}` "
-            "or sas.activations.effects.effect_map(model, sae, texts=<Wikipedia training texts>)")
+            "or sas.steering.effects.effect_map(model, sae, texts=<Wikipedia training texts>)")
 
     if hit is not None and hit[1].get("ridges") != list(RIDGES) and "effects" in hit[0]:
         # fitted with another ridge grid: refit from the stored effects (seconds; nothing is measured again)
