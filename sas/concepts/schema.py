@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from ..load.data import DATA, STRICT_JSON, _read_text, data_hash, parse_json, parse_yaml
+from ..files import STRICT_JSON, parse_json, parse_yaml
+from ..load.data import DATA, _read_text, data_hash
 from .scorers import Lexicon, LexiconScorer, Scorer, get_scorer
 
 CONCEPT_DIR = DATA / "concepts"

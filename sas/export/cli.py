@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 EPILOG = """\
@@ -35,16 +34,22 @@ def _load_vector(path: str):
     from safetensors import safe_open
 
     from ..steering.sparse import SparseVector
+    from ..files import parse_json
     from ..steering.vector import SteeringVector
 
+    if Path(path).suffix.lower() == ".gguf":
+        raise ValueError(f"{path} is a GGUF control vector already; --vector takes a vector saved by `sas vectors` "
+                         "or vector.save() (.safetensors). To change a GGUF's scale or layers, load it with "
+                         "sas.export.gguf.load_gguf and export that")
     p = Path(path).with_suffix(".safetensors")
     if not p.exists():
         raise FileNotFoundError(f"no vector at {p}; make one with `sas vectors` or vector.save(path)")
     try:
         with safe_open(str(p), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
+            raw = (f.metadata() or {}).get("sas", "{}")
     except Exception as e:  # safetensors raises its own error type on a file that is not safetensors
         raise ValueError(f"{p} is not a safetensors vector file ({e})") from e
+    meta = parse_json(raw, f"{p}: its sas metadata")
     return SparseVector.load(p) if "sae_names" in meta else SteeringVector.load(p)
 
 
@@ -54,7 +59,10 @@ def cmd_export(args) -> None:
     if not args.gguf:
         raise ValueError("give --gguf OUT.gguf (the only export format so far)")
     vec = _load_vector(args.vector)
-    out = save_gguf(vec, args.gguf, multiplier=args.multiplier, layers=args.layers, sum_positions=args.sum_positions)
+    out = Path(args.gguf)
+    if out.is_dir():  # a folder: the vector's own name inside it
+        out = out / (Path(args.vector).name.removesuffix(".safetensors") + ".gguf")
+    out = save_gguf(vec, out, multiplier=args.multiplier, layers=args.layers, sum_positions=args.sum_positions)
     layers = args.layers or vec.layers
     sparse = " (the dense direction W_dec^T v of a SAS vector)" if hasattr(vec, "to_dense") else ""
     print(f"{out}: {vec.method} vector{sparse}, layers {layers}, multiplier {args.multiplier:g}")

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import write_atomic
+
 ANY = object()  # a setting sas 0.1 did not record: an old row matches any value of it
 
 # setting -> the value an old row without it was made with (a function of the row, a value, or ANY)
@@ -179,12 +181,7 @@ class ResultStore:
             text = self.path.read_text(encoding="utf-8")
             if text and not text.endswith("\n"):
                 good = text[:text.rfind("\n") + 1]
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.repair")
-                try:
-                    tmp.write_text(good, encoding="utf-8")
-                    os.replace(tmp, self.path)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                write_atomic(self.path, lambda tmp: tmp.write_text(good, encoding="utf-8"))
         self._torn = False
 
     @property

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ...files import write_atomic
 from ...load.saes import sae_hook, sae_layer
 
 VERSION = 1  # bump when the content of the cache changes meaning
@@ -98,11 +98,8 @@ class FeatureCache:
         """Write to ``path`` atomically (a temporary file renamed into place)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp),
-                  metadata={"sas_feature_cache": json.dumps(self.meta)})
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, lambda tmp: save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp),
+                                                        metadata={"sas_feature_cache": json.dumps(self.meta)}))
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureCache":
