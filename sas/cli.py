@@ -99,6 +99,14 @@ def _print_tables(df, value: str, extra, extra_title: str) -> None:
         print(extra.round(3).to_string())
 
 
+def _ray_address(s: str) -> str:
+    if not s.strip():
+        from .runs.ray import EMPTY_ADDRESS  # imports no Ray
+
+        raise argparse.ArgumentTypeError(EMPTY_ADDRESS)
+    return s
+
+
 def _executor(args):
     """A Ray executor for ``--ray [ADDRESS]`` (Ray is imported only then), else None: run here."""
     if getattr(args, "ray", None) is None:
@@ -325,8 +333,9 @@ def parser() -> argparse.ArgumentParser:
                        description="Writes one JSONL row per condition as it goes; rerun to resume.")
     _common(s)
     _evaluation(s)
-    s.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
-                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
+    s.add_argument("--ray", nargs="?", const="local", type=_ray_address, metavar="ADDRESS",
+                   help="run the conditions on Ray: "
+                   "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     s.add_argument("--method", type=_names("method"), help="a method (A/B, default caa); for tasks a comma list "
                    "(default caa,actadd)")
     s.add_argument("--multipliers", type=_floats, help="default: each method's own")
@@ -364,7 +373,8 @@ def parser() -> argparse.ArgumentParser:
     _common(c)
     _evaluation(c)
     _sae_args(c)
-    c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
+    c.add_argument("--ray", nargs="?", const="local", type=_ray_address, metavar="ADDRESS",
+                   help="run the conditions on Ray: "
                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     c.add_argument("--multipliers", type=_floats, help="for every method (default: each method's own: CAA -2..2, "
                    "SAS and SAS-dense -8..8, because the sparse edit is several times smaller per unit)")
@@ -395,7 +405,8 @@ def parser() -> argparse.ArgumentParser:
                    "condition on the tuning prompts in one batch; on this CPU 1.4x faster than 32)")
     b.add_argument("--quick", action="store_true", help="2 concepts, CAA/SAS/prompting, layer 5, few prompts: "
                    "checks the pipeline in minutes (numbers too noisy to report)")
-    b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
+    b.add_argument("--ray", nargs="?", const="local", type=_ray_address, metavar="ADDRESS",
+                   help="run the conditions on Ray: "
                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     b.add_argument("--out", default="results/bench.jsonl")
     b.add_argument("--report", help="report folder (default: --out without .jsonl)")

@@ -262,7 +262,8 @@ def test_shipped_sae_reproduces_its_card(gemma):
         assert m.ce_loss_recovered == pytest.approx(ref["ce_loss_recovered"], abs=0.06), name
 
 
-@pytest.mark.parametrize("key, edit", [("W_dec", lambda t: t * 1e30), ("W_dec", lambda t: t.index_fill(0, torch.tensor([7]), float("inf"))),
+@pytest.mark.parametrize("key, edit", [("W_dec", lambda t: t * 1e30),
+                                       ("W_dec", lambda t: t.index_fill(0, torch.tensor([7]), float("inf"))),
                                        ("threshold", lambda t: t.index_fill(0, torch.tensor([3]), float("nan"))),
                                        ("W_enc", lambda t: t.index_fill(1, torch.tensor([0]), float("-inf")))])
 def test_an_sae_with_weights_that_cannot_steer_is_refused_at_load(tmp_path, key, edit):

@@ -85,8 +85,8 @@ class Concept:
         first: dict = {}
         copies = [(i, first[p]) for i, p in enumerate(self.pairs) if first.setdefault(p, i) != i]
         if copies:
-            raise ValueError(f"{where}: pair(s) {[i for i, _ in copies][:10]} repeat earlier pairs (pair {copies[0][0]} "
-                             f"is pair {copies[0][1]}); a copy adds no evidence, remove the copies")
+            raise ValueError(f"{where}: pair(s) {[i for i, _ in copies][:10]} repeat earlier pairs (pair "
+                             f"{copies[0][0]} is pair {copies[0][1]}); a copy adds no evidence, remove the copies")
         if len(self.pairs) < self.min_pairs:
             raise ValueError(f"{where}: {len(self.pairs)} contrastive pairs, fewer than the minimum {self.min_pairs}; "
                              f"add pairs (or set `min_pairs` lower, at the cost of a noisier vector)")

@@ -78,8 +78,8 @@ def hold(path: str | Path | None):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise BlockingIOError(f"another sas run is writing {path}; wait for it to finish (then run again: finished rows "
-                           "are reused), or write this run to another --out") from None
+        raise BlockingIOError(f"another sas run is writing {path}; wait for it to finish (then run again: finished "
+                              "rows are reused), or write this run to another --out") from None
     try:
         yield
     finally:
