@@ -112,8 +112,12 @@ def bench(model=None, saes: dict | None = None, concepts: Sequence[str] = (), me
     SAE layers, so every method steers the same layers). ``concepts``: shipped names or concept files (default:
     every shipped concept).
     """
+    from ..checks import positive_int
     from ..concepts import shipped_concepts
 
+    for name, n in (("n_tune", n_tune), ("n_test", n_test), ("max_new_tokens", max_new_tokens),
+                    ("batch_size", batch_size)):
+        positive_int(n, name)
     concepts = list(concepts) or sorted(shipped_concepts())
     saes = dict(saes or {})
     names = {x: s for x, s in saes.items() if isinstance(s, str)}
