@@ -50,7 +50,7 @@ def _load_vector(path: str):
     except Exception as e:  # safetensors raises its own error type on a file that is not safetensors
         raise ValueError(f"{p} is not a safetensors vector file ({e})") from e
     meta = parse_json(raw, f"{p}: its sas metadata")
-    return SparseVector.load(p) if "sae_names" in meta else SteeringVector.load(p)
+    return SparseVector.load(p) if isinstance(meta, dict) and "sae_names" in meta else SteeringVector.load(p)
 
 
 def cmd_export(args) -> None:
