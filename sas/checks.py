@@ -31,6 +31,13 @@ def strength(x: Any, name: str = "multiplier"):
     return finite_number(x, name)
 
 
+def positive_int(x: Any, name: str) -> int:
+    """``x`` as an int of at least 1 (a count or a batch size); ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(x, bool) or not isinstance(x, Integral) or x < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {x!r}")
+    return int(x)
+
+
 def int_list(x: Any, name: str) -> list[int]:
     """``x`` (an int or a sequence of ints) as a list of ints. A string is refused: ``layers="12"`` would
     otherwise be read as layers 1 and 2."""

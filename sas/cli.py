@@ -99,6 +99,24 @@ def _print_tables(df, value: str, extra, extra_title: str) -> None:
         print(extra.round(3).to_string())
 
 
+def _positive(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {s!r}")
+    return n
+
+
+def _ray_address(s: str) -> str:
+    if not s.strip():
+        from .runs.ray import EMPTY_ADDRESS  # imports no Ray
+
+        raise argparse.ArgumentTypeError(EMPTY_ADDRESS)
+    return s
+
+
 def _executor(args):
     """A Ray executor for ``--ray [ADDRESS]`` (Ray is imported only then), else None: run here."""
     if getattr(args, "ray", None) is None:
@@ -315,9 +333,9 @@ def _sae_args(sp) -> None:
 def _evaluation(sp) -> None:
     sp.add_argument("--behavior", type=_names("behavior"), help="a CAA behaviour, a comma list, or all")
     sp.add_argument("--task", type=_names("task"), help="an open-ended task instead of A/B (sentiment, topic)")
-    sp.add_argument("--n-test", type=int, help="A/B test questions per behaviour (default all 50)")
-    sp.add_argument("--n-prompts", type=int, default=40)
-    sp.add_argument("--max-new-tokens", type=int, default=30)
+    sp.add_argument("--n-test", type=_positive, help="A/B test questions per behaviour (default all 50)")
+    sp.add_argument("--n-prompts", type=_positive, default=40)
+    sp.add_argument("--max-new-tokens", type=_positive, default=30)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--side-effects", action="store_true", help="also MMLU, TruthfulQA and perplexity per row")
 
@@ -330,8 +348,9 @@ def parser() -> argparse.ArgumentParser:
                        description="Writes one JSONL row per condition as it goes; rerun to resume.")
     _common(s)
     _evaluation(s)
-    s.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
-                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
+    s.add_argument("--ray", nargs="?", const="local", type=_ray_address, metavar="ADDRESS",
+                   help="run the conditions on Ray: "
+                   "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     s.add_argument("--method", type=_names("method"), help="a method (A/B, default caa); for tasks a comma list "
                    "(default caa,actadd)")
     s.add_argument("--multipliers", type=_floats, help="default: each method's own")
@@ -357,8 +376,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--multipliers", type=_floats, help="one generation per multiplier")
     g.add_argument("--prompt", action="append")
     g.add_argument("--behavior", type=_names("behavior"), help="use this behaviour's open-ended test questions")
-    g.add_argument("-n", type=int, default=5, help="how many open-ended questions")
-    g.add_argument("--max-new-tokens", type=int, default=48)
+    g.add_argument("-n", type=_positive, default=5, help="how many open-ended questions")
+    g.add_argument("--max-new-tokens", type=_positive, default=48)
     g.add_argument("--sample", action="store_true")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", help="append the generations to this JSONL file")
@@ -369,7 +388,8 @@ def parser() -> argparse.ArgumentParser:
     _common(c)
     _evaluation(c)
     _sae_args(c)
-    c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
+    c.add_argument("--ray", nargs="?", const="local", type=_ray_address, metavar="ADDRESS",
+                   help="run the conditions on Ray: "
                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     c.add_argument("--multipliers", type=_floats, help="for every method (default: each method's own: CAA -2..2, "
                    "SAS and SAS-dense -8..8, because the sparse edit is several times smaller per unit)")
@@ -392,15 +412,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--strengths", type=_floats, help="relative edit sizes to tune over (default "
                    "0.02,0.035,0.05,0.075,0.1)")
     b.add_argument("--budgets", type=_floats, help="perplexity budgets as ratios to unsteered (default 1.25,1.5,2)")
-    b.add_argument("--n-tune", type=int, help="tuning prompts per concept (default 24)")
-    b.add_argument("--n-test", type=int, help="test prompts per concept (default 100)")
-    b.add_argument("--max-new-tokens", type=int, help="sampled tokens per continuation (default 16)")
+    b.add_argument("--n-tune", type=_positive, help="tuning prompts per concept (default 24)")
+    b.add_argument("--n-test", type=_positive, help="test prompts per concept (default 100)")
+    b.add_argument("--max-new-tokens", type=_positive, help="sampled tokens per continuation (default 16)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--batch-size", type=int, default=128, help="rows per generation batch (128: all strengths of a "
+    b.add_argument("--batch-size", type=_positive, default=128, help="rows per generation batch (128: all strengths of a "
                    "condition on the tuning prompts in one batch; on this CPU 1.4x faster than 32)")
     b.add_argument("--quick", action="store_true", help="2 concepts, CAA/SAS/prompting, layer 5, few prompts: "
                    "checks the pipeline in minutes (numbers too noisy to report)")
-    b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run the conditions on Ray: "
+    b.add_argument("--ray", nargs="?", const="local", type=_ray_address, metavar="ADDRESS",
+                   help="run the conditions on Ray: "
                    "alone, a cluster on this machine; or a head's host:6379, ray://host:10001, auto")
     b.add_argument("--out", default="results/bench.jsonl")
     b.add_argument("--report", help="report folder (default: --out without .jsonl)")

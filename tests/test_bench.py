@@ -155,7 +155,7 @@ def test_bench_refuses_bad_budgets_strengths_and_concept_files(tmp_path, capsys)
         bench(None, {5: "gemma-3-270m-L5-4k"}, ["weddings"], strengths=(0.0, 0.1))
     bad = tmp_path / "few.yaml"
     bad.write_text(json.dumps({"name": "few", "scorer": "vader", "prefix": "Be happy. ",
-                               "pairs": [["good day", "bad day"]] * 3}))
+                               "pairs": [[f"good day {i}", f"bad day {i}"] for i in range(3)]}))
     with pytest.raises(SystemExit):
         main(["bench", "--concept", str(bad)])
     assert "fewer than the minimum 64" in capsys.readouterr().err

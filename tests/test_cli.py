@@ -64,6 +64,20 @@ def test_argument_errors(argv, message, capsys, no_model):
     assert message in text and "usage: sas sweep" in text
 
 
+@pytest.mark.parametrize("argv", [["bench", "--n-tune", "0"], ["bench", "--batch-size", "0"],
+                                  ["bench", "--n-test", "-3"], ["sweep", "--behavior", "sycophancy", "--n-prompts", "0"]])
+def test_counts_of_zero_are_refused_not_replaced(argv, capsys, no_model):
+    code, text = _exit(argv, capsys)
+    assert code == 2 and f"{argv[-2]}: expected a whole number of at least 1, not '{argv[-1]}'" in text
+
+
+def test_bench_counts_are_checked_in_the_library_too():
+    from sas.runs.bench import bench
+
+    with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1, not 0"):
+        bench(None, {5: "gemma-3-270m-L5-4k"}, ["weddings"], batch_size=0)
+
+
 def test_unknown_behavior_before_loading_the_model(capsys, no_model, tmp_path):
     code, text = _exit(["sweep", "--behavior", "sycophancy,flattery", "--out", str(tmp_path / "r.jsonl")], capsys)
     assert code == 2 and "unknown behavior(s) flattery" in text and "sycophancy" in text and "or all" in text

@@ -246,3 +246,98 @@ def test_a_shipped_concept_steers_gemma(gemma):
     with sas.steer(gemma, vec, multipliers=0.2 * resid / float(vec.directions[6].norm())):
         after = c.scorer().score(sas.generate(gemma, prompts, **gen))
     assert sum(after) / len(after) >= sum(before) / len(before) + 0.4, (before, after)
+
+
+# --- files from someone else -----------------------------------------------------------------------------
+
+def _file(tmp_path, name="c.yaml", **kw):
+    d = {"name": "mine", "pairs": _pairs(), "scorer": {"name": "lexicon", "words": ["wedding", "bride"]},
+         "prefix": "About weddings:\n\n", **kw}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(d) if name.endswith(".yaml") else json.dumps(d))
+    return path
+
+
+def test_a_prompts_file_must_lie_beside_the_concept_file(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "c").mkdir()
+    for name in ("/etc/passwd", str(secret), "../secret.txt"):
+        with pytest.raises(ValueError, match="outside the concept file's folder.*put the prompts file beside"):
+            load_concept(_file(tmp_path / "c", prompts=name))
+    (tmp_path / "c" / "link.txt").symlink_to(secret)  # a link inside pointing outside is outside
+    with pytest.raises(ValueError, match="outside the concept file's folder"):
+        load_concept(_file(tmp_path / "c", prompts="link.txt"))
+    (tmp_path / "c" / "sub").mkdir()
+    (tmp_path / "c" / "sub" / "p.txt").write_text("The road was\nHe said\n")
+    assert load_concept(_file(tmp_path / "c", prompts="sub/p.txt")).prompts == ["The road was", "He said"]
+    with pytest.raises(ValueError, match=r"'sub', and .* is not a file \(a folder\?\)"):
+        load_concept(_file(tmp_path / "c", prompts="sub"))
+
+
+# anchors inside `concept_words`: 9^6 words once expanded, from a file of 1 KB (nine levels: 9^9, gigabytes)
+BOMB = "concept_words:\n" + "".join(f"  - &l{i} [" + ", ".join([f"*l{i - 1}"] * 9 if i else ["lol"] * 9) + "]\n"
+                                    for i in range(6))
+
+
+def test_yaml_aliases_are_refused_at_load_and_before_the_model_loads(tmp_path, capsys):
+    import time
+
+    import sas.cli as cli
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml.safe_dump({"name": "bomb", "pairs": _pairs(), "scorer": "vader", "prefix": "Hi:\n"})
+                    + BOMB)
+    t0 = time.time()
+    with pytest.raises(ValueError, match=r"bomb.yaml: line \d+: a YAML alias"):
+        load_concept(path)
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--concept", str(path)])
+    assert "a YAML alias" in capsys.readouterr().err
+    assert time.time() - t0 < 10
+
+
+def test_concept_file_validation(tmp_path):
+    with pytest.raises(ValueError, match="`min_pairs` must be a whole number of at least 8, not 0"):
+        _concept(pairs=_pairs(1), min_pairs=0)
+    with pytest.raises(ValueError, match=r"c.yaml.*`min_pairs` must be a whole number.*not 'many'"):
+        load_concept(_file(tmp_path, min_pairs="many"))
+    with pytest.raises(ValueError, match=r"pair\(s\) \[1, 2, 3.* repeat earlier pairs \(pair 1 is pair 0\)"):
+        _concept(pairs=[_pairs(1)[0]] * 70)
+    with pytest.raises(ValueError, match=r"steering prompt\(s\) \[1\] are not non-empty texts"):
+        _concept(prompts=["The road was", "  ", "He said"])
+    for bad in ({"a": "The road was"}, [["The road", "was"]], [{"text": "x"}]):
+        with pytest.raises(ValueError, match="prompt"):
+            _concept(prompts=bad)
+    with pytest.raises(ValueError, match="`concept_words` must be a list of words.*not 'wedding'"):
+        load_concept(_file(tmp_path, concept_words="wedding"))
+    path = tmp_path / "dup.yaml"
+    path.write_text(_file(tmp_path).read_text() + "prefix: Other\n")
+    with pytest.raises(ValueError, match=r"dup.yaml: line 1: the key 'prefix' appears twice"):
+        load_concept(path)
+    with pytest.raises(ValueError, match=r"c.yaml\): `prefix` must be text, not int 5"):
+        load_concept(_file(tmp_path, prefix=5))
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"dup.yaml: not UTF-8 text"):
+        load_concept(path)
+
+
+def test_bad_json_concept_files_are_named_errors(tmp_path):
+    path = tmp_path / "c.json"
+    d = json.loads(_file(tmp_path, name="c.json").read_text())
+    path.write_text(json.dumps({**d, "min_pairs": 1e999}))  # written as Infinity
+    with pytest.raises(ValueError, match="c.json: Infinity is not a JSON number"):
+        load_concept(path)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="c.json: JSON nested too deeply"):
+        load_concept(path)
+    path.write_text(json.dumps(d)[:-1] + ', "name": "again"}')
+    with pytest.raises(ValueError, match="the key 'name' appears twice"):
+        load_concept(path)
+    jl = tmp_path / "c.jsonl"
+    jl.write_text('{"name": "x", "prefix": "p", "scorer": "vader", "min_pairs": NaN}\n')
+    with pytest.raises(ValueError, match="c.jsonl:1: NaN is not a JSON number"):
+        load_concept(jl)
+    jl.write_text("[" * 100_000 + "\n")
+    with pytest.raises(ValueError, match="c.jsonl:1: JSON nested too deeply"):
+        load_concept(jl)

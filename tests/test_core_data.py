@@ -131,3 +131,19 @@ def test_pad_left(tiny):
     assert tokens[1, -len(ids[1]):].tolist() == ids[1] and mask[1].sum() == len(ids[1])
     with pytest.raises(ValueError, match="empty"):
         pad_left([[1], []], 0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[{"question": "q", "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)", "w": Infinity}]',
+     "Infinity is not a JSON number"),
+    ("[" * 100_000, "JSON nested too deeply"),
+    ('{"question": "q", "question": "r", "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}',
+     "the key 'question' appears twice"),
+    ('{"question": "q", "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}\n'
+     '{"question": NaN, "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}\n',
+     r"pairs.json:2: NaN is not a JSON number")])
+def test_pair_files_with_non_finite_numbers_duplicate_keys_or_deep_nesting_are_named_errors(tmp_path, text, message):
+    path = tmp_path / "pairs.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_pairs(path)

@@ -67,6 +67,24 @@ def test_cache_from_other_weights_is_rebuilt(tiny, texts, tmp_path):
         feature_cache(tiny, sae, texts, max_tokens=300, cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("name, edit, problem", [
+    ("top_rows", lambda t: t.index_fill(0, torch.tensor([3]), 10**6), r"top_rows with values outside \[0, \d+\]"),
+    ("counts", lambda t: t.index_fill(0, torch.tensor([3]), -5), "counts with values outside"),
+    ("tokens", lambda t: t.index_fill(1, torch.tensor([4]), 10**9), "tokens with values outside"),
+    ("hist", lambda t: t[:, :-1], r"hist of shape \[128, 239\], not \[128, 240\]"),
+    ("top_acts", lambda t: t.index_fill(0, torch.tensor([1]), float("nan")), "top_acts with values outside")])
+def test_a_cache_with_impossible_tensors_is_rebuilt(tiny, texts, tmp_path, name, edit, problem):
+    from dataclasses import replace
+
+    sae = random_sae()
+    fc = feature_cache(tiny, sae, texts, max_tokens=300, cache_dir=tmp_path, k=8)
+    path = next(tmp_path.glob("*.safetensors"))
+    replace(fc, **{name: edit(getattr(fc, name))}).save(path)  # same SAE hash and settings, tampered tensors
+    with pytest.warns(UserWarning, match=f"holds {problem}.*rebuilding it"):
+        again = feature_cache(tiny, sae, texts, max_tokens=300, cache_dir=tmp_path, k=8)
+    assert all(torch.equal(getattr(again, k), getattr(fc, k), ) for k in ("top_rows", "counts", "tokens", "hist"))
+
+
 def test_pages_on_tiny_and_bad_input(tiny, texts, tmp_path):
     sae = random_sae()
     v = _vector(sae, tiny)

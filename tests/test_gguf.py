@@ -196,6 +196,73 @@ def test_cli_export(tmp_path, capsys):
         main(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(_vec(layers=(0,)).save(tmp_path / "z"))])
 
 
+def test_files_from_others_get_named_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    ok = np.ones(8, dtype=np.float32)
+    with pytest.raises(ValueError, match="sas.meta is not the sas metadata of a vector"):
+        load_gguf(_write(tmp_path / "list.gguf", {"direction.1": ok}, meta="[1, 2]"))
+    with pytest.raises(ValueError, match="sas.meta: not valid JSON"):
+        load_gguf(_write(tmp_path / "text.gguf", {"direction.1": ok}, meta="not json {"))
+    w = gguf.GGUFWriter(str(tmp_path / "arr.gguf"), "controlvector")  # sas.meta an array of strings
+    w.add_uint32("sas.format", 1)
+    w.add_array("sas.meta", ["a", "b"])
+    w.add_tensor("direction.1", ok)
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(ValueError, match="sas.meta is not the sas metadata of a vector"):
+        load_gguf(tmp_path / "arr.gguf")
+    with pytest.raises(ValueError, match=r"must be a 1-D F32 tensor, not F32 of shape \[2, 4\]"):
+        load_gguf(_write(tmp_path / "2d.gguf", {"direction.1": np.ones((2, 4), dtype=np.float32)}))
+    deep = tmp_path / "deep.safetensors"  # vector metadata nested 100,000 deep
+    save_file({"layer.1": torch.ones(8)}, str(deep), metadata={"sas": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(ValueError, match="deep.safetensors: its sas metadata: JSON nested too deeply"):
+        SteeringVector.load(deep)
+    from sas.cli import main
+
+    with pytest.raises(SystemExit, match="deep.safetensors: its sas metadata: JSON nested too deeply"):
+        main(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(deep)])
+
+
+def test_cli_export_paths_and_messages(tmp_path, capsys):
+    from sas.cli import main
+
+    src = _vec(layers=(1, 2)).save(tmp_path / "v")
+    (tmp_path / "out").mkdir()
+    main(["export", "--gguf", str(tmp_path / "out"), "--vector", str(src)])  # a folder: the vector's name inside
+    assert load_gguf(tmp_path / "out" / "v.gguf").layers == [1, 2] and not (tmp_path / "out.gguf").exists()
+    with pytest.raises(SystemExit, match="is a GGUF control vector already; --vector takes a vector saved by"):
+        main(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(tmp_path / "out" / "v.gguf")])
+    with pytest.raises(SystemExit, match=r"the multiplier 1e\+39 overflows float32 at layer 1.*use a multiplier below"):
+        main(["export", "--gguf", str(tmp_path / "o.gguf"), "--vector", str(src), "--multiplier", "1e39"])
+    with pytest.raises(ValueError, match="is a folder; give the control vector's file name"):
+        save_gguf(_vec(), tmp_path / "out")
+
+
+_FULL_DISK = r"""
+import resource, signal, sys
+from sas.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+main(["export", "--gguf", sys.argv[1], "--vector", sys.argv[2]])
+"""
+
+
+@pytest.mark.parametrize("limit", [100, 4096])  # full in the header, or in the tensors (numpy writes them)
+def test_a_full_disk_leaves_no_file_behind(tmp_path, limit):
+    import subprocess
+    import sys
+
+    src = _vec(layers=tuple(range(1, 18)), d=640).save(tmp_path / "v")  # 44 KB of directions
+    out = tmp_path / "out" / "big.gguf"
+    out.parent.mkdir()
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK, str(out), str(src), str(limit)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode != 0 and ("File too large" in run.stderr or "does not read back (is the disk full?)" in
+                                    run.stderr), run.stderr[-2000:]
+    assert list(out.parent.iterdir()) == []  # neither the file nor a temporary one
+
+
 # --- checked in llama.cpp -------------------------------------------------------------------------------
 LAYER, MULT, N_PROMPTS, N_NEW = 6, 2.0, 32, 16
 
@@ -305,3 +372,15 @@ def test_llamacpp_steers_like_sas(gemma, tmp_path):
     set_control_vector(llm, None)
     assert np.array_equal(llama_run(0.0)[0], ll_base), "turning the control vector off did not restore the logits"
     llm.close()  # now, not at interpreter exit, where llama-cpp-python's free functions may be gone already
+
+
+def test_a_control_vector_of_another_width_is_not_said_to_be_made_for_this_model(tiny, tmp_path):
+    from sas.steering import steer
+
+    path = _write(tmp_path / "wide.gguf", {"direction.1": np.ones(1024, dtype=np.float32)})
+    v = load_gguf(path)
+    v = type(v)(v.directions, model="tiny", method=v.method, positions="all")  # its hint names this model
+    with pytest.raises(ValueError, match=r"width 1024 but tiny has d_model 32: it was made for another model "
+                                         r"\(its file names tiny, which the width contradicts\)"):
+        with steer(tiny, v, 1.0):
+            pass

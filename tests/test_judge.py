@@ -139,6 +139,27 @@ def test_cache_keys_and_round_trip(tmp_path):
     assert again.get(key) == "Rating: [[1]]" and len(again) == 1
 
 
+def test_a_corrupt_or_foreign_cache_is_a_named_error_before_the_model_loads(tmp_path, monkeypatch):
+    import sqlite3
+
+    import sas.cli as cli
+
+    monkeypatch.setattr(cli, "_model", lambda args: pytest.fail("the model loaded before the cache was checked"))
+    cache = tmp_path / "r.judge" / "judge.sqlite"
+    cache.parent.mkdir()
+    cache.write_bytes(b"this is not an sqlite file" * 100)
+    argv = ["bench", "--quick", "--out", str(tmp_path / "r.jsonl"), "--judge-url", "http://127.0.0.1:9/v1",
+            "--judge-model", "m"]
+    with pytest.raises(SystemExit, match=r"judge.sqlite is not a judge cache sas can read.*remove it"):
+        cli.main(argv)
+    cache.unlink()
+    with sqlite3.connect(cache) as db:  # another program's database, with a table of the same name
+        db.execute("CREATE TABLE replies (id INTEGER, text TEXT)")
+    db.close()
+    with pytest.raises(SystemExit, match=r"judge.sqlite is an sqlite file with another `replies` table"):
+        cli.main(argv)
+
+
 def test_bad_arguments_name_the_flags(tmp_path):
     assert judge_from_args(None, None, tmp_path) is None  # off by default
     with pytest.raises(JudgeError, match="--judge-url needs --judge-model"):

@@ -285,3 +285,129 @@ def test_negative_multipliers_reach_the_parser(xs, flag, before):
     args = cli.parser().parse_args(cli.split_negative_numbers(argv))
     assert getattr(args, flag[2:].replace("-", "_")) == [float(f"{x:g}") for x in xs]
     assert args.layers == [5] and args.behavior == ["sycophancy"]
+
+
+# ------------------------------------------------------------ concept and vector files from someone else
+CONCEPT_KEYS = ["name", "pairs", "scorer", "prefix", "prompts", "concept_words", "min_pairs", "scorer_settings",
+                "actadd", "description", "license", "other"]
+scalars = st.none() | st.booleans() | st.integers(-10, 100) | st.floats() | st.text(max_size=12)
+values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(
+    st.sampled_from(["positive", "negative", "prompt", "name", "words", "x"]), c, max_size=3), max_leaves=10)
+
+
+@st.composite
+def concept_docs(draw):
+    """A concept mapping near the valid one (valid fields, some replaced or dropped), or any value at all."""
+    good = {"name": "mine", "pairs": [[f"a wedding {i}", f"an invoice {i}"] for i in range(8)], "min_pairs": 8,
+            "scorer": {"name": "lexicon", "words": ["wedding"]}, "prefix": "About weddings:\n"}
+    if draw(st.booleans()):
+        return draw(values)
+    doc = dict(good)
+    for key in draw(st.lists(st.sampled_from(CONCEPT_KEYS), max_size=3)):
+        if draw(st.booleans()):
+            doc[key] = draw(values)
+        else:
+            doc.pop(key, None)
+    return doc
+
+
+def _yaml_text(doc, draw_alias: bool) -> str:
+    import yaml
+
+    text = yaml.safe_dump(doc, allow_unicode=True)
+    return text + "x: &a [1, 2]\ny: *a\n" if draw_alias else text
+
+
+@FAST
+@given(doc=concept_docs(), fmt=st.sampled_from(["yaml", "json", "jsonl"]), alias=st.booleans(),
+       junk=st.one_of(st.none(), st.binary(max_size=120), st.sampled_from(
+           [b"[" * 5000, b"{\"name\": NaN}", b"name: a\nname: b\n", b"prompts: /etc/passwd\n"])))
+@example(doc={"name": "mine", "pairs": [], "scorer": "vader", "prefix": "p", "prompts": "../x.txt"}, fmt="yaml",
+         alias=False, junk=None)
+def test_a_concept_file_loads_or_gives_a_clear_error(doc, fmt, alias, junk):
+    """Whatever a concept file holds: a Concept whose fields have the documented types, or a ValueError that
+    names the file. Never another error, and never a prompt read from outside the file's folder."""
+    from sas.concepts import Concept, load_concept
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "secret.txt").write_text("root:x:0:0\n")
+        path = Path(d) / "c" / f"concept.{fmt}"
+        path.parent.mkdir()
+        if junk is not None:
+            path.write_bytes(junk)
+        elif fmt == "yaml":
+            path.write_text(_yaml_text(doc, alias))
+        elif fmt == "json":
+            path.write_text(json.dumps(doc))
+        else:
+            head = {k: v for k, v in doc.items() if k != "pairs"} if isinstance(doc, dict) else doc
+            pairs = doc.get("pairs", []) if isinstance(doc, dict) and isinstance(doc.get("pairs"), list) else []
+            path.write_text("\n".join(json.dumps(x) for x in [head, *pairs]))
+        try:
+            c = load_concept(path)
+        except ValueError as e:
+            assert "concept." in str(e), str(e)
+            return
+        assert isinstance(c, Concept) and len(c.pairs) >= c.min_pairs >= 8
+        assert len(set(c.pairs)) == len(c.pairs) and all(t.strip() for p in c.pairs for t in p.texts)
+        assert c.prompts == "neutral" or all(isinstance(x, str) and x.strip() and "root:x" not in x for x in c.prompts)
+        assert all(isinstance(w, str) and w.strip() for w in c.concept_words)
+
+
+dtypes = st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool])
+metas = st.one_of(st.none(), st.text(max_size=40), st.just("[" * 100_000), st.just('{"model": Infinity}'),
+                  values.map(json.dumps), st.builds(lambda v: json.dumps({**v.meta(), "layers": "x"}), vectors()),
+                  st.builds(lambda v: json.dumps(v.meta()), vectors()))
+
+
+@FAST
+@given(names_=st.lists(st.sampled_from(["layer.1", "layer.3", "layer.x", "direction.1", "w"]), min_size=0,
+                       max_size=3, unique=True),
+       shape=st.sampled_from([(4,), (2, 4), (0,), (3,), (1, 1, 4)]), dtype=dtypes, fill=st.sampled_from(
+           [0.5, float("nan"), float("inf"), 1e38]), meta=metas)
+def test_a_vector_file_loads_or_gives_a_clear_error(names_, shape, dtype, fill, meta):
+    """Whatever a .safetensors vector file holds (tensor names, shapes, dtypes, values, metadata), loading it
+    as a dense or sparse vector, or as either kind (what export and the server read), gives a vector of finite values or a ValueError naming the
+    file. Never another error."""
+    from safetensors.torch import save_file
+
+    from sas.steering.kinds import load_vector
+    from sas.steering.sparse import SparseVector
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "v.safetensors"
+        tensors = {n: torch.full(shape, fill).to(dtype) for n in names_}
+        save_file(tensors, str(path), metadata=None if meta is None else {"sas": meta})
+        for load in (SteeringVector.load, SparseVector.load, load_vector):
+            try:
+                v = load(path)
+            except ValueError as e:
+                assert "v.safetensors" in str(e) or "sas metadata" in str(e), str(e)
+                continue
+            dirs = getattr(v, "directions", None) or getattr(v, "codes", {})
+            assert dirs and all(torch.isfinite(t.float()).all() for t in dirs.values())
+
+
+@FAST
+@given(meta=st.one_of(st.none(), metas), width=st.sampled_from([4, 8]), fill=st.sampled_from([0.5, float("nan")]),
+       layer=st.sampled_from([0, 1, 5]))
+def test_a_gguf_control_vector_loads_or_gives_a_clear_error(meta, width, fill, layer):
+    import gguf
+    import numpy as np
+
+    from sas.export.gguf import load_gguf
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "v.gguf"
+        w = gguf.GGUFWriter(str(path), "controlvector")
+        if meta is not None:
+            w.add_uint32("sas.format", 1)
+            w.add_string("sas.meta", meta)
+        w.add_tensor(f"direction.{layer}", np.full(width, fill, dtype=np.float32))
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+        try:
+            v = load_gguf(path)
+        except ValueError as e:
+            assert "v.gguf" in str(e), str(e)
+            return
+        assert all(torch.isfinite(t).all() for t in v.directions.values())

@@ -190,3 +190,69 @@ def test_bench_on_ray_gives_the_serial_rows(cluster, tiny, tmp_path):
                    **kw)
     assert len(serial.test) >= 2
     assert same(on_ray.tuning) == same(serial.tuning) and same(on_ray.test) == same(serial.test)
+
+
+def test_an_empty_address_is_refused_not_run_without_ray(monkeypatch, capsys):
+    import sas.cli as cli
+
+    monkeypatch.setattr(cli, "_model", lambda args: pytest.fail("ran although --ray was given an empty address"))
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--behavior", "sycophancy", "--layers", "2", "--ray", ""])  # --ray "$RAY_ADDRESS", unset
+    assert "--ray got an empty address (an unset $RAY_ADDRESS?)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="empty address"):
+        connect(" ")
+
+
+_JOIN = r"""
+import sys
+from sas.runs.ray import connect
+try:
+    connect(sys.argv[1])
+except ConnectionError as e:
+    sys.exit(str(e))
+"""
+
+
+@pytest.mark.slow
+def test_a_token_mismatch_is_not_reported_as_no_cluster(tmp_path):
+    """A head with token authentication and a driver with another token: the message says a cluster answers and
+    names the token, instead of telling the user to start a cluster that runs."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_memory_monitor_refresh_ms": "0"}
+    # --block: the head's daemons are this process's children, and stop with it (no `ray stop`, which would stop
+    # every Ray on the machine)
+    temp = tempfile.mkdtemp(prefix="sas-ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    head = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                             "--node-ip-address=127.0.0.1", f"--temp-dir={temp}"],
+                            env={**env, "RAY_AUTH_TOKEN": "a" * 32}, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "head.log", "w"), start_new_session=True)
+    try:
+        t0 = time.time()
+        while True:  # the head is up when its port opens
+            try:
+                check_reachable(f"127.0.0.1:{port}", timeout=5)
+                break
+            except ConnectionError:
+                assert time.time() - t0 < 120 and head.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
+                time.sleep(1)
+        run = subprocess.run([sys.executable, "-c", _JOIN, f"127.0.0.1:{port}"], capture_output=True, text=True,
+                             env={**env, "RAY_AUTH_TOKEN": "b" * 32}, timeout=300)
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)
+            head.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert run.returncode != 0
+    err = run.stderr.strip().splitlines()[-1]
+    assert f"a Ray cluster answers at 127.0.0.1:{port} but this driver could not join it" in err, err
+    assert "RAY_AUTH_TOKEN" in err and "ray start --head" not in err

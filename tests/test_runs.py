@@ -200,3 +200,85 @@ def test_the_shipped_result_files_still_load():
         first = json.loads(f.read_text().splitlines()[0])
         store = ResultStore(f, "task" if "task" in first else "ab")
         assert len(store.rows) == len(f.read_text().splitlines())
+
+
+# a run of the tiny model in its own process: a sweep over the given multipliers into one results file; after each
+# row it waits until the file `go` exists (`-`: never waits), so that another process runs meanwhile
+_RUN = r"""
+import os, sys, time
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import AutoTokenizer
+import sas
+from sas.load.models import converted_model_dir
+from sas.runs.store import ResultStore
+from sas.runs.sweep import ab_sweep
+
+out, go, mults = sys.argv[1], sys.argv[2], [float(x) for x in sys.argv[3].split(",")]
+tok = AutoTokenizer.from_pretrained(converted_model_dir("gemma-3-270m"))
+cfg = HookedTransformerConfig(n_layers=3, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=256, d_vocab=len(tok),
+                              act_fn="gelu", normalization_type="RMS", positional_embedding_type="rotary",
+                              rotary_dim=8, seed=0, device="cpu", dtype=torch.float32)
+model = HookedTransformer(cfg, tokenizer=tok).eval()
+model.cfg.model_name = "tiny"
+append = ResultStore.append
+def slow_append(self, row, texts=None):
+    append(self, row, texts)
+    print("row", flush=True)
+    t0 = time.time()
+    while go != "-" and not os.path.exists(go) and time.time() - t0 < 300:
+        time.sleep(0.1)
+ResultStore.append = slow_append
+vec = {"sycophancy": sas.actadd_vector(model, "a", "b", [1])}
+try:
+    ab_sweep(model, ["sycophancy"], [1], mults, out=out, n_test=2, vectors=vec, progress=False,
+             with_side_effects=False)
+except BlockingIOError as e:
+    sys.exit(f"refused: {e}")
+"""
+
+
+def _row_keys(out):
+    return [(r["method"], r["behavior"], r["layer"], r["multiplier"]) for r in read_rows(out)]
+
+
+def test_two_processes_on_one_results_file_neither_lose_nor_double_a_row(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "shared.jsonl"
+    script = tmp_path / "run.py"
+    script.write_text(_RUN)
+    go = tmp_path / "go"
+    cmd = lambda mults, wait="-": [sys.executable, str(script), str(out), wait, mults]  # noqa: E731
+    a = subprocess.Popen(cmd("1,2,3", str(go)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert a.stdout.readline().strip() == "row", a.stderr.read()[-2000:]  # A has written its first row, waits
+        b = subprocess.run(cmd("1,2,3,4,5"), capture_output=True, text=True, timeout=600)  # B while A runs
+    finally:
+        go.touch()
+    a_err = a.communicate(timeout=600)[1]
+    assert a.returncode == 0, a_err[-2000:]
+    assert b.returncode != 0 and "another sas run is writing" in b.stderr and str(out) in b.stderr, b.stderr[-2000:]
+    keys = _row_keys(out)
+    assert sorted(k[3] for k in keys) == [1.0, 2.0, 3.0], keys  # A's rows all there, none twice
+    t0 = time.time()
+    again = subprocess.run(cmd("1,2,3,4,5"), capture_output=True, text=True, timeout=600)  # after A: B's turn
+    assert again.returncode == 0, again.stderr[-2000:]
+    keys = _row_keys(out)
+    assert sorted(k[3] for k in keys) == [1.0, 2.0, 3.0, 4.0, 5.0] and len(set(keys)) == len(keys), keys
+    assert time.time() - t0 < 600
+
+
+def test_repairing_a_torn_line_keeps_rows_written_since_it_was_read(tmp_path):
+    out = tmp_path / "r.jsonl"
+    row = lambda m: {"model": "tiny", "method": "caa", "behavior": "x", "layer": 1, "multiplier": m}  # noqa: E731
+    out.write_text(json.dumps(row(1.0)) + "\n" + '{"model": "ti')  # the last line was cut by a kill
+    with pytest.warns(UserWarning, match="torn row"):
+        store = ResultStore(out)
+    # meanwhile the file was repaired and grew by two rows (written by another store on the same file)
+    out.write_text("".join(json.dumps(row(m)) + "\n" for m in (1.0, 2.0, 3.0)))
+    store.append(row(4.0))
+    assert [r["multiplier"] for r in read_rows(out)] == [1.0, 2.0, 3.0, 4.0]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".repair"))]

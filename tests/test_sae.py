@@ -289,3 +289,22 @@ def test_a_gemma_scope_2_folder_gets_the_same_card_as_the_same_weights_in_the_re
     assert ours["loss_delta_ci"][0] <= ours["loss_delta"] <= ours["loss_delta_ci"][1]
     assert ours["loss_delta"] > 0.05 and ours["kl"] > 0.05  # splicing a 1.5M-token SAE in costs the model
     assert "loss_delta <= 0.25 at mean_l0 <= 80" in cards[name]["targets"]
+
+
+@pytest.mark.parametrize("key, edit", [("W_dec", lambda t: t * 1e30),
+                                       ("W_dec", lambda t: t.index_fill(0, torch.tensor([7]), float("inf"))),
+                                       ("threshold", lambda t: t.index_fill(0, torch.tensor([3]), float("nan"))),
+                                       ("W_enc", lambda t: t.index_fill(1, torch.tensor([0]), float("-inf")))])
+def test_an_sae_with_weights_that_cannot_steer_is_refused_at_load(tmp_path, key, edit):
+    from safetensors.torch import load_file
+
+    src = ROOT / "saes" / "gemma-3-270m-L5-4k"
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    (folder / "cfg.json").write_text((src / "cfg.json").read_text())
+    weights = load_file(src / "sae_weights.safetensors")
+    assert S.load_sae(src).W_dec.shape == weights["W_dec"].shape  # the shipped one loads
+    weights[key] = edit(weights[key])
+    save_file(weights, folder / "sae_weights.safetensors")
+    with pytest.raises(ValueError, match=rf"sae_weights.safetensors: {key} holds .*this SAE cannot steer"):
+        S.load_sae(folder)

@@ -252,7 +252,7 @@ def test_a_bad_seed_or_strength_fails_only_its_own_request(server, client, vecto
     for i, param in ((1, "seed"), (2, "steer.0.strength"), (3, "steer.0.strength")):
         assert isinstance(out[i], openai.BadRequestError), (i, out[i])
         assert out[i].body["param"] == param, out[i].body
-    assert "float32" in out[2].body["message"] and "smaller strength" in out[2].body["message"]
+    assert "float32" in out[2].body["message"] and "smaller multiplier" in out[2].body["message"]
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..files import write_atomic
 from ..load.saes import SAE_DIR, registry, sae_hash
 
 SHIPPED = "sas_cache"
@@ -84,13 +85,8 @@ def write_cached(sae, kind: str, settings: dict, tensors: dict[str, torch.Tensor
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "kind": kind, "settings": settings, "sae_sha256": sae_hash(sae),
             "sae_name": str(getattr(sae, "sas_name", "")), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                  metadata={"sas": json.dumps(meta, default=str)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                                             metadata={"sas": json.dumps(meta, default=str)}))
     return path, meta
 
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from ..load.data import DATA, data_hash
+from ..files import STRICT_JSON, parse_json, parse_yaml
+from ..load.data import DATA, _read_text, data_hash
 from .scorers import Lexicon, LexiconScorer, Scorer, get_scorer
 
 CONCEPT_DIR = DATA / "concepts"
 MIN_PAIRS = 64
+MIN_PAIRS_FLOOR = 8  # a file may lower `min_pairs` to this, no further: a mean over fewer pairs is mostly noise
 PROMPT_SOURCES = ("neutral",)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
@@ -69,11 +71,22 @@ class Concept:
         where = f"concept {self.name!r}" + (f" ({self.source})" if self.source else "")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ValueError(f"{where}: `name` must be lower-case letters, digits, '-', '_' or '.', e.g. 'weddings'")
-        if not isinstance(self.prefix, str) or not self.prefix.strip():
+        if not isinstance(self.prefix, str):
+            raise ValueError(f"{where}: `prefix` must be text, not {type(self.prefix).__name__} {self.prefix!r}; "
+                             "quote it, e.g. prefix: 'The following text is about weddings.'")
+        if not self.prefix.strip():
             raise ValueError(f"{where}: `prefix` is empty; give the text the prompting baseline prepends to each "
                              "prompt, e.g. 'The following text is about weddings.\\n\\n'")
         self.pairs = [p if isinstance(p, ContrastivePair) else _pair(p, f"{where} pair {i}")
                       for i, p in enumerate(self.pairs)]
+        if isinstance(self.min_pairs, bool) or not isinstance(self.min_pairs, int) or self.min_pairs < MIN_PAIRS_FLOOR:
+            raise ValueError(f"{where}: `min_pairs` must be a whole number of at least {MIN_PAIRS_FLOOR}, not "
+                             f"{self.min_pairs!r} (default {MIN_PAIRS})")
+        first: dict = {}
+        copies = [(i, first[p]) for i, p in enumerate(self.pairs) if first.setdefault(p, i) != i]
+        if copies:
+            raise ValueError(f"{where}: pair(s) {[i for i, _ in copies][:10]} repeat earlier pairs (pair "
+                             f"{copies[0][0]} is pair {copies[0][1]}); a copy adds no evidence, remove the copies")
         if len(self.pairs) < self.min_pairs:
             raise ValueError(f"{where}: {len(self.pairs)} contrastive pairs, fewer than the minimum {self.min_pairs}; "
                              f"add pairs (or set `min_pairs` lower, at the cost of a noisier vector)")
@@ -91,6 +104,9 @@ class Concept:
             self._scorer = get_scorer(self.scorer_name, **dict(self.scorer_settings))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{where}: {e}") from e
+        if not isinstance(self.concept_words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in self.concept_words):
+            raise ValueError(f"{where}: `concept_words` must be a list of words, e.g. [wedding, bride], not "
+                             f"{self.concept_words!r}")
         if not self.concept_words and isinstance(self._scorer, LexiconScorer):
             self.concept_words = list(self._scorer.words)
         if isinstance(self.prompts, str):
@@ -98,7 +114,14 @@ class Concept:
                 raise ValueError(f"{where}: unknown prompt source {self.prompts!r}; use one of {PROMPT_SOURCES} "
                                  "or a list of prompts")
         else:
-            self.prompts = [str(p) for p in self.prompts]
+            if not isinstance(self.prompts, (list, tuple)):
+                raise ValueError(f"{where}: `prompts` must be 'neutral', a list of texts or a file name, not "
+                                 f"{type(self.prompts).__name__}")
+            bad = [i for i, p in enumerate(self.prompts) if not isinstance(p, str) or not p.strip()]
+            if bad:
+                raise ValueError(f"{where}: steering prompt(s) {bad[:10]} are not non-empty texts (e.g. "
+                                 f"{self.prompts[bad[0]]!r}); each prompt is one line of text")
+            self.prompts = list(self.prompts)
             if not self.prompts:
                 raise ValueError(f"{where}: `prompts` is an empty list; give prompts or use 'neutral'")
             bad = [p for p in self.prompts if self.mentions_concept(p)]
@@ -177,6 +200,9 @@ def concept_from_dict(d: dict, source: str = "", base: Path | None = None) -> Co
         raise ValueError(f"{where}: missing field(s) {missing}; a concept needs name, pairs, scorer and prefix "
                          "(see sas/data/concepts/README.md)")
     scorer = d["scorer"]
+    if not isinstance(d.get("scorer_settings") or {}, dict):
+        raise ValueError(f"{where}: `scorer_settings` must be a mapping such as {{words: [wedding]}}, not "
+                         f"{d.get('scorer_settings')!r}")
     settings = dict(d.get("scorer_settings") or {})
     if isinstance(scorer, dict):
         if "name" not in scorer:
@@ -185,29 +211,49 @@ def concept_from_dict(d: dict, source: str = "", base: Path | None = None) -> Co
         scorer = scorer["name"]
     prompts = d.get("prompts", "neutral")
     if isinstance(prompts, str) and prompts not in PROMPT_SOURCES:
-        path = Path(prompts) if base is None or Path(prompts).is_absolute() else base / prompts
-        if not path.exists():
-            raise ValueError(f"{where}: `prompts` is {prompts!r}, which is neither {PROMPT_SOURCES} nor a file "
-                             f"(looked at {path}); give a text file with one prompt per line")
-        prompts = [s for s in path.read_text().splitlines() if s.strip()]
+        prompts = _prompts_file(prompts, where, base)
     if not isinstance(d["pairs"], list):
         raise ValueError(f"{where}: `pairs` must be a list of {{positive, negative}} mappings")
+    words = d.get("concept_words") or []
     return Concept(name=d["name"], pairs=d["pairs"], scorer_name=scorer, scorer_settings=settings,
                    prefix=d["prefix"], description=d.get("description", ""), prompts=prompts,
-                   concept_words=list(d.get("concept_words") or []), min_pairs=int(d.get("min_pairs", MIN_PAIRS)),
-                   license=d.get("license", ""), actadd=d.get("actadd"), source=source)
+                   concept_words=list(words) if isinstance(words, (list, tuple)) else words,
+                   min_pairs=d.get("min_pairs", MIN_PAIRS), license=d.get("license", ""), actadd=d.get("actadd"),
+                   source=source)
+
+
+def _prompts_file(name: str, where: str, base: Path | None) -> list[str]:
+    """The prompts of the text file ``name`` (one per line), which must lie in ``base`` (the concept file's
+    folder) or under it: a concept file from someone else cannot read other files into the benchmark."""
+    if base is None:
+        raise ValueError(f"{where}: `prompts` is {name!r}, which is neither {PROMPT_SOURCES} nor a list of texts (a "
+                         "file name works in a concept file, relative to it)")
+    folder = base.resolve()
+    path = (folder / name).resolve()  # symlinks followed: the file itself must be inside
+    if not path.is_relative_to(folder):
+        raise ValueError(f"{where}: `prompts` is {name!r}, outside the concept file's folder {folder}; put the "
+                         "prompts file beside the concept file (or in a folder under it)")
+    if not path.exists():
+        raise ValueError(f"{where}: `prompts` is {name!r}, which is neither {PROMPT_SOURCES} nor a file (looked at "
+                         f"{path}); give a text file with one prompt per line")
+    if not path.is_file():
+        raise ValueError(f"{where}: `prompts` is {name!r}, and {path} is not a file (a folder?); give a text file "
+                         "with one prompt per line")
+    return [s for s in _read_text(path).splitlines() if s.strip()]
 
 
 def _read_jsonl(path: Path) -> dict:
     """JSONL: one header line (the concept's fields, without pairs) and one line per pair."""
     header, pairs = None, []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(_read_text(path).split("\n"), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, **STRICT_JSON)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{i}: malformed JSON line ({e.msg}); fix or remove that line") from e
+        except (ValueError, RecursionError):
+            row = parse_json(line, f"{path}:{i}")  # raises, naming what is wrong
         if isinstance(row, dict) and ("positive" in row or "negative" in row):
             pairs.append(row)
         elif isinstance(row, dict) and header is None:
@@ -228,20 +274,13 @@ def load_concept(path: str | Path) -> Concept:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no concept file at {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file (a folder?); give a concept file (.yaml, .json or .jsonl)")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            # libyaml's loader when present: 5x faster than the pure-Python one on the shipped files
-            d = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML ({e})") from e
+        d = parse_yaml(_read_text(path), str(path))
     elif suffix == ".json":
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        d = parse_json(_read_text(path), str(path))
     elif suffix == ".jsonl":
         d = _read_jsonl(path)
     else:

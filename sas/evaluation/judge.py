@@ -158,6 +158,9 @@ def harmonic_mean(scores) -> float:
     return len(scores) / sum(1 / s for s in scores)
 
 
+COLUMNS = ("key", "model", "temperature", "max_tokens", "prompt", "reply")
+
+
 class ReplyCache:
     """Judge replies on disk: an sqlite file keyed by sha256 of (model, prompt, temperature, max_tokens).
 
@@ -169,10 +172,20 @@ class ReplyCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, "
-                             "temperature REAL, max_tokens INTEGER, prompt TEXT, reply TEXT)")
+        try:
+            with self._lock, self._db:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, "
+                                 "temperature REAL, max_tokens INTEGER, prompt TEXT, reply TEXT)")
+                columns = [r[1] for r in self._db.execute("PRAGMA table_info(replies)")]
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise ValueError(f"{self.path} is not a judge cache sas can read ({e}); remove it (the judge is asked "
+                             "again) or give another --out") from e
+        if columns != list(COLUMNS):
+            self._db.close()
+            raise ValueError(f"{self.path} is an sqlite file with another `replies` table (columns {columns}), not a "
+                             "sas judge cache; remove it (the judge is asked again) or give another --out")
 
     @staticmethod
     def key(model: str, prompt: str, temperature: float, max_tokens: int | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EPILOG = """\
 Run it in llama.cpp (the sas layer numbers are llama.cpp's: direction.N is added to the output of layer N,
@@ -34,8 +35,15 @@ def cmd_export(args) -> None:
 
     if not args.gguf:
         raise ValueError("give --gguf OUT.gguf (the only export format so far)")
+    if Path(args.vector).suffix.lower() == ".gguf":
+        raise ValueError(f"{args.vector} is a GGUF control vector already; --vector takes a vector saved by "
+                         "`sas vectors` or vector.save() (.safetensors). To change a GGUF's scale or layers, load it "
+                         "with sas.export.gguf.load_gguf and export that")
     vec = load_vector(args.vector)  # a sparse one with the SAEs its file names
-    out = save_gguf(vec, args.gguf, multiplier=args.multiplier, layers=args.layers, sum_positions=args.sum_positions)
+    out = Path(args.gguf)
+    if out.is_dir():  # a folder: the vector's own name inside it
+        out = out / (Path(args.vector).name.removesuffix(".safetensors") + ".gguf")
+    out = save_gguf(vec, out, multiplier=args.multiplier, layers=args.layers, sum_positions=args.sum_positions)
     layers = args.layers or vec.layers
     sparse = " (the dense direction W_dec^T v of a SAS vector)" if vec.kind == "sparse" else ""
     print(f"{out}: {vec.method} vector{sparse}, layers {layers}, multiplier {args.multiplier:g}")

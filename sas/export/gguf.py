@@ -25,13 +25,13 @@ layer N-1, so such a vector is written as ``direction.N-1``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import parse_json, write_atomic
 from ..hooks import RESID_HOOK as RESID_POST
 from ..steering.kinds import Vector
 from ..steering.vector import SteeringVector
@@ -98,6 +98,10 @@ def control_vector(vector, multiplier: float = 1.0, layers=None, sum_positions: 
         if d.ndim != 1:
             raise ValueError(f"the direction at layer {layer} has shape {tuple(d.shape)}; expected [d_model]")
         dirs[layer] = (d * multiplier).contiguous() if multiplier != 1.0 else d.contiguous()
+        if not torch.isfinite(dirs[layer]).all():  # the vector was finite: the product overflowed float32
+            raise ValueError(f"the multiplier {multiplier:g} overflows float32 at layer {layer} (its largest entry "
+                             f"is {d.abs().max().item():.3g}); a control vector holds float32: use a multiplier "
+                             f"below {np.finfo(np.float32).max / max(d.abs().max().item(), 1e-30):.3g}")
     settings = dict(vector.settings)
     positions = vector.positions
     if any(d.ndim == 2 for d in vector.directions.values()):
@@ -117,15 +121,20 @@ def save_gguf(vector, path: str | Path, multiplier: float = 1.0, layers=None, su
     becomes. One F32 ``direction.N`` per layer with llama.cpp's numbering (the module docstring); the sas
     metadata goes in ``sas.meta`` (JSON).
     """
-    import gguf
-
     vec = control_vector(vector, multiplier, layers, sum_positions)
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the control vector's file name, e.g. {path / 'vector.gguf'}")
     if path.suffix != ".gguf":
         path = path.with_name(path.name + ".gguf")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
+    return write_atomic(path, lambda tmp: _write_gguf(vec, tmp, path))
+
+
+def _write_gguf(vec: SteeringVector, path: Path, final: Path) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), ARCH)
     try:
         writer.add_string(f"{ARCH}.model_hint", vec.model)
         writer.add_uint32(f"{ARCH}.layer_count", len(vec.directions))
@@ -137,13 +146,17 @@ def save_gguf(vector, path: str | Path, multiplier: float = 1.0, layers=None, su
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)  # no half-written file left behind
-        raise
-    return path
+    finally:
+        writer.close()  # may raise too on a full disk (the flush); write_atomic then removes the file
+    # numpy's tofile, which the writer uses for tensors, can lose a failed write (a full disk) without an error
+    try:
+        back, _ = read_directions(path)
+        same = sorted(back) == sorted(llama_layer(vec, x) for x in vec.directions) and all(
+            np.array_equal(back[llama_layer(vec, x)], d.numpy()) for x, d in vec.directions.items())
+    except ValueError:
+        same = False
+    if not same:
+        raise OSError(f"writing {final} failed: the file written does not read back (is the disk full?)")
 
 
 def _field(reader, key: str):
@@ -180,7 +193,7 @@ def read_directions(path: str | Path) -> tuple[dict[int, np.ndarray], dict]:
                              "of layer 0); layers start at 1")
         if t.tensor_type != gguf.GGMLQuantizationType.F32 or len(t.shape) != 1:
             raise ValueError(f"{path}: {t.name} must be a 1-D F32 tensor, not {t.tensor_type.name} of shape "
-                             f"{list(t.shape)}")
+                             f"{list(reversed(t.shape.tolist()))}")  # the reader lists GGML's order, innermost first
         d = np.array(t.data, dtype=np.float32)  # a copy: the reader's memory map closes with it
         if dirs and d.shape != next(iter(dirs.values())).shape:
             raise ValueError(f"{path}: {t.name} has width {d.shape[0]}, the other directions "
@@ -209,7 +222,12 @@ def load_gguf(path: str | Path) -> SteeringVector:
         return SteeringVector({n: torch.from_numpy(d) for n, d in sorted(raw.items())},
                               model=str(keys.get(f"{ARCH}.model_hint") or ""), method="gguf", positions="all",
                               settings={"gguf_file": str(path)})
-    meta = json.loads(meta)
+    meta = parse_json(meta, f"{path}: sas.meta") if isinstance(meta, str) else meta
+    if not isinstance(meta, dict) or not {"layers", "model", "method", "behavior", "positions", "data_hash",
+                                          "settings"} <= set(meta):
+        raise ValueError(f"{path}: sas.meta is not the sas metadata of a vector (a JSON object with layers, model, "
+                         "method, ...); re-export the vector with sas export, or remove the key to read the file as "
+                         "a plain control vector")
     if keys.get("sas.format") != FORMAT:
         raise ValueError(f"{path} was written by another version of sas (sas.format {keys.get('sas.format')}, "
                          f"this one reads {FORMAT}); re-export it")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from ..files import STRICT_JSON, parse_json
+
 BEHAVIORS = (
     "coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward",
     "survival-instinct", "sycophancy", "refusal",
@@ -76,11 +78,13 @@ def _read_rows(path: Path) -> list[tuple[dict, str]]:
         raise FileNotFoundError(f"no data file at {path}")
     text = _read_text(path)
     try:
-        whole = json.loads(text)
+        whole = json.loads(text, **STRICT_JSON)
     except json.JSONDecodeError as e:
         if text.lstrip().startswith("["):
             raise ValueError(f"{path}: not valid JSON ({e}); use a JSON list or one JSON object per line") from e
         out = _json_lines(path, text)
+    except (ValueError, RecursionError):  # NaN/Infinity, a key twice, nesting too deep
+        parse_json(text, str(path))  # raises, naming the file and the problem
     else:
         if isinstance(whole, list):
             out = [(r, f"{path} item {i}") for i, r in enumerate(whole)]
@@ -103,8 +107,10 @@ def _json_lines(path: Path, text: str) -> list[tuple[object, str]]:
         if not line.strip():
             continue
         try:
-            out.append((json.loads(line), f"{path}:{i}"))
-        except json.JSONDecodeError as e:
+            out.append((json.loads(line, **STRICT_JSON), f"{path}:{i}"))
+        except (ValueError, RecursionError) as e:
+            if not isinstance(e, json.JSONDecodeError):
+                parse_json(line, f"{path}:{i}")  # raises, naming the line and the problem
             stream = _json_stream(text)  # pretty-printed objects one after another
             if stream is not None:
                 return [(r, f"{path} object {k}") for k, r in enumerate(stream)]

@@ -58,12 +58,16 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str | None 
         dtype = model.cfg.dtype if model is not None else "float32"
     tdtype = resolve_dtype(dtype, device)
     dtype = next(k for k, v in DTYPES.items() if v == tdtype)  # sae-lens takes the dtype's name
+    where = "/".join(spec) if isinstance(spec, tuple) else str(spec)
     if isinstance(spec, tuple):
         sae = _load_release(*spec, device=device, dtype=dtype)
     elif Path(spec).is_dir():
         sae = _load_folder(Path(spec), device, dtype)
+        where = next((str(Path(spec) / f) for f in (WEIGHTS, "params.npz", "params.safetensors")
+                      if (Path(spec) / f).exists()), where)
     elif str(spec) in registry():
         sae = _load_registered(str(spec), device, dtype)
+        where = str(SAE_DIR / registry()[str(spec)].get("folder", str(spec)) / WEIGHTS)
     elif _looks_like_path(str(spec)):
         raise FileNotFoundError(f"no SAE folder at {Path(spec).expanduser().resolve()}; check the path, or use a name "
                                 f"from the registry ({sorted(registry())})")
@@ -73,6 +77,7 @@ def load_sae(spec: str | Path | tuple[str, str], model=None, device: str | None 
     else:
         raise ValueError(f"unknown SAE {spec!r}: not a folder, not in the registry ({sorted(registry())}), and "
                          "not a sae-lens 'release/id'")
+    check_weights(sae, where)
     if model is not None:
         check_sae_fits(sae, model, strict=strict)
         hook = str(sae.cfg.metadata.hook_name)
@@ -209,6 +214,20 @@ def _looks_offline(e: BaseException) -> bool:
     return bool(names & {"LocalEntryNotFoundError", "ConnectionError", "ConnectError", "OfflineModeIsEnabled",
                          "MaxRetryError", "NameResolutionError", "Timeout", "ConnectTimeout"}) \
         or any(s in text for s in ("offline", "connection", "resolve", "unreachable", "network"))
+
+
+def check_weights(sae, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` (the weights file) and the key if a weight of ``sae`` is NaN or inf,
+    or so large that its rows' squared norms overflow float32 (the residual stream squares them in RMSNorm):
+    such an SAE steers to empty text, or a NaN threshold to the unsteered text, without any other error."""
+    for key, t in sae.state_dict().items():
+        t = t.detach().float()
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{where}: {key} holds {int((~torch.isfinite(t)).sum())} NaN or inf values; this SAE "
+                             "cannot steer. Restore the file or retrain the SAE")
+        if t.ndim == 2 and not torch.isfinite(t.square().sum(-1)).all():
+            raise ValueError(f"{where}: {key} holds values as large as {t.abs().max().item():.3g}, which overflow "
+                             "in the model's computations; this SAE cannot steer. Restore the file or retrain the SAE")
 
 
 def check_sae_fits(sae, model, strict: bool = True) -> None:

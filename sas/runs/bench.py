@@ -25,7 +25,7 @@ from typing import Sequence
 
 from ..methods.registry import get_method
 from .grid import Condition, Grid, run_grid
-from .store import read_rows
+from .store import hold, read_rows
 
 BUDGETS = (1.25, 1.5, 2.0)
 STRENGTHS = (0.02, 0.035, 0.05, 0.075, 0.1)  # 0.15 exceeded 2x perplexity for every method tried
@@ -112,8 +112,12 @@ def bench(model=None, saes: dict | None = None, concepts: Sequence[str] = (), me
     SAE layers, so every method steers the same layers). ``concepts``: shipped names or concept files (default:
     every shipped concept).
     """
+    from ..checks import positive_int
     from ..concepts import shipped_concepts
 
+    for name, n in (("n_tune", n_tune), ("n_test", n_test), ("max_new_tokens", max_new_tokens),
+                    ("batch_size", batch_size)):
+        positive_int(n, name)
     concepts = list(concepts) or sorted(shipped_concepts())
     saes = dict(saes or {})
     names = {x: s for x, s in saes.items() if isinstance(s, str)}
@@ -133,14 +137,15 @@ def bench(model=None, saes: dict | None = None, concepts: Sequence[str] = (), me
     tune = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=names,
                 method_settings=dict(method_settings or {}),
                 eval_settings={"split": "tuning", "n_prompts": n_tune, **common})
-    tuning = run_grid(tune, out, model, loaded or None, executor=executor, progress=progress)
-    choices = choose(tuning, budgets, distinct_guard)
-    test = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=dict(tune.saes),
-                method_settings=dict(method_settings or {}),
-                eval_settings={"split": "test", "n_prompts": n_test, **common})
-    todo = sorted({Condition(c.concept, c.method, c.layer, c.strength) for c in choices if c.reached})
-    todo += [Condition(c, methods[0], test.layers_for(methods[0])[0], 0.0) for c in concepts]  # unsteered
-    tested = run_grid(test, out, model, loaded or None, executor=executor, progress=progress, conditions=todo)
+    with hold(out):  # tuning and test: another run cannot take the file between them
+        tuning = run_grid(tune, out, model, loaded or None, executor=executor, progress=progress)
+        choices = choose(tuning, budgets, distinct_guard)
+        test = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=dict(tune.saes),
+                    method_settings=dict(method_settings or {}),
+                    eval_settings={"split": "test", "n_prompts": n_test, **common})
+        todo = sorted({Condition(c.concept, c.method, c.layer, c.strength) for c in choices if c.reached})
+        todo += [Condition(c, methods[0], test.layers_for(methods[0])[0], 0.0) for c in concepts]  # unsteered
+        tested = run_grid(test, out, model, loaded or None, executor=executor, progress=progress, conditions=todo)
     return BenchResult(tuning, [r for r in tested if r is not None], choices, tuple(budgets),
                        {"n_tune": n_tune, "n_test": n_test, "strengths": list(strengths), "layers": layers,
                         "max_new_tokens": max_new_tokens, "seed": seed, "distinct_guard": distinct_guard,

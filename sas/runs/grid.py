@@ -25,7 +25,7 @@ from ..methods.registry import build_vector, get_method, method_settings
 from ..methods.sas import NoFeatures
 from ..steering.steer import recording
 from .items import make_item
-from .store import ResultStore
+from .store import ResultStore, hold
 
 
 @dataclass(frozen=True, order=True)
@@ -322,7 +322,11 @@ def run_grid(grid: Grid, out=None, model=None, saes: dict | None = None, vectors
         from ..load.saes import sae_name
 
         grid.saes = {**{int(x): sae_name(s) for x, s in saes.items()}, **grid.saes}
-    store = ResultStore(out, grid.kind)
+    with hold(out):
+        return _run_grid(grid, ResultStore(out, grid.kind), model, saes, vectors, executor, progress, conditions)
+
+
+def _run_grid(grid, store, model, saes, vectors, executor, progress, conditions) -> list[dict]:
     runner = Runner(grid, model, saes, vectors, store.vector_dir, progress)
     keys = {c: runner.key(c) for c in (grid.conditions() if conditions is None else conditions)}
     todo = [c for c, k in keys.items() if store.find(k) is None]

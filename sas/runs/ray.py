@@ -23,6 +23,8 @@ import uuid
 from collections import deque
 
 INSTALL = 'pip install "sas[ray]"'
+EMPTY_ADDRESS = ("--ray got an empty address (an unset $RAY_ADDRESS?): give host:6379, ray://host:10001, auto (the "
+                 "cluster this machine belongs to) or local, or leave --ray out to run without Ray")
 
 
 def _import_ray():
@@ -60,18 +62,27 @@ def connect(address: str | None = None, num_cpus: int | None = None, runtime_env
     one this machine belongs to; ``host:port`` or ``ray://host:port`` a remote head. An already initialised
     Ray is used as it is. ``runtime_env`` goes to ``ray.init`` (e.g. ``{"py_modules": [...]}``).
     """
+    if address is not None and not address.strip():
+        raise ValueError(EMPTY_ADDRESS)
     ray = _import_ray()
-    if address not in (None, "", "local", "auto"):
+    if address not in (None, "local", "auto"):
         check_reachable(address)  # also when Ray is up: an address given is an address to check
     if not ray.is_initialized():
-        if address in (None, "", "local"):
+        if address in (None, "local"):
             ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
         else:
             try:
                 ray.init(address=address, runtime_env=runtime_env)
             except ConnectionError as e:
-                raise ConnectionError(f"could not join the Ray cluster at {address!r}: {e}. Start one with "
-                                      "`ray start --head`, or give its address (host:6379)") from e
+                if address == "auto":
+                    raise ConnectionError(f"could not join a Ray cluster on this machine (--ray auto): {e}. Start "
+                                          "one with `ray start --head`, or give its address (host:6379)") from e
+                # check_reachable passed: a cluster runs there, and refused this driver
+                raise ConnectionError(
+                    f"a Ray cluster answers at {address} but this driver could not join it: {e}. If the cluster "
+                    "uses token authentication (RAY_AUTH_MODE=token), give this process its token: RAY_AUTH_MODE="
+                    "token and RAY_AUTH_TOKEN (or the file ~/.ray/auth_token, or RAY_AUTH_TOKEN_PATH) as on the "
+                    "head node. Otherwise check that both run the same Ray and Python versions") from e
     check_workers(timeout=timeout)
 
 

@@ -9,6 +9,10 @@ defaults they were made with (:data:`LEGACY`), so old files resume.
 A last line cut by a killed process is reported with its file and line, removed from the file, and
 its condition redone. A malformed line elsewhere, or a file that holds something other than this
 kind of result, is an error: the store never appends to a file it does not understand.
+
+One run at a time per file: a run holds the file (:func:`hold`, a lock released when the process ends,
+also by ``kill -9``) from reading it to its last row, and a second run on a held file is refused, so
+two runs can neither lose nor double a row.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ import json
 import math
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from ..files import write_atomic
 
 ANY = object()  # a setting sas 0.1 did not record: an old row matches any value of it
 
@@ -56,6 +63,29 @@ def _write_line(path: Path, line: str) -> None:
             os.fsync(f.fileno())
 
 
+@contextmanager
+def hold(path: str | Path | None):
+    """Hold the results file ``path`` for one run (re-entrant within a process; ``None``: nothing to hold).
+    ``BlockingIOError`` naming the fix if another process holds it."""
+    if path is None:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{path.resolve()}.run.lock", is_singleton=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BlockingIOError(f"another sas run is writing {path}; wait for it to finish (then run again: finished "
+                              "rows are reused), or write this run to another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class ResultStore:
     """Rows of one kind (``"ab"``, ``"task"`` or ``"concept"``) in ``path`` (``None``: kept in memory only)."""
 
@@ -65,7 +95,7 @@ class ResultStore:
         self.path, self.kind, self.item = (Path(path) if path else None), kind, ITEM_COLUMN[kind]
         self.rows: list[dict] = []
         self._index: dict[tuple, list[dict]] = {}
-        self._torn: int | None = None  # line number of a torn last line, removed before the next append
+        self._torn = False  # a torn last line was seen: removed before the next append
         if self.path is not None and self.path.exists():
             for row in self._read():
                 self._add(row)
@@ -85,7 +115,7 @@ class ResultStore:
                 if last and not text.endswith("\n"):
                     warnings.warn(f"{self.path}:{i}: a torn row (a process was killed while writing it); it is "
                                   "removed and its condition is run again")
-                    self._torn = i
+                    self._torn = True
                     continue
                 raise ValueError(f"{self.path}:{i}: malformed JSON ({e.msg}); this is not a results file sas "
                                  "wrote, or it was edited: fix or remove that line, or choose another --out") from e
@@ -134,7 +164,7 @@ class ResultStore:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._torn is not None:
+        if self._torn:
             self._repair()
         _write_line(self.path, json.dumps(row, allow_nan=False) + "\n")
         if texts is not None:
@@ -142,13 +172,17 @@ class ResultStore:
             _write_line(self.texts_path, json.dumps({**keep, "texts": texts}) + "\n")
 
     def _repair(self) -> None:
-        """Rewrite the file without its torn last line (atomically), so pandas and jq read it again."""
-        lines = self.path.read_text(encoding="utf-8").split("\n")
-        good = "\n".join(lines[:self._torn - 1])
-        tmp = self.path.with_name(self.path.name + ".repair")
-        tmp.write_text(good + ("\n" if good else ""), encoding="utf-8")
-        os.replace(tmp, self.path)
-        self._torn = None
+        """Rewrite the file without its torn last line (atomically, under the lock appends take), so pandas and
+        jq read it again. The file is read again here: only a last line that still does not end the file with a
+        newline is removed."""
+        from filelock import FileLock
+
+        with FileLock(f"{self.path}.lock"):
+            text = self.path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):
+                good = text[:text.rfind("\n") + 1]
+                write_atomic(self.path, lambda tmp: tmp.write_text(good, encoding="utf-8"))
+        self._torn = False
 
     @property
     def texts_path(self) -> Path | None:

@@ -248,9 +248,11 @@ def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None
 
 def _check_model(model, vec) -> None:
     if vec.d_model != model.cfg.d_model:
+        made = (f"it was made for {vec.model}" if vec.model and vec.model != model.cfg.model_name else
+                "it was made for another model" + (f" (its file names {vec.model}, which the width contradicts)"
+                                                   if vec.model else ""))
         raise SteeringError(f"the vector has width {vec.d_model} but {model.cfg.model_name} has d_model "
-                            f"{model.cfg.d_model}: it was made for {vec.model or 'another model'}; rebuild it for "
-                            "this model", "vector", "wrong_width")
+                            f"{model.cfg.d_model}: {made}; rebuild it for this model", "vector", "wrong_width")
     if vec.model and vec.model != model.cfg.model_name:
         warnings.warn(f"steering {model.cfg.model_name} with a vector made for {vec.model} (same width, "
                       "but another model's residual stream); rebuild it for this model")

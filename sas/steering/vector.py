@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from numbers import Integral
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..files import parse_json, write_atomic
 from ..forward.positions import POSITIONS, _real_positions, position_mask, row_strengths
 from ..hooks import RESID_HOOK, check_hook_template, hook_at
 
@@ -31,14 +31,8 @@ def write_vector_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: 
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(meta, default=str)
     sidecar = path.with_name(path.name[:-len(SUFFIX)] + ".json")
-    for target, write in ((path, lambda t: save_file(tensors, str(t), metadata={"sas": text})),
-                          (sidecar, lambda t: t.write_text(json.dumps(meta, indent=1, default=str)))):
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)  # no half-written file left behind
+    write_atomic(path, lambda t: save_file(tensors, str(t), metadata={"sas": text}))
+    write_atomic(sidecar, lambda t: t.write_text(json.dumps(meta, indent=1, default=str)))
     return path
 
 
@@ -52,10 +46,11 @@ def read_vector_file(path: str | Path, what: str) -> tuple[Path, dict[int, torch
         raise FileNotFoundError(f"no steering vector at {path}; make one with `sas vectors` or .save()")
     try:
         with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("sas", "{}"))
+            raw = (f.metadata() or {}).get("sas", "{}")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); write it again with .save()") from e
+    meta = parse_json(raw, f"{path}: its sas metadata")
     if not isinstance(meta, dict) or not meta:
         raise ValueError(f"{path} has no sas metadata; was it written by SteeringVector.save() or SparseVector.save()?")
     layers = {}
@@ -242,5 +237,5 @@ def read_meta(path: str | Path) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        return json.loads((f.metadata() or {}).get("sas", "{}"))
+        return parse_json((f.metadata() or {}).get("sas", "{}"), f"{path}: its sas metadata")
 

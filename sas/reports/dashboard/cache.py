@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ...files import parse_json, write_atomic
 from ...load.saes import sae_hook, sae_layer
 
 VERSION = 1  # bump when the content of the cache changes meaning
@@ -98,16 +98,43 @@ class FeatureCache:
         """Write to ``path`` atomically (a temporary file renamed into place)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp),
-                  metadata={"sas_feature_cache": json.dumps(self.meta)})
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, lambda tmp: save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp),
+                                                        metadata={"sas_feature_cache": json.dumps(self.meta)}))
+
+    def problem(self, d_sae: int, d_vocab: int) -> str | None:
+        """What is wrong with this cache for an SAE of ``d_sae`` features and a vocabulary of ``d_vocab`` tokens
+        (shapes, dtypes, ranges), or None: the pages index its tensors with each other's values."""
+        s = self.meta.get("settings", {})
+        k, width, (n_rows, context) = s.get("k"), s.get("left", 0) + 1 + s.get("right", 0), tuple(self.tokens.shape)
+        n_pos = self.meta.get("n_positions")
+        shapes = {"top_acts": (d_sae, k), "top_rows": (d_sae, k), "top_pos": (d_sae, k), "windows": (d_sae, k, width),
+                  "counts": (d_sae,), "act_sum": (d_sae,), "hist": (d_sae, N_BINS), "bin_edges": (N_BINS + 1,)}
+        for name, shape in shapes.items():
+            if tuple(getattr(self, name).shape) != shape:
+                return f"{name} of shape {list(getattr(self, name).shape)}, not {list(shape)}"
+        ints = ("top_rows", "top_pos", "tokens", "counts", "hist")
+        bad = [n for n in TENSORS if getattr(self, n).is_floating_point() == (n in ints)]
+        if bad:
+            return f"{bad[0]} of dtype {getattr(self, bad[0]).dtype}"
+        if isinstance(n_pos, bool) or not isinstance(n_pos, int) or n_pos < 0:
+            return f"n_positions {n_pos!r}"
+        ranges = {"top_rows": (self.top_rows, 0, n_rows - 1), "top_pos": (self.top_pos, 0, context - 1),
+                  "tokens": (self.tokens, 0, d_vocab - 1), "counts": (self.counts, 0, n_pos),
+                  "hist": (self.hist, 0, n_pos), "top_acts": (self.top_acts, 0, float("inf")),
+                  "act_sum": (self.act_sum, 0, float("inf"))}
+        for name, (t, lo, hi) in ranges.items():
+            if t.numel() and not (t.float().isfinite().all() and t.min() >= lo and t.max() <= hi):
+                return f"{name} with values outside [{lo}, {hi}]"
+        if not torch.equal(self.bin_edges, BIN_EDGES):
+            return "other histogram bins"
+        return None
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureCache":
         with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {})["sas_feature_cache"])
+            meta = parse_json((f.metadata() or {})["sas_feature_cache"], f"{path}: its metadata")
+            if not isinstance(meta, dict):
+                raise ValueError(f"{path}: its metadata is not a JSON object")
             return cls(**{k: f.get_tensor(k) for k in TENSORS}, meta=meta)
 
 
@@ -164,9 +191,14 @@ def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: in
             warnings.warn(f"the feature cache {path} is unreadable ({e}); rebuilding it")
         else:
             if fc.meta.get("sae_sha256") == sha and fc.meta.get("settings") == settings:
-                return fc
-            warnings.warn(f"the feature cache {path} was built from other SAE weights (sha256 "
-                          f"{str(fc.meta.get('sae_sha256'))[:12]}..., this SAE {sha[:12]}...); rebuilding it")
+                problem = fc.problem(sae.cfg.d_sae, model.cfg.d_vocab)
+                if problem is None:
+                    return fc
+                warnings.warn(f"the feature cache {path} holds {problem}: not a cache this SAE could have built; "
+                              "rebuilding it")
+            else:
+                warnings.warn(f"the feature cache {path} was built from other SAE weights (sha256 "
+                              f"{str(fc.meta.get('sae_sha256'))[:12]}..., this SAE {sha[:12]}...); rebuilding it")
     tokens = token_chunks(model.tokenizer, texts, context, max_tokens)
     if max_tokens is not None:
         tokens = tokens[:max(1, -(-max_tokens // (context - 1)))]

@@ -12,13 +12,13 @@ contrastive data. Pages are self-contained (inline CSS, the histogram an inline 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from ...files import write_atomic
 from ...load.saes import sae_hook, sae_layer, sae_name
 from ...steering.kinds import Vector
 
@@ -250,6 +250,4 @@ def _show(token: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
