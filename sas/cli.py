@@ -393,7 +393,7 @@ def parser() -> argparse.ArgumentParser:
                    "(docs/fluency_check compares them with a reader)")
     b.add_argument("--budgets", type=_floats, help="fluency budgets: ratios to unsteered for perplexity and "
                    "smollm2 (default 1.25,1.5,2), nats for kl (default 0.05,0.1,0.2)")
-    b.add_argument("--n-tune", type=int, help="tuning prompts per concept (default 24)")
+    b.add_argument("--n-tune", type=int, help="tuning prompts per concept (default 48)")
     b.add_argument("--n-test", type=int, help="test prompts per concept (default 250, or all of a concept's "
                    "test split)")
     b.add_argument("--max-new-tokens", type=int, help="sampled tokens per continuation (default 16)")

@@ -1,14 +1,19 @@
-"""Do the fluency measures agree with a reader? Generate continuations over methods, concepts and strengths (with
-every fluency measure on each row), pick 80 for hand reading, and (after reading) report each measure's agreement.
+"""Do the fluency measures agree with a reader? 80 continuations of the landed benchmark run (docs/bench: its
+tuning split, 24 prompts per condition, strengths 0.02 to 0.1 of the residual norm at layers 5 and 9, bfloat16),
+spread over concepts, methods, layers and strengths, each scored by every fluency measure, read by hand; then each
+measure's agreement with the reading.
 
-    PYTHONPATH=. python scripts/fluency_check.py --generate   # docs/fluency_check/rows.jsonl (+ .texts.jsonl)
     PYTHONPATH=. python scripts/fluency_check.py --pick       # docs/fluency_check/ratings.jsonl, reading empty
     PYTHONPATH=. python scripts/fluency_check.py --agreement  # after reading: the table of docs/fluency_check
 
-A reading is "fluent" (grammatical, coherent English or target-language text a person could have written, on
-any topic) or "not fluent" (word salad, repetition loops, broken grammar, mixed-up tokens); the measures are
-scored on how well they predict "not fluent": AUC (with a bootstrap interval), and accuracy when a text counts
-as not fluent above the measure's middle budget.
+A reading is "fluent" (text a person could have written, on any topic and in any language, cut off mid-sentence
+allowed) or "not fluent" (word salad, loops of repeated words, broken grammar, stray tokens). The measures are
+scored on how well they predict "not fluent": AUC (bootstrap interval), and accuracy at the default middle budget.
+Per text: ``perplexity`` = the text's perplexity given the prompt under the unsteered model (from the run's rows)
+over the concept's pooled unsteered one; ``smollm2`` = the same under SmolLM2-135M-Instruct given the concept's
+prefix and the prompt, over its pooled unsteered one; ``kl`` = the condition's KL budget (its vector rebuilt from
+the concept's pairs, at the row's raw multiplier, on the held-out texts of sas.evaluation.fluency), 0 unsteered
+and for prompting.
 """
 
 from __future__ import annotations
@@ -21,62 +26,97 @@ from pathlib import Path
 
 import numpy as np
 
+BENCH = Path("docs/bench/bench.jsonl")
 OUT = Path("docs/fluency_check")
-CONCEPTS = ["weddings", "french", "sentiment-negative", "space", "sports"]
-METHODS = ["caa", "actadd", "sas", "prompt"]
-STRENGTHS = [0.05, 0.15, 0.3, 0.6]
-N_PICK = 80
+CONCEPTS = ["weddings", "french", "sentiment-negative", "space"]
+METHODS = ["caa", "actadd", "sas", "sas_dense"]
+SAES = {5: "gemma-3-270m-L5-4k", 9: "gemma-3-270m-L9-4k"}
+PER_CONCEPT = {"unsteered": 2, "prompt": 2, "steered": 8, "strong": 8}  # strong: 0.075 and 0.1, where text breaks
 
 
-def generate() -> None:
-    from sas.runs.grid import Grid, run_grid
-
-    mults = {m: ([0.0, 1.0] if m == "prompt" else [0.0, *STRENGTHS]) for m in METHODS}
-    grid = Grid("concept", CONCEPTS, METHODS, [5], mults, saes={5: "gemma-3-270m-L5-4k"},
-                eval_settings={"split": "tuning", "n_prompts": 3, "max_new_tokens": 16, "seed": 0,
-                               "n_calibration": 24, "fluency": ["kl", "smollm2"]})
-    run_grid(grid, OUT / "rows.jsonl")
-
-
-def _texts() -> list[dict]:
-    """One record per continuation: its condition, prompt, text and the per-text values of each measure."""
-    from sas.concepts import get_concept, steering_prompts
-
-    rows = [json.loads(x) for x in (OUT / "rows.jsonl").open()]
-    texts = [json.loads(x) for x in (OUT / "rows.texts.jsonl").open()]
-    unst = {r["concept"]: r for r in rows if r["multiplier"] == 0 and "skipped" not in r}
+def _rows():
+    rows = [json.loads(x) for x in BENCH.open()]
+    texts = [json.loads(x) for x in BENCH.with_name("bench.texts.jsonl").open()]
+    keys = ("method", "concept", "layer", "multiplier", "split")
     out = []
     for r in rows:
-        if "skipped" in r:
+        if r["split"] != "tuning" or "skipped" in r or r["concept"] not in CONCEPTS:
             continue
-        t = next((t for t in texts if all(t.get(k) == r.get(k) for k in ("method", "concept", "layer",
-                                                                         "multiplier"))), None)
-        if t is None:
-            continue
-        u = unst[r["concept"]]
-        prompts = steering_prompts(get_concept(r["concept"]), "tuning", r["n_prompts"])
-        for i, text in enumerate(t["texts"]):
-            ppl = math.exp(r["nll"][i] / max(r["n_tokens"][i], 1))
-            fl = math.exp(r["fluency_nll"][i] / max(r["fluency_tokens"][i], 1))
-            out.append({"concept": r["concept"], "method": r["method"], "multiplier": r["multiplier"],
-                        "prompt": prompts[i], "text": text,
-                        "perplexity": ppl / u["perplexity"], "smollm2": fl / u["fluency_ppl"], "kl": r["kl"]})
+        t = next((t for t in texts if all(t.get(k) == r.get(k) for k in keys) and len(t["texts"]) == r["n"]), None)
+        if t is not None:
+            out.append((r, t["texts"]))
     return out
 
 
 def pick() -> None:
-    recs = _texts()
-    random.Random(0).shuffle(recs)
-    # every condition once before any twice: the sample spans methods, concepts and strengths
-    seen, first, rest = set(), [], []
-    for r in recs:
-        k = (r["concept"], r["method"], r["multiplier"])
-        (rest if k in seen else first).append(r)
-        seen.add(k)
-    chosen = (first + rest)[:N_PICK]
+    from sas.concepts import get_concept, steering_prompts
+    from sas.evaluation.fluency import fluency_nll
+
+    rng = random.Random(0)
+    rows = _rows()
+    chosen = []
+    for c in CONCEPTS:
+        prompts = steering_prompts(get_concept(c), "tuning", 24)
+        mine = [(r, t) for r, t in rows if r["concept"] == c]
+        unst = next((r, t) for r, t in mine if r["multiplier"] == 0)
+        prompt = next((r, t) for r, t in mine if r["method"] == "prompt" and r["multiplier"] == 1)
+        steered = [(r, t) for r, t in mine if r["method"] in METHODS and r["multiplier"] > 0]
+        picks = [(unst, i) for i in rng.sample(range(24), PER_CONCEPT["unsteered"])]
+        picks += [(prompt, i) for i in rng.sample(range(24), PER_CONCEPT["prompt"])]
+        weak = [rt for rt in steered if rt[0]["multiplier"] < 0.075]
+        strong = [rt for rt in steered if rt[0]["multiplier"] >= 0.075]
+        picks += [(rt, rng.randrange(24)) for rt in rng.sample(weak, PER_CONCEPT["steered"])]
+        picks += [(rt, rng.randrange(24)) for rt in rng.sample(strong, PER_CONCEPT["strong"])]
+        # SmolLM2 on every unsteered text of the concept (the ratio's denominator) and on the picked ones
+        prefix = get_concept(c).prefix
+        base = fluency_nll([prefix + p for p in prompts], unst[1])
+        base_ppl = math.exp(base[:, 0].sum() / base[:, 1].sum())
+        fl = fluency_nll([prefix + prompts[i] for _, i in picks], [t[i] for (_, t), i in picks])
+        for ((r, t), i), (nll, n) in zip(picks, fl.tolist()):
+            chosen.append({"concept": c, "method": "unsteered" if r["multiplier"] == 0 else r["method"],
+                           "layer": r["layer"], "multiplier": r["multiplier"], "raw_multiplier": r.get("raw_multiplier"),
+                           "prompt": prompts[i], "text": t[i],
+                           "perplexity": math.exp(r["nll"][i] / max(r["n_tokens"][i], 1)) / unst[0]["perplexity"],
+                           "smollm2": math.exp(nll / max(n, 1)) / base_ppl})
+    rng.shuffle(chosen)  # read in random order: the condition does not show
     with (OUT / "ratings.jsonl").open("w") as f:
         for r in chosen:
-            f.write(json.dumps({**r, "fluent": None, "reason": ""}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({**r, "kl": None, "fluent": None, "reason": ""}, ensure_ascii=False) + "\n")
+
+
+def kl() -> None:
+    """Fill each rating's ``kl``: the condition's vector rebuilt (as the benchmark builds it), at its raw multiplier."""
+    import torch
+
+    from sas.evaluation.fluency import steering_kl
+    from sas.load.models import load_model
+    from sas.load.saes import load_sae
+    from sas.methods.registry import build_vector, get_method
+    from sas.runs.items import ConceptItem
+
+    torch.set_num_threads(2)
+    recs = [json.loads(x) for x in (OUT / "ratings.jsonl").open()]
+    model = load_model("gemma-3-270m")
+    saes = {x: load_sae(n, model) for x, n in SAES.items()}
+    todo = sorted({(r["concept"], r["method"]) for r in recs if r["method"] in METHODS})
+    for concept, method in todo:
+        contrast = ConceptItem(concept).contrast
+        vec = build_vector(model, method, contrast, sorted(SAES), saes if get_method(method).needs_sae else None)
+        for layer in SAES:
+            mine = [r for r in recs if (r["concept"], r["method"], r["layer"]) == (concept, method, layer)]
+            mults = sorted({r["raw_multiplier"] for r in mine})
+            if not mults:
+                continue
+            got = dict(zip(mults, steering_kl(model, vec, layer, mults)))
+            for r in mine:
+                r["kl"] = got[r["raw_multiplier"]]
+            print(concept, method, layer, {round(m, 3): round(v, 4) for m, v in got.items()}, flush=True)
+    for r in recs:
+        if r["method"] not in METHODS:
+            r["kl"] = 0.0
+    with (OUT / "ratings.jsonl").open("w") as f:
+        for r in recs:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def auc(x: np.ndarray, y: np.ndarray) -> float:
@@ -122,13 +162,13 @@ def agreement() -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     g = ap.add_mutually_exclusive_group(required=True)
-    g.add_argument("--generate", action="store_true")
     g.add_argument("--pick", action="store_true")
+    g.add_argument("--kl", action="store_true")
     g.add_argument("--agreement", action="store_true")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    if a.generate:
-        generate()
+    if a.kl:
+        kl()
     elif a.pick:
         pick()
     else:

@@ -335,3 +335,28 @@ def test_the_second_models_perplexity_judges_the_text_not_its_topic():
             fluency_nll(ctx, texts)
     finally:
         handle.remove()
+
+
+def test_bench_extends_the_grid_and_flags_a_choice_at_its_edge(tiny, tmp_path):
+    """A budget every strength meets: the grid doubles its largest strength each round, and the choice, at the
+    top of what was tried, is flagged."""
+    r = bench(tiny, {1: random_sae(layer=1)}, ["weddings"], ["caa"], strengths=[0.05], budgets=(1e6,), n_tune=3,
+              n_test=3, max_new_tokens=3, out=tmp_path / "b.jsonl", progress=False, fluency="kl", extend=2)
+    assert sorted(row["multiplier"] for row in r.tuning if row["multiplier"] > 0) == [0.05, 0.1, 0.2]
+    assert all(row["kl"] >= 0 for row in r.tuning) and r.choices[0].edge == "largest strength tried"
+    text = write_report(r, tmp_path / "rep").read_text()
+    assert "## Fluency budget: kl 1e+06 nats" in text and "†" in text
+
+
+def test_choice_stability_is_one_for_a_clear_winner_and_splits_between_equals():
+    from sas.runs.bench import choice_stability
+
+    def row(mult, scores):
+        return {**_row("caa", mult, sum(scores) / len(scores), 10.0), "scores": scores, "nll": [20.0] * len(scores),
+                "n_tokens": [10] * len(scores), "distinct2s": [1.0] * len(scores)}
+
+    clear = [row(0, [0.0] * 20), row(0.1, [0.0, 1.0] * 10), row(0.2, [0.0] * 20)]
+    assert choice_stability(clear, choose(clear, (1.5,)), n_boot=50) == {("c", "caa", 1.5): 1.0}
+    a, b = [0.0, 1.0] * 10, [1.0, 0.0] * 10  # the same mean on other prompts: a resample picks either
+    tied = [row(0, [0.0] * 20), row(0.1, a), row(0.2, b)]
+    assert 0.2 < choice_stability(tied, choose(tied, (1.5,)), n_boot=100)[("c", "caa", 1.5)] < 0.8

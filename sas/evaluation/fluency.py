@@ -119,14 +119,15 @@ def kl_texts(n: int = N_KL_TEXTS) -> list[str]:
 def steering_kl(model, vector, layer: int, multipliers, texts: list[str] | None = None,
                 max_tokens: int = KL_MAX_TOKENS, batch_size: int = 4) -> list[float]:
     """Per multiplier: the mean over token positions of ``KL(unsteered || steered)`` of the next-token distribution,
-    on ``texts`` (default :func:`kl_texts`, each cut to ``max_tokens``), steering ``layer`` at every position.
-    Texts go ``batch_size`` at a time (a 262k vocabulary makes each position's distribution 1 MB)."""
+    on ``texts`` (default :func:`kl_texts`, each cut to ``max_tokens``), steering ``layer`` at every position (an
+    ActAdd vector at the text's first positions, as it steers a prompt's). Texts go ``batch_size`` at a time (a 262k vocabulary makes each position's distribution 1 MB)."""
     from ..forward.run import encode, logits_at, pad_left, pad_id, run_resid
     from ..load.device import block_device
     from ..steering import steer
 
     texts = kl_texts() if texts is None else texts
     seqs = [s[:max_tokens] for s in encode(model, texts)]
+    where = "front" if getattr(vector, "positions", None) == "front" else "all"
     total, count = torch.zeros(len(multipliers), dtype=torch.float64), 0
     for i in range(0, len(seqs), batch_size):
         tokens, mask, left = pad_left(seqs[i:i + batch_size], pad_id(model), block_device(model))
@@ -137,7 +138,7 @@ def steering_kl(model, vector, layer: int, multipliers, texts: list[str] | None 
 
         base = logp()
         for j, m in enumerate(multipliers):
-            with steer(model, vector, float(m), [layer], "all"):
+            with steer(model, vector, float(m), [layer], where):
                 lp = logp()
             kl = (base.exp() * (base - lp)).sum(-1)
             _refuse_nan(kl, "the KL of the steered model")

@@ -262,7 +262,7 @@ def write_report(result, folder) -> Path:
                                                  for c in cells) + " |")
         lines.append("")
     lines += _power_lines(result, records)
-    lines += _tuning_test_lines(records, fluency)
+    lines += _tuning_test_lines(result, records, fluency)
     lines += _best_sparse_lines(result, records)
     lines += ["## Differences from CAA (test split, paired)", "",
               "'features': for a vector of SAE features, how many it kept, linked to what they are (features.md).", "",
@@ -331,9 +331,14 @@ def _power_lines(result, records: list[dict]) -> list[str]:
     return lines
 
 
-def _tuning_test_lines(records: list[dict], fluency: str) -> list[str]:
-    """Each chosen condition's tuning and test scores side by side, with every fluency measure on the test split."""
+def _tuning_test_lines(result, records: list[dict], fluency: str) -> list[str]:
+    """Each chosen condition's tuning and test scores side by side, how often a bootstrap of the tuning prompts
+    makes the same choice, and every fluency measure on the test split."""
     from ..evaluation.fluency import MEASURES
+    from ..runs.bench import DISTINCT_GUARD, choice_stability
+
+    stable = choice_stability(result.tuning, result.choices, fluency,
+                              result.settings.get("distinct_guard", DISTINCT_GUARD), n_boot=100)
 
     rs = [r for r in records if "score" in r and r["method"] != "prompt"]
     if not rs:
@@ -341,15 +346,16 @@ def _tuning_test_lines(records: list[dict], fluency: str) -> list[str]:
     names = [m for m in MEASURES if any(m in r.get("fluency", {}) for r in rs)]
     lines = ["## Tuning against test, per chosen condition", "",
              "The concept score on the tuning prompts (where the strength was chosen) beside the test score; a "
-             "large drop means the tuning split chose on noise. Every fluency measure on the test split "
+             "large drop means the tuning split chose on noise. 'stable': the share of 100 bootstrap resamples of "
+             "the tuning prompts that choose the same layer and strength. Every fluency measure on the test split "
              "(perplexity and smollm2 as ratios to unsteered, kl in nats).", "",
-             "| concept | method | budget | layer, strength | tuning | test | " + " | ".join(names) + " |",
-             "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |"]
+             "| concept | method | budget | layer, strength | tuning | test | stable | " + " | ".join(names) + " |",
+             "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for r in rs:
         fl = " | ".join(f"{r['fluency'][m]:.2f}" if m in r["fluency"] else "" for m in names)
         lines.append(f"| {r['concept']} | {r['method']} | {_budget_text(fluency, r['budget'])} | L{r['layer']}, "
                      f"{r['strength']:g}{' †' if r['edge'] else ''} | {r['tuning_score']:.2f} | {r['score']:.2f} | "
-                     f"{fl} |")
+                     f"{stable.get((r['concept'], r['method'], r['budget']), float('nan')):.0%} | {fl} |")
     lines.append("")
     return lines
 

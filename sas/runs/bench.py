@@ -34,7 +34,9 @@ STRENGTHS = (0.02, 0.05, 0.1, 0.2)  # a start: the grid extends until every budg
 MAX_EXTEND = 4  # rounds of doubling up (or halving down) per method and layer
 METHODS = ("caa", "actadd", "sas", "sas_dense", "prompt")
 DISTINCT_GUARD = 0.8
-N_TUNE, N_TEST = 24, 250
+# 48 tuning prompts: on the landed 24-prompt run a bootstrap of the tuning split repeats the choice 49% of the time
+# with 6 prompts, 58% with 12, 66% with 24 (about +8 points per doubling; docs/bench_guide.md)
+N_TUNE, N_TEST = 48, 250
 # checks the pipeline end to end in a couple of minutes (CI runs it); its numbers are too noisy to report
 QUICK = dict(concepts=("weddings", "sentiment-negative"), methods=("caa", "sas", "prompt"), strengths=(0.04,),
              n_tune=4, n_test=6, max_new_tokens=6, extend=0)
@@ -139,6 +141,48 @@ def choose(tuning: list[dict], budgets: Sequence[float] | None = None, distinct_
             out.append(Choice(concept, method, b, layer, s, best["score"], fluency_value(best, u, fluency),
                               edge=edge))
     return out
+
+
+def _resampled(row: dict, idx) -> dict:
+    """``row`` recomputed on the tuning prompts ``idx`` (a bootstrap resample): score, pooled perplexities,
+    distinct-2; the KL budget does not depend on the prompts."""
+    import numpy as np
+
+    out = dict(row)
+    out["score"] = float(np.mean(np.asarray(row["scores"])[idx]))
+    out["distinct2"] = float(np.mean(np.asarray(row["distinct2s"])[idx]))
+    for key, nll, tok in (("perplexity", "nll", "n_tokens"), ("fluency_ppl", "fluency_nll", "fluency_tokens")):
+        if row.get(nll) is not None:
+            t = float(np.sum(np.asarray(row[tok])[idx]))
+            out[key] = math.exp(float(np.sum(np.asarray(row[nll])[idx])) / t) if t else math.nan
+    return out
+
+
+def choice_stability(tuning: list[dict], choices: list[Choice], fluency: str = FLUENCY,
+                     distinct_guard: float = DISTINCT_GUARD, n_boot: int = 200, seed: int = 0,
+                     size: int | None = None) -> dict:
+    """How reliably the tuning split chooses: per ``(concept, method, budget)``, the share of ``n_boot`` bootstrap
+    resamples of the tuning prompts (the same resample for every row of a concept) whose choice is the same layer
+    and strength (or, for a budget not reached, also not reached). ``size``: prompts per resample (default: as
+    many as the split has; fewer shows how stability grows with the split's size)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = [r for r in tuning if _ok(r) and "scores" in r]
+    by_concept: dict[str, list[dict]] = {}
+    for r in rows:
+        by_concept.setdefault(r["concept"], []).append(r)
+    want = {(c.concept, c.method, c.budget): (c.layer, c.strength) for c in choices}
+    budgets = sorted({c.budget for c in choices})
+    same = dict.fromkeys(want, 0)
+    for concept, rs in by_concept.items():
+        n = len(rs[0]["scores"])
+        for _ in range(n_boot):
+            idx = rng.integers(0, n, size or n)
+            for c in choose([_resampled(r, idx) for r in rs], budgets, distinct_guard, fluency):
+                k = (c.concept, c.method, c.budget)
+                same[k] = same.get(k, 0) + ((c.layer, c.strength) == want.get(k))
+    return {k: v / n_boot for k, v in same.items() if k[0] in by_concept}
 
 
 def extend_grid(tuning: list[dict], budgets: Sequence[float], fluency: str = FLUENCY) -> list[tuple]:
