@@ -99,8 +99,12 @@ def kl() -> None:
     model = load_model("gemma-3-270m")
     saes = {x: load_sae(n, model) for x, n in SAES.items()}
     todo = sorted({(r["concept"], r["method"]) for r in recs if r["method"] in METHODS})
+    for r in recs:
+        if r["method"] not in METHODS:
+            r["kl"] = 0.0
+    contrasts = {}  # one per concept: its activations are computed once for all methods
     for concept, method in todo:
-        contrast = ConceptItem(concept).contrast
+        contrast = contrasts.setdefault(concept, ConceptItem(concept).contrast)
         vec = build_vector(model, method, contrast, sorted(SAES), saes if get_method(method).needs_sae else None)
         for layer in SAES:
             mine = [r for r in recs if (r["concept"], r["method"], r["layer"]) == (concept, method, layer)]
@@ -111,12 +115,9 @@ def kl() -> None:
             for r in mine:
                 r["kl"] = got[r["raw_multiplier"]]
             print(concept, method, layer, {round(m, 3): round(v, 4) for m, v in got.items()}, flush=True)
-    for r in recs:
-        if r["method"] not in METHODS:
-            r["kl"] = 0.0
-    with (OUT / "ratings.jsonl").open("w") as f:
-        for r in recs:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        with (OUT / "ratings.jsonl").open("w") as f:  # after each vector: a stopped run keeps what it measured
+            for r in recs:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def auc(x: np.ndarray, y: np.ndarray) -> float:
@@ -139,11 +140,16 @@ def agreement() -> str:
     recs = [json.loads(x) for x in (OUT / "ratings.jsonl").open()]
     if any(r["fluent"] is None for r in recs):
         raise SystemExit("ratings.jsonl has unread items (fluent: null)")
-    y = np.array([0 if r["fluent"] else 1 for r in recs])
     rng = np.random.default_rng(0)
-    lines = ["| measure | AUC [95% interval] | threshold | accuracy [95% interval] |", "| --- | --- | --- | --- |"]
+    lines = ["| measure | texts | AUC [95% interval] | threshold | accuracy [95% interval] |",
+             "| --- | --- | --- | --- | --- |"]
     for name, m in MEASURES.items():
-        x = np.array([r[name] for r in recs], dtype=float)
+        have = [r for r in recs if r.get(name) is not None]
+        if not have:
+            lines.append(f"| {name} | 0 | | | |")
+            continue
+        y = np.array([0 if r["fluent"] else 1 for r in have])
+        x = np.array([r[name] for r in have], dtype=float)
         boots = []
         for _ in range(2000):
             i = rng.integers(0, len(y), len(y))
@@ -153,11 +159,9 @@ def agreement() -> str:
         k = int(((x > thr) == (y == 1)).sum())
         lo, hi = wilson(k, len(y))
         a_lo, a_hi = np.quantile(boots, [0.025, 0.975])
-        lines.append(f"| {name} | {auc(x, y):.2f} [{a_lo:.2f}, {a_hi:.2f}] | {thr:g}{'x' if m.ratio else ' nats'} | "
-                     f"{k}/{len(y)} ({k / len(y):.0%}) [{lo:.0%}, {hi:.0%}] |")
-    lines.append(f"\n{int(y.sum())} of {len(y)} read as not fluent.")
+        lines.append(f"| {name} | {len(y)} ({int(y.sum())} not fluent) | {auc(x, y):.2f} [{a_lo:.2f}, {a_hi:.2f}] | "
+                     f"{thr:g}{'x' if m.ratio else ' nats'} | {k}/{len(y)} ({k / len(y):.0%}) [{lo:.0%}, {hi:.0%}] |")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
