@@ -84,6 +84,26 @@ def pick() -> None:
             f.write(json.dumps({**r, "kl": None, "fluent": None, "reason": ""}, ensure_ascii=False) + "\n")
 
 
+def conditions() -> None:
+    """Each rating's ``smollm2 (condition)``: SmolLM2's pooled perplexity over all 24 continuations of the text's
+    condition, over the unsteered condition's (what a budget reads), in ``conditions.json`` beside the ratings."""
+    from sas.concepts import get_concept, steering_prompts
+    from sas.evaluation.fluency import fluency_nll
+
+    recs = [json.loads(x) for x in (OUT / "ratings.jsonl").open()]
+    rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): (r, t) for r, t in _rows()}
+    out = {}
+    keys = sorted({(r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
+                   for r in recs} | {(c, "caa", 5, 0.0) for c in CONCEPTS})
+    for key in [k for k in keys if k[3] == 0] + [k for k in keys if k[3] != 0]:  # the denominators first
+        c = get_concept(key[0])
+        prompts = steering_prompts(c, "tuning", 24)
+        nll = fluency_nll([c.prefix + p for p in prompts], rows[key][1])
+        out[str(key)] = math.exp(nll[:, 0].sum() / nll[:, 1].sum())
+        print(key, round(out[str(key)], 2), flush=True)
+        (OUT / "conditions.json").write_text(json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
+
+
 def kl() -> None:
     """Fill each rating's ``kl``: the condition's vector rebuilt (as the benchmark builds it), at its raw multiplier."""
     import torch
@@ -141,9 +161,28 @@ def agreement() -> str:
     if any(r["fluent"] is None for r in recs):
         raise SystemExit("ratings.jsonl has unread items (fluent: null)")
     rng = np.random.default_rng(0)
+    rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): r for r, _ in _rows()}
+    unst = {r["concept"]: r for r in rows.values() if r["multiplier"] == 0}
+    for r in recs:  # the budget reads the condition's pooled perplexity, not the text's
+        m = "caa" if r["method"] == "unsteered" else r["method"]
+        row = rows[(r["concept"], m, r["layer"], r["multiplier"])]
+        r["perplexity (condition)"] = row["perplexity"] / unst[r["concept"]]["perplexity"]
+        if (OUT / "conditions.json").exists():
+            cond = json.loads((OUT / "conditions.json").read_text())
+            key, base = str((r["concept"], m, r["layer"], r["multiplier"])), str((r["concept"], "caa", 5, 0.0))
+            if key in cond and base in cond:
+                r["smollm2 (condition)"] = cond[key] / cond[base]
+    measures = {**MEASURES, "perplexity (condition)": MEASURES["perplexity"],
+                "smollm2 (condition)": MEASURES["smollm2"]}
+    common = [r for r in recs if all(r.get(k) is not None for k in measures)]
+    return _table(recs, measures, rng) + f"\n\nOn the {len(common)} texts that have every measure:\n\n" + \
+        _table(common, measures, rng)
+
+
+def _table(recs, measures, rng) -> str:
     lines = ["| measure | texts | AUC [95% interval] | threshold | accuracy [95% interval] |",
              "| --- | --- | --- | --- | --- |"]
-    for name, m in MEASURES.items():
+    for name, m in measures.items():
         have = [r for r in recs if r.get(name) is not None]
         if not have:
             lines.append(f"| {name} | 0 | | | |")
@@ -168,11 +207,14 @@ if __name__ == "__main__":
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--pick", action="store_true")
     g.add_argument("--kl", action="store_true")
+    g.add_argument("--conditions", action="store_true")
     g.add_argument("--agreement", action="store_true")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if a.kl:
         kl()
+    elif a.conditions:
+        conditions()
     elif a.pick:
         pick()
     else:
