@@ -249,7 +249,7 @@ def _concepts(s: str) -> list[str]:
 def cmd_bench(args) -> None:
     from .evaluation.judge import judge_from_args
     from .reports.bench import write_features, write_report
-    from .runs.bench import BUDGETS, METHODS, QUICK, STRENGTHS, bench, judge_rows
+    from .runs.bench import FLUENCY, MAX_EXTEND, METHODS, N_TEST, N_TUNE, QUICK, STRENGTHS, bench, judge_rows
 
     quick = QUICK if args.quick else {}
     judge = judge_from_args(args.judge_url, args.judge_model, Path(args.out).with_suffix(".judge"))
@@ -261,10 +261,11 @@ def cmd_bench(args) -> None:
     saes = _saes(args, model)
     result = bench(model, saes, args.concept or quick.get("concepts", ()),
                    args.methods or quick.get("methods", METHODS), None,
-                   args.strengths or quick.get("strengths", STRENGTHS), args.budgets or BUDGETS,
-                   args.n_tune or quick.get("n_tune", 24), args.n_test or quick.get("n_test", 100),
+                   args.strengths or quick.get("strengths", STRENGTHS), args.budgets,
+                   args.n_tune or quick.get("n_tune", N_TUNE), args.n_test or quick.get("n_test", N_TEST),
                    args.max_new_tokens or quick.get("max_new_tokens", 16), args.seed, args.out,
-                   batch_size=args.batch_size, executor=executor)
+                   batch_size=args.batch_size, executor=executor, fluency=args.fluency or FLUENCY,
+                   extend=quick.get("extend", MAX_EXTEND) if args.extend is None else args.extend)
     if judge is not None:
         with judge:
             judge_rows(result, judge, args.out)
@@ -409,11 +410,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--concept", type=_concepts, help="shipped concept names or concept files (YAML/JSONL), "
                    "comma-separated (default: every shipped concept)")
     b.add_argument("--methods", type=_names("method"), help="comma-separated (default caa,actadd,sas,sas_dense,prompt)")
-    b.add_argument("--strengths", type=_floats, help="relative edit sizes to tune over (default "
-                   "0.02,0.035,0.05,0.075,0.1)")
-    b.add_argument("--budgets", type=_floats, help="perplexity budgets as ratios to unsteered (default 1.25,1.5,2)")
-    b.add_argument("--n-tune", type=_positive, help="tuning prompts per concept (default 24)")
-    b.add_argument("--n-test", type=_positive, help="test prompts per concept (default 100)")
+    b.add_argument("--strengths", type=_floats, help="relative edit sizes to start tuning from (default "
+                   "0.02,0.05,0.1,0.2; the grid then extends until every budget is bracketed)")
+    b.add_argument("--extend", type=int, help="rounds of extending the strength grid per method and layer "
+                   "(doubling up, halving down) until each budget has a strength within it and one beyond (default 4)")
+    b.add_argument("--fluency", choices=("perplexity", "smollm2", "kl"), help="the budget's fluency measure "
+                   "(docs/fluency_check compares them with a reader)")
+    b.add_argument("--budgets", type=_floats, help="fluency budgets: ratios to unsteered for perplexity and "
+                   "smollm2 (default 1.25,1.5,2), nats for kl (default 0.05,0.1,0.2)")
+    b.add_argument("--n-tune", type=_positive, help="tuning prompts per concept (default 48)")
+    b.add_argument("--n-test", type=_positive, help="test prompts per concept (default 250, or all of a concept's "
+                   "test split)")
     b.add_argument("--max-new-tokens", type=_positive, help="sampled tokens per continuation (default 16)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--batch-size", type=_positive, default=128, help="rows per generation batch (128: all strengths of a "

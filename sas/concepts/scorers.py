@@ -51,6 +51,7 @@ class Scorer:
 
     name: ClassVar[str] = ""
     primary: ClassVar[str] = "score"
+    continuous: ClassVar[str] = "score"  # a graded metric beside a 0/1 primary (the lexicon's rate per word)
 
     def details(self, texts: list[str]) -> dict[str, list[float]]:
         raise NotImplementedError
@@ -175,6 +176,7 @@ class LexiconScorer(Scorer):
 
     words: list[str] = field(default_factory=list)
     primary: ClassVar[str] = "mention"
+    continuous: ClassVar[str] = "rate"
 
     def __post_init__(self):
         if not self.words or isinstance(self.words, str):
@@ -239,6 +241,7 @@ class LanguageScorer(Scorer):
     languages: list[str] | None = None
     min_chars: int = 3
     primary: ClassVar[str] = "identified"
+    continuous: ClassVar[str] = "probability"
 
     def __post_init__(self):
         if isinstance(self.languages, str):

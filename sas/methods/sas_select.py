@@ -43,10 +43,12 @@ def _typical(model, sae, v: torch.Tensor, code_pos: torch.Tensor, code_neg: torc
 
 def build_selected(model, contrast, layers, saes, positions: str = "after_prompt", method: str = "sas_diff",
                    tau: float = 0.1, mean: str = "all", shared: str = "diff", min_output_score: float | None = None,
-                   top_k: int | None = None, rank_by: str = "diff", edit: str = "add") -> SparseVector:
+                   top_k: int | None = None, rank_by: str = "diff", edit: str = "add",
+                   feature_score=None) -> SparseVector:
     """A sparse vector from ``contrast`` at ``layers`` with the selection rules of :mod:`sas.methods.select` and the
     ``edit`` (``"add"`` or ``"clamp"``). A layer with no feature left is left out with a warning naming the rule
-    that removed them; no layer left is :class:`NoFeatures`."""
+    that removed them; no layer left is :class:`NoFeatures`. ``feature_score(model, sae) -> [d_sae]``: the
+    per-feature score that ``min_output_score`` and ``rank_by="output_score"`` use (default: the output score)."""
     if edit not in EDITS:
         raise ValueError(f"edit must be one of {EDITS}, not {edit!r}")
     needs_os = min_output_score is not None or rank_by in ("output_score", "diff_x_output")
@@ -60,7 +62,7 @@ def build_selected(model, contrast, layers, saes, positions: str = "after_prompt
         if needs_os:
             from ..activations.output_scores import output_scores
 
-            os_ = output_scores(model, sae)
+            os_ = (feature_score or output_scores)(model, sae)
         zp, zn = encode(sae, pos[x]), encode(sae, neg[x])
         try:
             v, info = select_features(zp, zn, tau, mean, shared, os_, min_output_score, top_k, rank_by)
@@ -78,7 +80,8 @@ def build_selected(model, contrast, layers, saes, positions: str = "after_prompt
     if not codes:
         raise NoFeatures("; ".join(f"layer {x}: {e}" for x, e in skipped.items()))
     settings = {"tau": tau, "mean": mean, "shared": shared, "min_output_score": min_output_score, "top_k": top_k,
-                "rank_by": rank_by, "edit": edit, "n_pairs": contrast.n_pairs, "per_layer": infos, "skipped": skipped}
+                "rank_by": rank_by, "edit": edit, "n_pairs": contrast.n_pairs,
+                "feature_score": getattr(feature_score, "__name__", "output_scores"), "per_layer": infos, "skipped": skipped}
     return SparseVector(codes, {x: saes[x] for x in codes}, model.cfg.model_name, contrast.name, method=method,
                         positions=positions, sae_names={x: sae_name(saes[x]) for x in codes},
                         data_hash=contrast.hash, settings=settings, edit=edit, typical=typical)

@@ -304,7 +304,9 @@ class Runner:
 
 _RESULT_KEYS = ("p_match", "p_match_raw", "p_a", "n", "score", "score_masked", "perplexity", "mmlu", "truthfulqa",
                 "score_lo", "score_hi", "perplexity_lo", "perplexity_hi", "distinct2", "distinct2_lo", "distinct2_hi",
-                "scores", "nll", "n_tokens", "distinct2s")
+                "scores", "nll", "n_tokens", "distinct2s", "fluency_ppl", "fluency_ppl_lo", "fluency_ppl_hi",
+                "fluency_nll", "fluency_tokens", "kl", "continuous", "continuous_lo", "continuous_hi",
+                "continuous_scores")
 
 
 def run_grid(grid: Grid, out=None, model=None, saes: dict | None = None, vectors: dict | None = None,

@@ -95,7 +95,7 @@ def make_item(kind: str, name: str, settings: dict):
         keep = ("n_prompts", "max_new_tokens", "seed", "side_effects")
         return TaskItem(name, **{k: v for k, v in settings.items() if k in keep})
     if kind == "concept":
-        keep = ("split", "n_prompts", "max_new_tokens", "seed", "n_calibration", "batch_size")
+        keep = ("split", "n_prompts", "max_new_tokens", "seed", "n_calibration", "batch_size", "fluency")
         return ConceptItem(name, **{k: v for k, v in settings.items() if k in keep})
     raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
 
@@ -105,14 +105,16 @@ class ConceptItem:
     (ActAdd from its prompt pair), continuations of the first ``n_prompts`` prompts of ``split`` scored by the
     concept's scorer. Strengths (the conditions' multipliers) are relative edit sizes
     (:mod:`sas.steering.strength`), calibrated on the concept's tuning prompts, so a strength is the same
-    intervention on both splits."""
+    intervention on both splits. ``fluency``: the measures of :mod:`sas.evaluation.fluency` to add to each row
+    beyond the perplexity under the unsteered model (``"smollm2"``, ``"kl"``)."""
 
     column = "concept"
     positions = "after_prompt"
 
     def __init__(self, name: str, split: str = "tuning", n_prompts: int = 32, max_new_tokens: int = 24, seed: int = 0,
-                 n_calibration: int = 32, batch_size: int = 32):
+                 n_calibration: int = 32, batch_size: int = 32, fluency=()):
         from ..concepts import SPLITS, get_concept
+        from ..evaluation.fluency import MEASURES, check_fluency_model
 
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -122,11 +124,18 @@ class ConceptItem:
         self.name = self.concept.name if not str(name).endswith((".yaml", ".yml", ".json", ".jsonl")) else str(name)
         self.split, self.n_prompts, self.max_new_tokens, self.seed = split, n_prompts, max_new_tokens, seed
         self.n_calibration, self.batch_size = n_calibration, batch_size
+        self.fluency = sorted(set(fluency) - {"perplexity"})
+        unknown = [m for m in self.fluency if m not in MEASURES]
+        if unknown:
+            raise ValueError(f"unknown fluency measure(s) {unknown}; choose from {sorted(MEASURES)}")
+        if "smollm2" in self.fluency:
+            check_fluency_model()  # before any generation
         self._acts: dict = {}
 
     def settings(self) -> dict:
-        return {"split": self.split, "n_prompts": self.n_prompts, "max_new_tokens": self.max_new_tokens,
-                "seed": self.seed, "concept_hash": self.concept.data_hash, "n_calibration": self.n_calibration}
+        s = {"split": self.split, "n_prompts": self.n_prompts, "max_new_tokens": self.max_new_tokens,
+             "seed": self.seed, "concept_hash": self.concept.data_hash, "n_calibration": self.n_calibration}
+        return {**s, "fluency": self.fluency} if self.fluency else s  # rows made without one still resume
 
     @cached_property
     def prompts(self) -> list[str]:
@@ -169,18 +178,26 @@ class ConceptItem:
         from ..evaluation.concept import evaluate_concept
         from ..methods.prompt import Prompting
 
-        common = dict(max_new_tokens=self.max_new_tokens, seed=self.seed, batch_size=self.batch_size)
+        common = dict(max_new_tokens=self.max_new_tokens, seed=self.seed, batch_size=self.batch_size,
+                      fluency_context=self.concept.prefix if "smollm2" in self.fluency else None)
+        no_edit = {"kl": 0.0} if "kl" in self.fluency else {}  # prompting and the unsteered model edit nothing
         if isinstance(vector, Prompting):
             out = []
             for s in strengths:  # 1: prompting, 0: not
                 prefix = (vector.prefix or self.concept.prefix) if s else None
-                out += evaluate_concept(model, self.concept, self.prompts, prefix=prefix, **common)
+                out += [({**r, **no_edit}, t) for r, t in
+                        evaluate_concept(model, self.concept, self.prompts, prefix=prefix, **common)]
             return out
         if vector is None:
-            return evaluate_concept(model, self.concept, self.prompts, **common) * len(strengths)
+            return [({**r, **no_edit}, t) for r, t in
+                    evaluate_concept(model, self.concept, self.prompts, **common)] * len(strengths)
         raw = self.raw_multipliers(model, vector, layer, strengths)
         ok = [m for m in raw if not isinstance(m, Exception)]
         done = iter(evaluate_concept(model, self.concept, self.prompts, vector, layer, ok, **common) if ok else [])
+        if "kl" in self.fluency and ok:
+            from ..evaluation.fluency import steering_kl
+
+            kls = iter(steering_kl(model, vector, layer, ok))
         out = []
         for m in raw:  # a strength the vector cannot reach is a row that says why; the others run
             if isinstance(m, Exception):
@@ -188,6 +205,8 @@ class ConceptItem:
                 continue
             row, texts = next(done)
             row["raw_multiplier"] = m
+            if "kl" in self.fluency:
+                row["kl"] = next(kls)
             out.append((row, texts))
         return out
 
