@@ -17,7 +17,7 @@ COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dens
           "prompt": "tab:green", "sas_diff": "tab:brown", "sas_os": "tab:pink", "sas_clamp": "tab:olive",
           "sae_ts": "tab:cyan", "sae_ts_pinv": "black"}
 OTHER_COLORS = ("gold", "navy", "teal", "magenta", "lime", "salmon", "indigo", "darkgoldenrod")
-# the methods that pick SAE features (issue 11); SAS-dense is the dense control of the paper's SAS vector
+# the methods that pick SAE features; SAS-dense is the dense control of the paper's SAS vector
 SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv")
 
 
