@@ -2,6 +2,7 @@
 tiny model (fast), and `sas bench --quick` on the real gemma-3-270m with a shipped SAE (slow)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -222,3 +223,21 @@ def test_sas_bench_cli_sends_the_test_continuations_to_a_judge(gemma, tmp_path):
         main(argv)  # resumes: nothing generated, nothing sent
         assert len((tmp_path / "b.judge.jsonl").read_text().splitlines()) == len(judged)
         assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "b.judge").rglob("*") if p.is_file()) == cache
+
+
+def test_sas_bench_cli_ends_with_the_score_table_and_the_report_path(tiny, tmp_path, monkeypatch, capsys):
+    """The README's main job ends with what a reader needs: each concept's score per method with its interval,
+    then where the rows and the report are."""
+    import sas.cli
+
+    monkeypatch.setattr(sas.cli, "_model", lambda args: tiny)
+    monkeypatch.setattr(sas.cli, "_saes", lambda args, model: {1: random_sae(layer=1)})
+    out = tmp_path / "b.jsonl"
+    sas.cli.main(["bench", "--concept", "weddings", "--methods", "caa,sas,prompt", "--layers", "1", "--strengths",
+                  "0.05", "--budgets", "3", "--n-tune", "2", "--n-test", "3", "--max-new-tokens", "4",
+                  "--no-features", "--out", str(out)])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-2:] == [f"rows: {out}", f"report: {tmp_path / 'b' / 'report.md'}"]
+    assert "| concept | unsteered | caa | sas | prompt |" in printed
+    row = next(line for line in printed if line.startswith("| weddings |"))
+    assert re.search(r"\| \d\.\d\d \[\d\.\d\d, \d\.\d\d\]", row), row  # scores with their intervals

@@ -167,6 +167,27 @@ def _tally(best: list[dict], budget: float) -> str:
             f"better than the paper's SAS (interval above 0) on {above_sas} of {len(rs)}")
 
 
+def score_tables(result, records: list[dict] | None = None) -> list[str]:
+    """Markdown lines: per fluency budget, a table of each concept's test score per method with its 95% interval
+    (the report's main tables; ``sas bench`` prints them at the end)."""
+    records = table(result) if records is None else records
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    concepts = list(dict.fromkeys(r["concept"] for r in records))
+    unst = {r["concept"]: r for r in result.test if float(r["multiplier"]) == 0 and "skipped" not in r}
+    lines = []
+    for b in result.budgets:
+        lines += [f"## Perplexity budget {b:g}x unsteered", "",
+                  "| concept | unsteered | " + " | ".join(methods) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+        by = {(r["concept"], r["method"]): r for r in records if r["budget"] == b}
+        for c in concepts:
+            u = unst.get(c)
+            us = f"{u['score']:.2f} [{u['score_lo']:.2f}, {u['score_hi']:.2f}]" if u else ""
+            lines.append(f"| {c} | {us} | " + " | ".join(_cell(by.get((c, m))) for m in methods) + " |")
+        lines.append("")
+    return lines
+
+
 def write_report(result, folder) -> Path:
     """Write ``report.md``, ``summary.png`` and ``frontiers.png`` to ``folder``; returns the report's path."""
     folder = Path(folder)
@@ -185,17 +206,8 @@ def write_report(result, folder) -> Path:
              "score within the budget), with its bootstrap 95% interval (2,000 resamples of the test prompts); ▲/▼: "
              "the paired bootstrap interval of the difference from CAA (same prompts, same sampling seeds) lies "
              "above/below 0. 'not reached': no strength met the budget on the tuning split.", ""]
+    lines += score_tables(result, records)
     unst = {r["concept"]: r for r in result.test if float(r["multiplier"]) == 0 and "skipped" not in r}
-    for b in result.budgets:
-        lines += [f"## Perplexity budget {b:g}x unsteered", "",
-                  "| concept | unsteered | " + " | ".join(methods) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
-        by = {(r["concept"], r["method"]): r for r in records if r["budget"] == b}
-        for c in concepts:
-            u = unst.get(c)
-            us = f"{u['score']:.2f} [{u['score_lo']:.2f}, {u['score_hi']:.2f}]" if u else ""
-            lines.append(f"| {c} | {us} | " + " | ".join(_cell(by.get((c, m))) for m in methods) + " |")
-        lines.append("")
     for base, title in (("caa", "CAA"), ("prompt", "prompting")):
         cnt = counts(records, base)
         if not cnt:
