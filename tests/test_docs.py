@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 GUIDES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "saes" / "README.md",
           ROOT / "benchmarks" / "README.md"]  # written by hand, not generated reports
-USER_TEXT = [*PAGES, ROOT / "mkdocs.yml", ROOT / "saes" / "README.md", ROOT / "benchmarks" / "README.md",
-             *sorted((ROOT / "sas").rglob("*.py")), *sorted((ROOT / "sas" / "data").rglob("README.md"))]
-TRACKER = re.compile(r"\b(issues?|tickets?|PRs?|pull requests?)\s*#?\d+", re.IGNORECASE)
+USER_TEXT = [*PAGES, ROOT / "mkdocs.yml", ROOT / "saes" / "README.md", *sorted((ROOT / "sas").rglob("*.py")),
+             *sorted((ROOT / "sas" / "data").rglob("README.md")), *sorted((ROOT / "scripts").glob("*.py")),
+             *sorted(p for p in (ROOT / "benchmarks").glob("*") if p.suffix in (".py", ".md", ".json")),
+             *sorted((ROOT / "notebooks").glob("*"))]
+TRACKER = re.compile(r"\b(?i:issues?|tickets?|pull requests?)\s*#?\d+|\bPRs? ?#\d+")
 REPO_PATH = re.compile(r"(?<![\w./~$-])((?:sas|docs|saes|scripts|benchmarks|notebooks|tests|\.ci)/[\w./-]*\w/?)")
 MADE_BY_THE_READER = {"sas/methods/mean_of_positives.py",  # the example of adding a method
                       "benchmarks/.venvs/"}  # the peers' environments, made by the first benchmark run
@@ -45,6 +47,7 @@ def test_no_tracker_numbers_in_user_facing_text(path):
 
 def test_the_tracker_check_catches_a_citation():
     assert TRACKER.search("Other ways to pick them (issue 11)") and TRACKER.search("see Issues #3, #4")
+    assert TRACKER.search("fixed in PR #12") and not TRACKER.search("iVBORw0KGgoPr9")  # not inside base64
     assert not TRACKER.search("the magazine's issue") and not TRACKER.search("sas bench --n-test 100")
 
 
