@@ -94,3 +94,12 @@ def test_the_command_check_reads_blocks_and_inline_code():
     text = "Run `sas bench --quick`.\n\n```bash\npip install -e . && sas sweep --x 1\nsas serve\n```\n"
     assert _sas_commands(text) == {"bench", "sweep", "serve"}
     assert "bench" in _cli_commands() and "serve" in _cli_commands() and "frobnicate" not in _cli_commands()
+
+
+@pytest.mark.parametrize("path", GUIDES, ids=_rel)
+def test_python_modules_named_exist(path, monkeypatch):
+    """`python -m X` in the README and the pages runs a module that is there (from the repository's root)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    modules = set(re.findall(r"python3? -m ([\w.]+)", path.read_text())) - {"venv", "pip"}
+    missing = sorted(m for m in modules if importlib.util.find_spec(m) is None)
+    assert not missing, f"{_rel(path)} runs modules that do not exist: {missing}"
