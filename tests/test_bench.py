@@ -104,6 +104,7 @@ def test_the_prompting_baseline_runs_only_on_concepts():
     assert {(c.method, c.layer) for c in g.conditions()} == {("caa", 5), ("prompt", -1)}
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path):
     out = tmp_path / "b.jsonl"
     kw = dict(concepts=["weddings"], methods=["caa", "sas", "sas_diff", "prompt"], strengths=[0.05, 0.2], n_tune=4,
