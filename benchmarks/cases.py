@@ -1,4 +1,4 @@
-"""The benchmarks of issues 2 and 5 (Speed): each ``sas`` path against a naive or Hugging Face baseline,
+"""The speed benchmarks: each ``sas`` path against a naive or Hugging Face baseline,
 and against the peer libraries steering-vectors and repeng (run in their own environments).
 
 Every ``setup`` returns zero-argument candidates over the same inputs; the harness times them
@@ -20,12 +20,12 @@ from .harness import Bench, Comparison, Context, Peer
 
 # Sizes. The naive baselines build full-vocabulary logits for every token (about 3 s per
 # 160-token sequence on one shared core), so the full mode times fewer pairs and questions than
-# issue 2 names (64 pairs; 50 questions): both sides scale linearly in them, and the ratio does not
+# the goals name (64 pairs; 50 questions): both sides scale linearly in them, and the ratio does not
 # depend on the count. The multipliers stay at 5, since sas shares the question prefix across them.
 # "vector_pairs" builds the CAA vector that scoring and generation steer with.
 FULL = {"n_pairs": 16, "layers": [4, 8], "n_test": 10, "multipliers": [-2.0, -1.0, 0.0, 1.0, 2.0], "ab_layer": 8,
         "new_tokens": 64, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 64,
-        # issue 5 (peers): all 18 layers; the 50 test questions; the 16k SAE at layer 9 for sparse steering
+        # the peers: all 18 layers; the 50 test questions; the 16k SAE at layer 9 for sparse steering
         "peer_pairs": 32, "peer_layers": list(range(18)), "peer_batch": 8, "hf_test": 50,
         "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 16,
         "bf16_pairs": 64, "bf16_gen_batch": 8}
@@ -305,7 +305,7 @@ def _check_ab_hf(out: dict) -> dict:
 # ---- 6. Sparse steering on one forward pass: fast path, full path, unsteered ----
 
 def _edit_vectors(ctx: Context, cfg: dict) -> dict:
-    """Issue 11's sparse edits in ``cfg["sae"]``: the sentiment-negative vector of ``sas_diff`` (shared features kept,
+    """The feature-selection methods' sparse edits in ``cfg["sae"]``: the sentiment-negative vector of ``sas_diff`` (shared features kept,
     hundreds of features: the heavy case) added, and the same features clamped (fast and full paths)."""
     from dataclasses import replace
 
@@ -439,12 +439,12 @@ BENCHES = {
     "generation_batch8": _generation_bench(8),
     "sparse_forward": Bench(
         "sparse_forward", _setup_sparse_forward,
-        [Comparison("forward, sas sparse fast", "forward (unsteered)", 1 / 1.10, "fast path costs < 10% (issue 4)"),
+        [Comparison("forward, sas sparse fast", "forward (unsteered)", 1 / 1.10, "fast path costs < 10%"),
          Comparison("forward, sas sparse full", "forward (unsteered)", None, "full path, beside it"),
          Comparison("forward, sas dense", "forward (unsteered)", 1 / 1.03, "dense steering costs < 3%"),
          Comparison("forward, sas_diff add fast", "forward (unsteered)", 1 / 1.10,
-                    "issue 11: sas_diff (hundreds of features) fast path < 10%"),
-         Comparison("forward, sas clamp fast", "forward (unsteered)", 1 / 1.10, "issue 11: clamp fast path < 10%"),
+                    "sas_diff (hundreds of features) fast path < 10%"),
+         Comparison("forward, sas clamp fast", "forward (unsteered)", 1 / 1.10, "clamp fast path < 10%"),
          Comparison("forward, sas clamp full", "forward (unsteered)", None, "clamp full path, beside it")],
         _check_sparse_forward, repeats=5, warmup=True,
         describe=lambda cfg: f"one forward pass over {cfg['forward_prompts']} sycophancy test prompts (left-padded "
@@ -453,8 +453,8 @@ BENCHES = {
     "sparse_edits": Bench(
         "sparse_edits", _setup_sparse_edits,
         [Comparison("sas_diff add, fast (steered)", "sas generate (unsteered)", 1 / 1.10,
-                    "issue 11: sas_diff add overhead < 10%"),
-         Comparison("sas clamp, fast (steered)", "sas generate (unsteered)", 1 / 1.10, "issue 11: clamp overhead < 10%"),
+                    "sas_diff add overhead < 10%"),
+         Comparison("sas clamp, fast (steered)", "sas generate (unsteered)", 1 / 1.10, "clamp overhead < 10%"),
          Comparison("sas clamp, full (steered)", "sas generate (unsteered)", None, "clamp full path, for reference")],
         _check_sparse_edits, repeats=3, warmup=True,
         describe=lambda cfg: f"greedy, {cfg['new_tokens']} new tokens, batch 8 neutral prompts, every position "
@@ -463,7 +463,7 @@ BENCHES = {
 }
 
 
-# ---- 6. bfloat16 against float32 (issue 14): extraction, A/B scoring, generation, both models in one run ----
+# ---- 6. bfloat16 against float32: extraction, A/B scoring, generation, both models in one run ----
 
 def _setup_bf16(ctx: Context, cfg: dict):
     from sas import caa_vector, generate, load_behavior, steer

@@ -12,7 +12,7 @@ reported as median, min and max over repeats.
 Peak memory runs one candidate in a fresh child process: after setup, the kernel's high-water mark
 is reset (``/proc/self/clear_refs``) and the peak resident set size of the one call is read back.
 
-A peer library that needs its own virtual environment (issue 5) fits the same shape: its candidate
+A peer library that needs its own virtual environment fits the same shape: its candidate
 is a callable that runs a child process in that environment and returns the time the child measured
 (return a :class:`Timed` to report a time measured elsewhere instead of the wall time of the call).
 """
@@ -111,7 +111,7 @@ class Context:
 
     @property
     def model_bf16(self):
-        """The same model in bfloat16 (issue 14: bf16 against fp32 in one run)."""
+        """The same model in bfloat16 (bf16 against fp32 in one run)."""
         if getattr(self, "_model_bf16", None) is None:
             from sas import load_model
             from sas.forward.run import fast_layout

@@ -1,4 +1,4 @@
-"""The full A/B sweep (issue 14, item 4): 7 behaviours x layers 2..16 step 2 x multipliers -2..2, in bfloat16,
+"""The full A/B sweep: 7 behaviours x layers 2..16 step 2 x multipliers -2..2, in bfloat16,
 against float32 on the same behaviours in the same run.
 
     python -m benchmarks.sweep                                  # bf16 full sweep, then float32 on what it finished
@@ -151,7 +151,7 @@ def _load(la: dict) -> str:
 def markdown(res: dict) -> str:
     bf, e16 = res["bfloat16"], res["bfloat16_extrapolated"]
     env = res["environment"]
-    lines = ["# The full A/B sweep (issue 14, item 4)", "",
+    lines = ["# The full A/B sweep", "",
              f"`{res['command']}` at {env['date_utc']} UTC, commit {env['git_commit']}, torch threads "
              f"{env['torch_threads']}, 2 cores shared with three other engineers' jobs.", "",
              f"`sas.runs.sweep.ab_sweep`: 7 behaviours x layers {bf['layers']} x multipliers {bf['multipliers']}, "

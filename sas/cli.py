@@ -248,7 +248,7 @@ def _concepts(s: str) -> list[str]:
 
 def cmd_bench(args) -> None:
     from .evaluation.judge import judge_from_args
-    from .reports.bench import write_features, write_report
+    from .reports.bench import score_tables, write_features, write_report
     from .runs.bench import FLUENCY, MAX_EXTEND, METHODS, N_TEST, N_TUNE, QUICK, STRENGTHS, bench, judge_rows
 
     quick = QUICK if args.quick else {}
@@ -270,9 +270,9 @@ def cmd_bench(args) -> None:
         with judge:
             judge_rows(result, judge, args.out)
     report = write_report(result, args.report or Path(args.out).with_suffix(""))
-    print(f"\nrows: {args.out}\nreport: {report}")
-    if not args.no_features:
-        print(f"features: {write_features(result, report.parent, model, saes)}")
+    features = None if args.no_features else write_features(result, report.parent, model, saes)
+    print("\n" + "\n".join(score_tables(result)))
+    print(f"rows: {args.out}\nreport: {report}" + (f"\nfeatures: {features}" if features else ""))
 
 
 def cmd_inspect(args) -> None:

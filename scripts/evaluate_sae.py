@@ -98,7 +98,7 @@ def main(argv=None) -> None:
     ap.add_argument("--tokens", type=int, default=200_000, help="held-out tokens for explained variance, L0, dead")
     ap.add_argument("--ce-tokens", type=int, default=8192)
     ap.add_argument("--dead-tokens", type=int, default=0, help="count dead features over this many held-out "
-                    "tokens in one streamed pass (e.g. 1,000,000); 0: over --tokens")
+                    "tokens in one streamed pass (the quality bar counts over 1,000,000); 0: over --tokens")
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--sentiment-prompts", type=int, default=500)
     ap.add_argument("--ab-prompts", type=int, default=0, help="use only this many A/B test prompts (0: all 700)")

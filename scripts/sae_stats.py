@@ -1,4 +1,4 @@
-"""Compute and cache the per-SAE statistics the selection rules and edits of issue 11 need, and print their cost:
+"""Compute and cache the per-SAE statistics the feature-selection rules and edits need, and print their cost:
 output scores (all features), activation statistics (clamp targets) and the SAE-TS effect map of the SAE's layer.
 
     python scripts/sae_stats.py --sae gemma-3-270m-L9-16k --sae gemma-3-270m-L5-4k \

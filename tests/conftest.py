@@ -1,6 +1,31 @@
 import pytest
 import torch
 
+REAL_MODEL_FIXTURES = {"gemma", "gemma_bf16"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(items):
+    """A test that takes the real gemma-3-270m fixture is slow, marked or not: the fast lane never loads it."""
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_load_no_real_model(request, monkeypatch):
+    """Outside tests marked slow, loading a real model's weights is an error that names the fix, so the fast lane
+    (`pytest -m "not slow"`) stays fast."""
+    if request.node.get_closest_marker("slow"):
+        return
+    import sas.load.models
+
+    def refuse(name="gemma-3-270m", *args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} loads the real model {name!r}: mark it @pytest.mark.slow "
+                           "(or use the `tiny` fixture)")
+
+    monkeypatch.setattr(sas.load.models, "load_hf", refuse)
+
 
 @pytest.fixture(autouse=True)
 def _torch_threads():

@@ -2,6 +2,7 @@
 tiny model (fast), and `sas bench --quick` on the real gemma-3-270m with a shipped SAE (slow)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -104,6 +105,7 @@ def test_the_prompting_baseline_runs_only_on_concepts():
     assert {(c.method, c.layer) for c in g.conditions()} == {("caa", 5), ("prompt", -1)}
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path):
     out = tmp_path / "b.jsonl"
     kw = dict(concepts=["weddings"], methods=["caa", "sas", "sas_diff", "prompt"], strengths=[0.05, 0.2], n_tune=4,
@@ -375,3 +377,19 @@ def test_kl_budget_on_gemma_grows_with_a_caa_edit(gemma):
     vec = build_vector(gemma, "caa", ConceptItem("weddings").contrast, [5])
     kl = steering_kl(gemma, vec, 5, [0.0, 0.5, 1.0, 2.0])
     assert kl[0] == pytest.approx(0.0, abs=1e-5) and 0 < kl[1] < kl[2] < kl[3]
+def test_sas_bench_cli_ends_with_the_score_table_and_the_report_path(tiny, tmp_path, monkeypatch, capsys):
+    """The README's main job ends with what a reader needs: each concept's score per method with its interval,
+    then where the rows and the report are."""
+    import sas.cli
+
+    monkeypatch.setattr(sas.cli, "_model", lambda args: tiny)
+    monkeypatch.setattr(sas.cli, "_saes", lambda args, model: {1: random_sae(layer=1)})
+    out = tmp_path / "b.jsonl"
+    sas.cli.main(["bench", "--concept", "weddings", "--methods", "caa,sas,prompt", "--layers", "1", "--strengths",
+                  "0.05", "--budgets", "3", "--n-tune", "2", "--n-test", "3", "--max-new-tokens", "4",
+                  "--no-features", "--out", str(out)])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-2:] == [f"rows: {out}", f"report: {tmp_path / 'b' / 'report.md'}"]
+    assert "| concept | unsteered | caa | sas | prompt |" in printed
+    row = next(line for line in printed if line.startswith("| weddings |"))
+    assert re.search(r"\| \d\.\d\d \[\d\.\d\d, \d\.\d\d\]", row), row  # scores with their intervals

@@ -111,6 +111,7 @@ def read_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_rows_equal_a_serial_run_with_a_worker_killed_mid_run(cluster, serial_rows, tiny, tmp_path):
     """Two actors share the grid; one is killed after the first rows. Its unfinished conditions run again on a
     new actor: the rows (returned and in the one file) equal the serial run's, none lost, none twice.
@@ -177,6 +178,7 @@ def test_without_ray_nothing_of_ray_is_imported():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_bench_on_ray_gives_the_serial_rows(cluster, tiny, tmp_path):
     """`sas bench --ray`: both splits of the benchmark as Ray shards, each vector's strengths in one batch on its
     actor, rows equal to a serial run's (per-row sampling seeds make the texts independent of the batch)."""

@@ -23,6 +23,7 @@ def _sas_sweep(tiny, out, **settings):
                     saes={LAYER: sae}, settings=settings, progress=False)
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_rerun_with_another_tau_adds_rows_and_returns_only_its_own(tiny, tmp_path):
     out = tmp_path / "s.jsonl"
     a = _sas_sweep(tiny, out, tau=0.1)
@@ -100,6 +101,7 @@ def test_rows_of_sas_0_1_still_resume(tiny, tmp_path):
     assert len(read_rows(out)) == 2
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_runners_return_rows_without_a_file_and_finished_runs_load_nothing(tiny, tmp_path, monkeypatch):
     vec = {"sycophancy": sas.actadd_vector(tiny, "a", "b", [1])}
     df = ab_sweep(tiny, ["sycophancy"], [1], [0.0, 1.0], out=None, n_test=2, vectors=vec, progress=False)
@@ -116,6 +118,7 @@ def test_runners_return_rows_without_a_file_and_finished_runs_load_nothing(tiny,
     assert [r["multiplier"] for r in rows] == [0.0, 1.0]
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_the_cached_vector_is_keyed_by_its_settings(tiny, tmp_path):
     out = tmp_path / "v.jsonl"
     _sas_sweep(tiny, out, tau=0.1)

@@ -250,6 +250,7 @@ def test_fast_path_equals_full_path_on_gemma(gemma, shipped_sae):
 
 
 # ----------------------------------------------------------------------------------- compare runs
+@pytest.mark.slow  # tiny model, but minutes of CPU: out of the fast lane
 def test_compare_rows_resume_and_one_unsteered_evaluation(tiny, tmp_path, monkeypatch):
     """compare writes one row per method x layer x multiplier, evaluates the unsteered model once
     (multiplier 0 is the same for every method), and a rerun adds nothing."""

@@ -1,4 +1,4 @@
-"""Sparse vectors with the other selection rules and edits (issue 11), next to the paper's SAS (``sas``, unchanged):
+"""Sparse vectors with the other selection rules and edits, next to the paper's SAS (``sas``, unchanged):
 
 - ``sas_diff``: shared features kept at their mean difference (``shared="diff"``) instead of dropped;
 - ``sas_os``: that candidate set filtered by output score (Arad et al. 2025), the features that move the output;

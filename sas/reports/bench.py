@@ -17,7 +17,7 @@ COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dens
           "prompt": "tab:green", "sas_diff": "tab:brown", "sas_os": "tab:pink", "sas_clamp": "tab:olive",
           "sae_ts": "tab:cyan", "sae_ts_pinv": "black", "sas_dtc": "tab:gray"}
 OTHER_COLORS = ("gold", "navy", "teal", "magenta", "lime", "salmon", "indigo", "darkgoldenrod")
-# the methods that pick SAE features (issue 11); SAS-dense is the dense control of the paper's SAS vector
+# the methods that pick SAE features; SAS-dense is the dense control of the paper's SAS vector
 SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv", "sas_dtc")
 
 
@@ -210,6 +210,28 @@ def _tally(best: list[dict], budget: float) -> str:
             f"better than the paper's SAS (interval above 0) on {above_sas} of {len(rs)}")
 
 
+def score_tables(result, records: list[dict] | None = None) -> list[str]:
+    """Markdown lines: per fluency budget, a table of each concept's test score per method with its 95% interval
+    (the report's main tables; ``sas bench`` prints them at the end)."""
+    records = table(result) if records is None else records
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    concepts = list(dict.fromkeys(r["concept"] for r in records))
+    fluency = result.settings.get("fluency", "perplexity")
+    unst = _unsteered(result)
+    lines = []
+    for b in result.budgets:
+        lines += [f"## Fluency budget: {fluency} {_budget_text(fluency, b)}", "",
+                  "| concept | unsteered | " + " | ".join(methods) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+        by = {(r["concept"], r["method"]): r for r in records if r["budget"] == b}
+        for c in concepts:
+            u = unst.get(c)
+            us = f"{u['score']:.2f} [{u['score_lo']:.2f}, {u['score_hi']:.2f}]" if u else ""
+            lines.append(f"| {c} | {us} | " + " | ".join(_cell(by.get((c, m))) for m in methods) + " |")
+        lines.append("")
+    return lines
+
+
 def write_report(result, folder) -> Path:
     """Write ``report.md``, ``summary.png`` and ``frontiers.png`` to ``folder``; returns the report's path."""
     folder = Path(folder)
@@ -235,17 +257,8 @@ def write_report(result, folder) -> Path:
              "difference the concept's test split can detect, so 'tie' would overclaim); †: the choice is the "
              "largest or smallest strength tried at its layer. 'not reached': no strength met the budget on the "
              "tuning split.", ""]
+    lines += score_tables(result, records)
     unst = _unsteered(result)
-    for b in result.budgets:
-        lines += [f"## Fluency budget: {fluency} {_budget_text(fluency, b)}", "",
-                  "| concept | unsteered | " + " | ".join(methods) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
-        by = {(r["concept"], r["method"]): r for r in records if r["budget"] == b}
-        for c in concepts:
-            u = unst.get(c)
-            us = f"{u['score']:.2f} [{u['score_lo']:.2f}, {u['score_hi']:.2f}]" if u else ""
-            lines.append(f"| {c} | {us} | " + " | ".join(_cell(by.get((c, m))) for m in methods) + " |")
-        lines.append("")
     for base, title in (("caa", "CAA"), ("prompt", "prompting")):
         cnt = counts(records, base)
         if not cnt:

@@ -1,0 +1,1 @@
+"""Activations read from the residual stream, and their SAE codes."""

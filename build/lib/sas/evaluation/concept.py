@@ -1,0 +1,93 @@
+"""Steer a concept's prompts and score the continuations: the concept score, the perplexity of the continuation
+under the unsteered model, and its distinct-2 ratio, per prompt (for paired intervals) and pooled.
+
+Every strength of one vector runs in the same batches (one strength per row), and prompt ``i`` samples with
+seed ``seed + i`` at every strength and for every method, so scores of two conditions are paired by prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from ..forward.generate import generate
+from ..forward.likelihood import continuation_nll
+from ..steering import steer
+from .stats import bootstrap_ci, distinct_n, perplexity_ci
+
+MAX_NEW_TOKENS = 24
+
+
+def summarize(scores: Sequence[float], nll: Sequence[float], n_tokens: Sequence[int], distinct2: Sequence[float],
+              details: dict[str, Sequence[float]] | None = None, seed: int = 0,
+              continuous: Sequence[float] | None = None) -> dict:
+    """The row of one condition from its per-prompt values: means with bootstrap 95% intervals. ``continuous``:
+    the scorer's graded metric per prompt (the lexicon's rate per word, VADER's compound), beside a 0/1 score."""
+    ppl, ppl_lo, ppl_hi = perplexity_ci(nll, n_tokens, seed=seed)
+    lo, hi = bootstrap_ci(scores, seed=seed)
+    d_lo, d_hi = bootstrap_ci(distinct2, seed=seed)
+    row = {"score": sum(scores) / len(scores), "score_lo": lo, "score_hi": hi,
+           "perplexity": ppl, "perplexity_lo": ppl_lo, "perplexity_hi": ppl_hi,
+           "distinct2": sum(distinct2) / len(distinct2), "distinct2_lo": d_lo, "distinct2_hi": d_hi,
+           "n": len(scores), "scores": list(scores), "nll": list(nll), "n_tokens": list(n_tokens),
+           "distinct2s": list(distinct2)}
+    for k, v in (details or {}).items():
+        row[f"mean_{k}"] = sum(v) / len(v)
+    if continuous is not None:
+        c_lo, c_hi = bootstrap_ci(continuous, seed=seed)
+        row.update(continuous=sum(continuous) / len(continuous), continuous_lo=c_lo, continuous_hi=c_hi,
+                   continuous_scores=list(continuous))
+    return row
+
+
+@torch.no_grad()
+def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int | None = None,
+                     multipliers: Sequence[float] = (0.0,), prefix: str | None = None,
+                     max_new_tokens: int = MAX_NEW_TOKENS, seed: int = 0, batch_size: int = 32,
+                     fluency_context: str | None = None) -> list[tuple[dict, list[str]]]:
+    """Continue ``prompts`` (sampled: top-k 50, prompt ``i`` with seed ``seed + i``) once per multiplier of
+    ``vector`` at ``layer`` (all multipliers in shared batches), or unsteered (``vector=None``), with ``prefix``
+    prepended (the prompting baseline). Returns one ``(row, texts)`` per multiplier: see :func:`summarize`.
+    ``fluency_context``: also score each continuation under the fluency model (SmolLM2) given this context plus
+    the prompt (:func:`sas.evaluation.fluency.fluency_nll`): the row's ``fluency_ppl`` and its interval.
+    """
+    t0 = time.time()
+    mults = [float(m) for m in multipliers]
+    n = len(prompts)
+    inputs = [(prefix or "") + p for _ in mults for p in prompts]
+    seeds = [seed + i for _ in mults for i in range(n)]
+    strengths = [m for m in mults for _ in prompts]
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=True, top_k=50)
+    texts = []
+    for i in range(0, len(inputs), batch_size):
+        chunk = slice(i, i + batch_size)
+        s = torch.tensor(strengths[chunk])
+        if vector is None or not s.any():
+            texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
+        else:
+            with steer(model, vector, s, [layer]):
+                texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
+    # fluency: the continuation given the prompt alone (not the prefix), under the unsteered model
+    nll = continuation_nll(model, prompts * len(mults), texts, batch_size=batch_size)
+    if fluency_context is not None:
+        from .fluency import fluency_nll
+
+        fl = fluency_nll([fluency_context + p for p in prompts] * len(mults), texts, batch_size=batch_size)
+    scorer = concept.scorer()
+    out = []
+    for j, m in enumerate(mults):
+        part = texts[j * n:(j + 1) * n]
+        details = scorer.details(part)
+        row = summarize(details[scorer.primary], nll[j * n:(j + 1) * n, 0].tolist(),
+                        [int(t) for t in nll[j * n:(j + 1) * n, 1].tolist()], [distinct_n(t) for t in part],
+                        {k: v for k, v in details.items()}, seed, details[scorer.continuous])
+        if fluency_context is not None:
+            part_nll = fl[j * n:(j + 1) * n]
+            ppl, lo, hi = perplexity_ci(part_nll[:, 0].tolist(), part_nll[:, 1].tolist(), seed=seed)
+            row.update(fluency_ppl=ppl, fluency_ppl_lo=lo, fluency_ppl_hi=hi, fluency_nll=part_nll[:, 0].tolist(),
+                       fluency_tokens=[int(t) for t in part_nll[:, 1].tolist()])
+        row["seconds"] = (time.time() - t0) / len(mults)
+        out.append((row, part))
+    return out

@@ -1,0 +1,1 @@
+"""Steering methods: one file each, registered by name (see registry.py)."""
