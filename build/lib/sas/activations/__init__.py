@@ -1,1 +1,0 @@
-"""Activations read from the residual stream, and their SAE codes."""

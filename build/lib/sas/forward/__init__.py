@@ -1,1 +1,0 @@
-"""The forward pass: padding, positions, KV cache, logits only where needed, generation, likelihood."""

@@ -1,1 +1,0 @@
-"""Loading: models (offline GGUF packages or the hub), SAEs (shipped, folders, sae-lens releases), data."""

@@ -1,1 +1,0 @@
-"""Steering methods: one file each, registered by name (see registry.py)."""

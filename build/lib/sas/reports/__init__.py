@@ -1,1 +1,0 @@
-"""Reports: tables, plots, feature inspection."""
