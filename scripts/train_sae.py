@@ -41,35 +41,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the default --
 
 
 # ----------------------------------------------------------------------------------------- data
-def corpus_files(paths: list[str]) -> list[Path]:
-    """The ``.jsonl`` / ``.txt`` files under the given paths; a clear error if there are none."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if "heldout" in p.name:
-            raise ValueError(f"{p} is a held-out corpus (measurement only); train on the training shards")
-        if not p.exists():
-            raise FileNotFoundError(f"no corpus at {p}; pass --corpus a folder or file of jsonl lines with a 'text' "
-                                    "field (e.g. ../shared/data/corpus/enwiki-2014)")
-        files += [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix in (".jsonl", ".txt"))
-    if not files:
-        raise FileNotFoundError(f"no .jsonl or .txt files under {paths}; pass --corpus a folder of "
-                                "jsonl lines with a 'text' field (e.g. ../shared/data/corpus/enwiki-2014)")
-    return files
-
-
-def corpus_texts(files: list[Path]):
-    """Yield document texts: the ``text`` field of each jsonl line, or each blank-line paragraph of a txt."""
-    for f in files:
-        if f.suffix == ".jsonl":
-            for line in open(f, encoding="utf-8"):
-                if line.strip():
-                    text = json.loads(line).get("text", "")
-                    if text.strip():
-                        yield text
-        else:
-            for para in f.read_text(encoding="utf-8").split("\n\n"):
-                if para.strip():
-                    yield para
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sas.training.tokens import corpus_files, corpus_texts  # noqa: E402  (one reader of the corpus)
 
 
 def data_dir(path: Path) -> Path:
