@@ -38,7 +38,12 @@ def run_bench(name: str, ctx: Context, quick: bool, memory: bool, repeats: int |
     date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     times, cpu, outputs = time_interleaved(candidates, n, warmup=bench.warmup and not quick,
                                            progress=lambda s: print(s, flush=True))
-    comps = [summarize(times, cpu, c) for c in bench.comparisons]
+    # a candidate a setup left out (an optional peer not installed) drops its comparisons, said in the log
+    missing = [c for c in bench.comparisons if c.candidate not in times or c.baseline not in times]
+    for c in missing:
+        print(f"  skipped: {c.candidate} vs {c.baseline} ({c.candidate if c.candidate not in times else c.baseline} "
+              "was not set up: an optional package is missing)")
+    comps = [summarize(times, cpu, c) for c in bench.comparisons if c not in missing]
     check = bench.check(outputs) if bench.check else {}
     after = load_average()
     mem = {}
