@@ -109,6 +109,19 @@ def test_clamp_refuses_non_finite_targets_and_round_trips(tmp_path):
     assert torch.equal(back.hook(LAYER, 2.0, "all")(x.clone()), vec.hook(LAYER, 2.0, "all")(x.clone()))
 
 
+def _amplified_logits(model, sae, toks, f):
+    """Last-position logits with feature ``f`` amplified at the last position (Arad et al.'s amplification),
+    one feature at a time through a hook: the reference the batched scores are checked against."""
+    def amplify(x, hook):
+        z = sae.encode(x)
+        err = x - sae.decode(z)
+        z = z.clone()
+        z[:, -1, f] += z[:, -1].max().item() * 10
+        return sae.decode(z) + err
+
+    return model.run_with_hooks(toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", amplify)])[0, -1]
+
+
 # --------------------------------------------------------------------------- output scores, statistics, cache
 def test_output_scores_match_the_papers_per_feature_hook(tiny):
     """The batched computation equals their AmlifySAEHook + get_output_score run feature by feature."""
@@ -121,14 +134,7 @@ def test_output_scores_match_the_papers_per_feature_hook(tiny):
     toks = torch.tensor(encode(tiny, [NEUTRAL_PROMPT]))
     lens = logit_lens_tokens(tiny, sae, 20, feats)
     for j, f in enumerate(feats):
-        def amplify(x, hook):
-            z = sae.encode(x)
-            err = x - sae.decode(z)
-            z = z.clone()
-            z[:, -1, f] += z[:, -1].max().item() * 10
-            return sae.decode(z) + err
-
-        logits = tiny.run_with_hooks(toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", amplify)])[0, -1]
+        logits = _amplified_logits(tiny, sae, toks, f)
         p = torch.softmax(logits.float(), -1)
         order = torch.argsort(p, descending=True)
         rank = min((order == t).nonzero()[0].item() for t in lens[j].tolist())
@@ -148,14 +154,7 @@ def test_delta_token_confidence_matches_a_per_feature_hook(tiny):
     toks = torch.tensor(encode(tiny, [NEUTRAL_PROMPT]))
     p0 = torch.softmax(tiny(toks)[0, -1].float(), -1).max().item()
     for j, f in enumerate(feats):
-        def amplify(x, hook):
-            z = sae.encode(x)
-            err = x - sae.decode(z)
-            z = z.clone()
-            z[:, -1, f] += z[:, -1].max().item() * 10
-            return sae.decode(z) + err
-
-        logits = tiny.run_with_hooks(toks, fwd_hooks=[(f"blocks.{LAYER}.hook_resid_post", amplify)])[0, -1]
+        logits = _amplified_logits(tiny, sae, toks, f)
         want = torch.softmax(logits.float(), -1).max().item() - p0
         assert got[j].item() == pytest.approx(want, rel=1e-4, abs=1e-7)
 

@@ -217,9 +217,10 @@ def _bar(total: int, initial: int):
                                            "{rate_fmt}]")
 
 
-def preflight(cfg: TrainConfig, folder: Path, n_corpus_tokens: int | None = None) -> None:
-    """Refuse before any work when the disk cannot hold the checkpoints (and, given it, the corpus the tokens)."""
-    params = sum(2 * w * 640 + w + 640 for _, w in cfg.saes)
+def preflight(cfg: TrainConfig, folder: Path, d_model: int = 640) -> None:
+    """Refuse before the model loads when the disk cannot hold the checkpoints (``d_model``: the model's width,
+    gemma-3-270m's by default; the corpus's size is checked when the data plan is made)."""
+    params = sum(2 * w * d_model + w + d_model for _, w in cfg.saes)
     need = 2.2 * params * CKPT_BYTES_PER_PARAM + 300e6  # two checkpoints, milestones, the token file
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
