@@ -49,25 +49,27 @@ def test_sparse_backward_equals_dense_autograd():
         assert torch.allclose(got, want, atol=1e-6), (got - want).abs().max()
 
 
-def test_export_is_the_same_jumprelu_in_raw_units(tmp_path):
-    """The folded sae-lens SAE reads raw residuals and gives the training codes divided by the scale."""
+def test_export_is_the_same_topk_in_raw_units(tmp_path):
+    """The folded sae-lens SAE is a TopK SAE that reads raw residuals and gives the training codes divided by the
+    scale, also on rows whose norm is ten times the mean (one global threshold fails exactly there)."""
     from sae_lens import SAE
 
     torch.manual_seed(1)
     sae = TopKSAE(16, 64, 4, matmul_dtype=torch.float32)
     x = torch.randn(50, 16) * 40 + 7
     sae.init_from(x)
-    sae.threshold.fill_(0.3)
+    x[:5] *= 10  # Gemma's rare high-norm tokens
     cfg = TrainConfig(saes=[(3, 64)], k=4, tokens=1000)
     tr = Trainer(cfg, 16)
     tr.saes["L3-64"].load_state_dict(sae.state_dict())
     folder = export(tr, tmp_path, cfg)[0]
     sl = SAE.load_from_disk(folder)
     assert sl.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
-    pre = (x * sae.scale - sae.b_dec) @ sae.W_enc.T + sae.b_enc
-    want = torch.where(pre > 0.3, pre, torch.zeros_like(pre)) / sae.scale
+    assert sl.cfg.architecture() == "topk" and sl.cfg.k == 4
+    want = sae.encode(x) / sae.scale
     got = sl.encode(x)
-    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.allclose(got, want, atol=1e-4 * float(x.norm(dim=-1).max()))
+    assert ((got > 0).sum(-1) <= 4).all()
     recon = (want * sae.scale) @ sae.W_dec + sae.b_dec
     assert torch.allclose(sl.decode(got), recon / sae.scale, atol=1e-3)
 

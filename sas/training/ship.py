@@ -45,8 +45,7 @@ def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete") ->
     saes = " ".join(f"--sae {layer}:{width}" for layer, width in s["saes"])
     card = {
         "name": name, "model": cfg["metadata"]["model_name"], "hook": cfg["metadata"]["hook_name"],
-        "architecture": "jumprelu", "trained_as": f"topk (k={s['k']}) by sas train-sae, saved as jumprelu with one "
-                                                  "threshold (the batch-level topk threshold)",
+        "architecture": "topk", "trained_as": f"topk (k={s['k']}) by sas train-sae",
         "d_in": cfg["d_in"], "width": cfg["d_sae"], "k": s["k"],
         "weights_dtype": {k: str(v.dtype).replace("torch.", "") for k, v in state.items()},
         "status": status,

@@ -1,4 +1,4 @@
-"""A TopK sparse autoencoder built for training speed on a CPU, saved as a sae-lens JumpReLU SAE.
+"""A TopK sparse autoencoder built for training speed on a CPU, saved as a sae-lens TopK SAE.
 
 The architecture and loss are those of Gao et al. 2024 ("Scaling and evaluating sparse autoencoders") as
 EleutherAI's ``sparsify`` implements them: ``acts = TopK(ReLU(W_enc (x - b_dec) + b_enc))``, a unit-norm
@@ -12,9 +12,11 @@ and the AuxK loss that lets dead latents predict the residual. What differs is w
   4x more here), the decoder is an ``embedding_bag`` over the selected rows, as in sparsify.
 
 Inputs are scaled by a fixed factor so that their mean norm is ``sqrt(d)``; :meth:`TopKSAE.to_sae_lens` folds
-the scale back in, so the saved SAE reads and writes raw residuals. The saved SAE is a JumpReLU with one
-threshold for every latent: the batch-level TopK threshold (the ``k * n``-th largest pre-activation of a batch,
-as BatchTopK uses it at inference), a running mean over the last stretch of training.
+the scale back in, so the saved SAE reads and writes raw residuals. The saved SAE is sae-lens's TopK SAE with
+the same ``k``: the fold is exact (a positive scale changes neither which latents are largest nor their signs).
+One JumpReLU threshold for every latent (the batch-level threshold BatchTopK uses at inference) is not: Gemma's
+rare high-norm tokens then switch on hundreds of latents and the spliced-in loss explodes. The running
+batch-level threshold is still tracked and written to ``training.json`` for reference.
 """
 
 from __future__ import annotations
@@ -153,14 +155,13 @@ class TopKSAE(nn.Module):
 
     @torch.no_grad()
     def to_sae_lens(self) -> dict[str, torch.Tensor]:
-        """The weights of the equivalent JumpReLU SAE in sae-lens's layout (``W_enc [d, width]``, ``W_dec
-        [width, d]``), reading and writing raw residuals: the input scale is folded into the biases and the
-        threshold, so the decoder keeps unit-norm rows and the codes are the training codes divided by ``scale``."""
+        """The weights of the equivalent sae-lens TopK SAE (``W_enc [d, width]``, ``W_dec [width, d]``), reading
+        and writing raw residuals: the input scale is folded into the biases, so the decoder keeps unit-norm rows,
+        the same ``k`` latents win and the codes are the training codes divided by ``scale``."""
         s = float(self.scale)
         return {
             "W_enc": self.W_enc.t().contiguous().float(),
             "W_dec": self.W_dec.contiguous().float(),
             "b_enc": (self.b_enc / s).float(),
             "b_dec": (self.b_dec / s).float(),
-            "threshold": torch.full((self.width,), float(self.threshold) / s),
         }

@@ -307,8 +307,8 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
 
 
 def export(trainer: Trainer, dest: Path, cfg: TrainConfig) -> list[Path]:
-    """Write every SAE of ``trainer`` as a sae-lens JumpReLU folder ``dest/<sae>/`` with ``training.json``."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    """Write every SAE of ``trainer`` as a sae-lens TopK folder ``dest/<sae>/`` with ``training.json``."""
+    from sae_lens import TopKSAE, TopKSAEConfig
 
     written = []
     for name, sae in trainer.saes.items():
@@ -316,14 +316,13 @@ def export(trainer: Trainer, dest: Path, cfg: TrainConfig) -> list[Path]:
         folder = dest / name
         tmp = dest / (name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        sl_cfg = JumpReLUSAEConfig(d_in=sae.d, d_sae=sae.width, dtype="float32", device="cpu",
-                                   apply_b_dec_to_input=True)
+        sl_cfg = TopKSAEConfig(d_in=sae.d, d_sae=sae.width, k=sae.k, dtype="float32", device="cpu",
+                               apply_b_dec_to_input=True)
         meta = sl_cfg.metadata
         meta.model_name, meta.hook_name, meta.context_size = cfg.model, f"blocks.{layer}.hook_resid_post", cfg.context
         meta.training_architecture = "topk"
-        meta.training_architecture_details = {"k": cfg.k, "trainer": "sas train-sae",
-                                              "inference": "jumprelu, one threshold: the batch-level topk threshold"}
-        out = JumpReLUSAE(sl_cfg)
+        meta.training_architecture_details = {"k": cfg.k, "trainer": "sas train-sae"}
+        out = TopKSAE(sl_cfg)
         out.load_state_dict(sae.to_sae_lens())
         out.save_model(tmp)
         (tmp / "training.json").write_text(json.dumps(
