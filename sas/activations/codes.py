@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..hooks import layer_of
+from ..forward.run import read_hooks, token_mask
 
 
 @torch.no_grad()
@@ -33,16 +33,12 @@ def firing_counts(model, saes: dict[str, object], tokens: torch.Tensor,
     from tqdm.auto import tqdm
 
     hooks = {n: sae.cfg.metadata.hook_name for n, sae in saes.items()}
-    last = max(layer_of(h) for h in hooks.values())
     counts = {n: torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=sae.W_enc.device) for n, sae in saes.items()}
     n_pos = 0
     for i in tqdm(range(0, len(tokens), batch_size), desc="firing counts", disable=not progress, mininterval=10):
         batch = tokens[i:i + batch_size]
-        mask = torch.ones_like(batch, dtype=torch.bool)
-        mask[:, 0] = False
-        for sid in model.tokenizer.all_special_ids:
-            mask &= batch != sid
-        _, cache = model.run_with_cache(batch, stop_at_layer=last + 1, names_filter=lambda n: n in hooks.values())
+        mask = token_mask(model, batch)
+        cache = read_hooks(model, batch, hooks.values())
         for n, sae in saes.items():
             act = cache[hooks[n]]
             counts[n] += (sae.encode(act[mask.to(act.device)].to(sae.W_enc.device, sae.dtype)) > 0).sum(0)

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import torch
 
-from ..forward.run import fast_layout
-from ..load.saes import sae_hook, sae_layer
+from ..forward.run import read_hooks, token_mask
+from ..load.saes import sae_hook
 from .residual import token_chunks
 from .sae_cache import cached
 
@@ -39,19 +39,15 @@ class FeatureStats:
 def compute_feature_stats(model, sae, texts: Sequence[str], max_tokens: int = 50_000, context: int = 128,
                           batch_size: int = 16) -> FeatureStats:
     """The statistics of ``sae`` over ``texts`` (cut into ``context``-token rows, at most ``max_tokens``)."""
-    fast_layout(model)
-    hook, layer = sae_hook(sae), sae_layer(sae)
+    hook = sae_hook(sae)
     tokens = token_chunks(model.tokenizer, list(texts), context, max_tokens)
-    specials = torch.tensor(sorted(set(model.tokenizer.all_special_ids)))
     d = sae.cfg.d_sae
     counts, sums, maxes = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), torch.zeros(d)
     n = 0
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size]
-        keep = ~torch.isin(batch, specials)
-        keep[:, 0] = False  # BOS (or whatever comes first) is an outlier
-        _, cache = model.run_with_cache(batch, stop_at_layer=layer + 1, names_filter=lambda x: x == hook)
-        z = sae.encode(cache[hook][keep].to(sae.dtype)).float()
+        act = read_hooks(model, batch, [hook])[hook]
+        z = sae.encode(act[token_mask(model, batch).to(act.device)].to(sae.dtype)).float()
         counts += (z > 0).sum(0)
         sums += z.sum(0, dtype=torch.float64)
         maxes = torch.maximum(maxes, z.max(0).values if len(z) else maxes)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..forward.run import encode as encode_tokens
-from ..forward.run import fast_layout, logits_at
+from ..forward.run import fast_layout, logits_at, read_hooks
 from ..load.saes import sae_hook, sae_layer
 from .sae_cache import cached
 
@@ -56,9 +56,7 @@ def amplified_probs(model, sae, idx: torch.Tensor, prompt: str = NEUTRAL_PROMPT,
 
     fast_layout(model)
     layer, hook = sae_layer(sae), sae_hook(sae)
-    tokens = torch.tensor(encode_tokens(model, [prompt]))
-    _, cache = model.run_with_cache(tokens, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
-    resid = cache[hook]  # [1, pos, d_model]
+    resid = read_hooks(model, torch.tensor(encode_tokens(model, [prompt])), [hook])[hook]  # [1, pos, d_model]
 
     def probs(x):
         out = model(x, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers)

@@ -9,8 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checks import int_list
-from ..forward.run import encode, new_cache, pad_id, pad_left, run_resid
-from ..hooks import layer_of, resid_hook
+from ..forward.run import encode, new_cache, pad_id, pad_left, read_hooks, run_resid, token_mask
+from ..hooks import resid_hook
 from ..load.data import ABPair
 from ..load.device import block_device
 from ..load.prompts import ab_tokens
@@ -41,17 +41,10 @@ def hook_activations(model, tokens: torch.Tensor, hook: str, batch_size: int = 1
     Returns ``[n_kept, d_model]`` float32: positions where ``mask [n, pos]`` is True (default: all but position 0
     and special tokens, so BOS, whose residual is an outlier, never counts).
     """
-    if mask is None:
-        mask = torch.ones_like(tokens, dtype=torch.bool)
-        mask[:, 0] = False
-        for sid in model.tokenizer.all_special_ids:
-            mask &= tokens != sid
-    layer = layer_of(hook) if hook.startswith("blocks.") else 0
+    mask = token_mask(model, tokens) if mask is None else mask
     out = []
     for i in range(0, len(tokens), batch_size):
-        _, cache = model.run_with_cache(tokens[i:i + batch_size], stop_at_layer=layer + 1,
-                                        names_filter=lambda n: n == hook)
-        act = cache[hook]
+        act = read_hooks(model, tokens[i:i + batch_size], [hook])[hook]
         out.append(act[mask[i:i + batch_size].to(act.device)].float())
     return torch.cat(out)
 
@@ -62,10 +55,9 @@ def prompt_activations(model, prompts: list[str], hook: str, last_token_only: bo
     """Activations at ``hook`` that steering reads: the last token of each prompt (e.g. the answer letter of a
     CAA A/B prompt ending in ``"Answer: (A"``) or, ``last_token_only=False``, every non-BOS token.
     Returns ``[n_rows, d_model]`` float32."""
-    tok = model.tokenizer
     rows = []
     for i in range(0, len(prompts), batch_size):
-        enc = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch_size]]
+        enc = encode(model, prompts[i:i + batch_size])
         width = max(map(len, enc))
         tokens = torch.zeros(len(enc), width, dtype=torch.long, device=block_device(model))
         mask = torch.zeros(len(enc), width, dtype=torch.bool, device=tokens.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..hooks import layer_of
 from ..load.device import block_device
 from .positions import Batch, batch_positions
 
@@ -26,13 +27,39 @@ def pad_left(seqs: list[list[int]], pad_id: int, device: torch.device | str | No
     return tokens, mask, n - mask.sum(1)
 
 
-def encode(model, texts: list[str], prepend_bos: bool = True) -> list[list[int]]:
-    """Token ids of each text (BOS first unless ``prepend_bos=False``)."""
+def bos_ids(model) -> list[int]:
+    """``[BOS]`` for a model that reads text after a BOS token, ``[]`` for one that does not: the one BOS rule."""
     tok = model.tokenizer
     # models whose tokenizer adds no BOS (SmolLM2) set default_prepend_bos=False
-    prepend_bos = prepend_bos and model.cfg.default_prepend_bos
-    bos = [tok.bos_token_id] if prepend_bos and tok.bos_token_id is not None else []
-    return [bos + tok(t, add_special_tokens=False).input_ids for t in texts]
+    return [tok.bos_token_id] if model.cfg.default_prepend_bos and tok.bos_token_id is not None else []
+
+
+def encode(model, texts: list[str], prepend_bos: bool = True) -> list[list[int]]:
+    """Token ids of each text (BOS first, per :func:`bos_ids`, unless ``prepend_bos=False``)."""
+    bos = bos_ids(model) if prepend_bos else []
+    return [bos + model.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+
+def token_mask(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``[batch, pos]`` bool: the positions whose activations count (not the first position, whose residual is an
+    outlier, and no special token: BOS, EOS, padding)."""
+    specials = torch.tensor(sorted(set(model.tokenizer.all_special_ids)), device=tokens.device)
+    keep = ~torch.isin(tokens, specials)
+    keep[:, 0] = False
+    return keep
+
+
+@torch.no_grad()
+def read_hooks(model, tokens: torch.Tensor, hooks) -> dict[str, torch.Tensor]:
+    """Activations ``{hook: [batch, pos, d]}`` of ``tokens [batch, pos]`` at each of ``hooks`` (names such as
+    ``blocks.9.hook_resid_post``), from one forward pass that stops after the deepest hook's block (no logits).
+    Gradient-free but not inference tensors: an SAE may be trained on them."""
+    hooks = set(hooks)
+    fast_layout(model)
+    stop = max(layer_of(h) if h.startswith("blocks.") else 0 for h in hooks) + 1
+    _, cache = model.run_with_cache(tokens.to(block_device(model)), stop_at_layer=stop,
+                                    names_filter=lambda n: n in hooks)
+    return {h: cache[h] for h in hooks}
 
 
 def pad_id(model) -> int:

@@ -24,7 +24,7 @@ import torch
 
 from ..activations.sae_cache import cached, read_cached, write_cached
 from ..forward.generate import generate_tokens
-from ..forward.run import fast_layout, pad_id, pad_left, run_resid
+from ..forward.run import bos_ids, fast_layout, pad_id, pad_left, run_resid
 from ..hooks import template_of
 from ..load.saes import sae_hook, sae_layer
 from .steer import Term, steer_terms
@@ -79,8 +79,7 @@ class EffectMap:
 
 def _prompts(model, texts: Sequence[str], n: int, prompt_tokens: int) -> list[list[int]]:
     """The first ``prompt_tokens`` tokens (after BOS) of the first ``n`` passages of ``texts`` long enough."""
-    tok = model.tokenizer
-    bos = [tok.bos_token_id] if model.cfg.default_prepend_bos and tok.bos_token_id is not None else []
+    tok, bos = model.tokenizer, bos_ids(model)
     out = []
     for text in texts:
         for para in text.split("\n"):

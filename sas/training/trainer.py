@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..hooks import resid_hook
 from ..load.models import cache_dir
 from .tokens import SHARED_DATA, corpus_files, corpus_tokens, make_plan, steering_prompts
 from .topk import TopKSAE
@@ -204,9 +205,11 @@ class Trainer:
 def residuals(model, tokens: torch.Tensor, keep: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
     """``{layer: [n_kept, d]}``: the residual after each block in ``layers`` at the ``keep`` positions of
     ``tokens [rows, pos]``, from one forward pass that stops after the deepest of them (no logits)."""
-    hooks = {f"blocks.{layer}.hook_resid_post": layer for layer in layers}
-    _, cache = model.run_with_cache(tokens, stop_at_layer=max(layers) + 1, names_filter=lambda n: n in hooks)
-    return {layer: cache[h][keep] for h, layer in hooks.items()}
+    from ..forward.run import read_hooks
+
+    hooks = {resid_hook(layer): layer for layer in layers}
+    cache = read_hooks(model, tokens, hooks)
+    return {layer: cache[h][keep.to(cache[h].device)] for h, layer in hooks.items()}
 
 
 def _bar(total: int, initial: int):
@@ -234,7 +237,7 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
     """Train (or resume) the run ``cfg`` in ``out`` (default ``$SAS_CACHE/train/<name>``); return its folder.
 
     Stops when ``cfg.tokens`` tokens are done, or after ``max_minutes`` (checkpointed), whichever comes first."""
-    from ..forward.run import fast_layout
+    from ..forward.run import fast_layout, token_mask
     from ..load.models import load_model
 
     files = corpus_files(cfg.corpus)
@@ -263,7 +266,6 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
         logf.flush()
 
     layers = sorted({layer for layer, _ in cfg.saes})
-    special = torch.tensor(sorted(set(tok.all_special_ids)))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     t_start = t_ckpt = time.time()
     bar = _bar(cfg.tokens, trainer.tokens) if show_progress else None
@@ -273,7 +275,7 @@ def train(cfg: TrainConfig, out: Path | None = None, checkpoint_minutes: float =
             t0 = time.time()
             for b in range(trainer.batch, min(trainer.batch + cfg.refill, len(plan.batches))):
                 tokens, keep = plan.tokens(b, pad)
-                keep &= ~torch.isin(tokens, special)
+                keep &= token_mask(model, tokens)
                 for layer, a in residuals(model, tokens, keep, layers).items():
                     acts[layer].append(a)
             t1 = time.time()
