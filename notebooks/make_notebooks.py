@@ -70,7 +70,7 @@ NOTEBOOKS = {
                "dashboard of HTML pages (one per feature) that shows it all at once."),
         ("code", "import pandas as pd\nimport sas\nfrom sas.load.saes import load_sae, registry\n"
                  "from sas.methods.sas import sas_vector_from_texts\nfrom sas.evaluation.tasks import sentiment_pairs\n"
-                 "from sas.reports.features import feature_table, top_contexts, overlap\n"
+                 "from sas.evaluation.features import feature_table, top_contexts, overlap\n"
                  "from sas.load.data import load_text_sample\n\n"
                  "pd.set_option('display.max_rows', 12)\npd.set_option('display.max_colwidth', 80)\n"
                  "model = sas.load_model()\n"
@@ -131,13 +131,13 @@ NOTEBOOKS = {
         ("md", "## What each rule keeps\n\n`share_sq_diff` is the part of the squared mean code difference the "
                "kept features carry; `cos_dense` the cosine of the decoded vector with the residual mean difference "
                "(the CAA direction of the same data). Output scores are cached per SAE (shipped for ours)."),
-        ("code", "from sas.reports.selection import compare_rules, shared_features\n"
+        ("code", "from sas.runs.selection import compare_rules, shared_features\n"
                  "compare_rules(model, sae, contrast).round(3)"),
         ("md", "## The features the paper's rule drops\n\nThe largest code differences sit in features that fire "
                "on both sides, more on one: the rule drops them with the letter-like features it is meant for."),
         ("code", "shared_features(model, sae, contrast, n=8).round(3)"),
         ("md", "## The kept features of `sas_os`: tokens, output scores, firing on each side"),
-        ("code", "from sas.methods.registry import build_vector\nfrom sas.reports.features import feature_table\n"
+        ("code", "from sas.methods.registry import build_vector\nfrom sas.evaluation.features import feature_table\n"
                  "v = build_vector(model, 'sas_os', contrast, [layer], {layer: sae})\n"
                  "print(v.n_features(), v.settings['per_layer'][layer])\n"
                  "feature_table(model, sae, v, contrast=contrast).head(8)"),

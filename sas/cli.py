@@ -277,7 +277,8 @@ def cmd_bench(args) -> None:
 
 def cmd_inspect(args) -> None:
     from .load.data import load_text_sample
-    from .reports.features import feature_table, logit_effects, report, top_contexts
+    from .evaluation.features import feature_table, logit_effects, top_contexts
+    from .reports.features import report
     from .steering.sparse import SparseVector
 
     if not args.vector and not args.features:
@@ -301,7 +302,8 @@ def cmd_inspect(args) -> None:
 
 
 def _inspect_html(args, model) -> None:
-    from .reports.dashboard import build_dashboard, vector_contrast
+    from .evaluation.features import vector_contrast
+    from .reports.dashboard import build_dashboard
     from .steering.sparse import SparseVector
 
     saes = _saes(args, model) if args.sae or not args.vector else None  # a vector names its own SAE

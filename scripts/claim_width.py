@@ -22,7 +22,7 @@ import torch  # noqa: E402
 import sas  # noqa: E402
 from sas.activations.residual import answer_activations, last_token_activations  # noqa: E402
 from sas.load.data import BEHAVIORS, balance_letters, load_behavior  # noqa: E402
-from sas.reports.features import overlap  # noqa: E402
+from sas.evaluation.features import overlap  # noqa: E402
 from sas.activations.codes import encode  # noqa: E402
 from sas.load.saes import load_sae  # noqa: E402
 from sas.methods.sas import sparse_diff  # noqa: E402

@@ -16,7 +16,7 @@ import torch
 import sas
 from sas.activations.residual import answer_activations, last_token_activations
 from sas.load.data import balance_letters, load_behavior
-from sas.reports.features import logit_effects
+from sas.evaluation.features import logit_effects
 from sas.activations.codes import encode
 from sas.methods.sas import sparse_diff
 from sas.evaluation.tasks import sentiment_pairs

@@ -16,7 +16,8 @@ from test_sparse import LAYER, random_sae
 from sas.activations.codes import encode, firing_counts
 from sas.activations.residual import hook_activations
 from sas.load.data import load_text_sample
-from sas.reports.dashboard import build_dashboard, feature_cache
+from sas.activations.feature_cache import feature_cache
+from sas.reports.dashboard import build_dashboard
 from sas.steering.sparse import SparseVector
 
 
@@ -48,7 +49,7 @@ def test_cache_agrees_with_the_activation_code(tiny, texts, tmp_path):
     assert ctx[0]["acts"][ctx[0]["center"]] == pytest.approx(ctx[0]["activation"], rel=1e-2)  # stored as float16
     # read back, not rebuilt
     again = feature_cache(tiny, sae, texts, max_tokens=500, cache_dir=tmp_path, k=8, left=5, right=2)
-    assert again.meta["built"] == fc.meta["built"] and torch.equal(again.top_acts, fc.top_acts)
+    assert again.meta["written"] == fc.meta["written"] and torch.equal(again.top_acts, fc.top_acts)
 
 
 def test_cache_from_other_weights_is_rebuilt(tiny, texts, tmp_path):

@@ -314,7 +314,7 @@ def test_sas_dtc_keeps_the_candidates_that_most_sharpen_the_output_on_gemma(gemm
 
 @pytest.mark.slow
 def test_sentiment_negative_keeping_shared_features_keeps_the_difference(gemma, negative):
-    from sas.reports.selection import compare_rules
+    from sas.runs.selection import compare_rules
 
     contrast, sae = negative
     df = compare_rules(gemma, sae, contrast).set_index("rule")

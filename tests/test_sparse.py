@@ -200,7 +200,7 @@ def test_sas_vector_from_texts_on_tiny(tiny):
 
 # ------------------------------------------------------------------------------------ inspection
 def test_feature_inspection_on_tiny(tiny):
-    from sas.reports.features import logit_effects, overlap, top_contexts
+    from sas.evaluation.features import logit_effects, overlap, top_contexts
 
     sae = random_sae()
     eff = logit_effects(tiny, sae, [3, 7], k=4)

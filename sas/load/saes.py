@@ -259,17 +259,24 @@ def sae_hook(sae) -> str:
     return meta.hook_name if hasattr(meta, "hook_name") else meta["hook_name"]
 
 
-def sae_hash(sae) -> str:
-    """sha256 of an SAE's parameters (name, dtype, shape and bytes of each tensor of its state dict, in name
-    order): ties a saved SAS vector to the exact weights it was built in, wherever they came from."""
+def tensor_hash(tensors) -> str:
+    """sha256 of tensors' contents: the name, dtype, shape and bytes of each, in name order for a mapping
+    ``{name: tensor}`` (a state dict), in the given order for a sequence. The one content hash of tensors in sas."""
     import hashlib
 
+    items = sorted(tensors.items()) if hasattr(tensors, "items") else enumerate(tensors)
     h = hashlib.sha256()
-    for name, t in sorted(sae.state_dict().items()):
+    for name, t in items:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def sae_hash(sae) -> str:
+    """:func:`tensor_hash` of an SAE's state dict: ties a saved SAS vector (and every per-SAE cache) to the exact
+    weights it was built from, wherever they came from."""
+    return tensor_hash(sae.state_dict())
 
 
 def sae_layer(sae) -> int:

@@ -467,20 +467,12 @@ def write_features(result, folder, model, saes: dict | None = None, texts=None, 
     ``folder/features.md`` with each vector's size and selection record. ``texts``: held-out text (default:
     :func:`sas.load.data.load_text_sample`). The vectors come from the results file's vector cache."""
     from ..load.data import load_text_sample
-    from ..methods.registry import get_method
-    from ..runs.grid import Runner
-    from ..runs.store import ResultStore
+    from ..runs.inspect import sae_space_vectors
     from .features import report
 
-    if result.grid is None or not result.settings.get("out"):
-        raise ValueError("write_features needs a BenchResult from bench(..., out=FILE): it reads the vectors built "
-                         "for that file")
+    runner, built = sae_space_vectors(result, model, saes)
     folder = Path(folder)
     texts = load_text_sample() if texts is None else texts
-    runner = Runner(result.grid, model, saes, vector_dir=ResultStore(result.settings["out"], "concept").vector_dir,
-                    progress=False)
-    seen = sorted({(r["concept"], r["method"], int(r["layer"])) for r in result.tuning + result.test
-                   if r and float(r["multiplier"]) != 0 and get_method(r["method"]).needs_sae})
     lines = ["# What each sparse vector is made of", "",
              "Every vector of an SAE-space method the benchmark built (one per concept, method and layer; a "
              "vector that failed shows why). Each link: its top "
@@ -488,8 +480,7 @@ def write_features(result, folder, model, saes: dict | None = None, texts=None, 
              "score (Arad et al.), how often it fires on the positive and the negative texts of the concept and "
              f"over held-out Wikipedia ({max_tokens:,} tokens), and its top held-out contexts.", "",
              "| concept | method | layer | features | selection | report |", "| --- | --- | --- | --- | --- | --- |"]
-    for concept, method, layer in seen:
-        vec = runner.vector(concept, method)
+    for concept, method, layer, vec in built:
         if isinstance(vec, Exception):
             lines.append(f"| {concept} | {method} | {layer} | 0 | {vec} | |")
             continue

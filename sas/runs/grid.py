@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..load.saes import tensor_hash
 from ..methods.registry import build_vector, get_method, method_settings
 from ..methods.sas import NoFeatures
 from ..steering.steer import recording
@@ -99,13 +100,6 @@ class Grid:
         return asdict(self)
 
 
-def _tensor_hash(tensors) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class Runner:
     """Evaluates conditions of ``grid`` where the model is. ``model`` and ``saes`` ({layer: SAE}) are loaded from
     the grid's names when not given; ``vectors`` may give prebuilt vectors by item (or by (item, method))."""
@@ -137,13 +131,13 @@ class Runner:
 
     def _sae_id(self, layer: int) -> tuple[str, str]:
         """(name, weights hash) of the SAE at ``layer``, without loading it where its card knows the hash."""
-        from ..load.saes import sae_name, sae_sha256
+        from ..load.saes import sae_hash, sae_name, sae_sha256
 
         if layer not in self._sae_ids:
             if layer in self._saes:
                 sae = self._saes[layer]
                 self._sae_ids[layer] = (sae_name(sae), getattr(sae, "sas_sha256", None)
-                                        or _tensor_hash([sae.W_enc, sae.W_dec]))
+                                        or sae_hash(sae))
             else:
                 self._sae_ids[layer] = (self.grid.saes[layer], sae_sha256(self.grid.saes[layer]))
         return self._sae_ids[layer]
@@ -158,7 +152,7 @@ class Runner:
              "layer": c.layer, "multiplier": c.multiplier, **item.settings()}
         pre = self._prebuilt(c)
         if pre is not None:
-            k["vector_hash"] = _tensor_hash(pre.tensor(x) for x in pre.layers)
+            k["vector_hash"] = tensor_hash([pre.tensor(x).float() for x in pre.layers])[:16]
             return k
         k["data_hash"] = item.contrast.hash
         k.update(method_settings(c.method, self.grid.method_settings.get(c.method)))

@@ -37,24 +37,23 @@ def build_dashboard(model, sae, features, out_dir: str | Path, contrast: tuple |
     keeps the first n. ``contrast`` is ``(positive, negative)``: lists of texts (read at their last token, as
     :func:`~sas.methods.sas.sas_vector_from_texts` does) or activations ``[n, d_in]`` at the SAE's hook; each page
     then shows how often the feature fires on each side. ``texts``, ``max_tokens``, ``cache_dir``: the held-out
-    text the per-SAE cache (:func:`~sas.reports.dashboard.cache.feature_cache`) is built from and where it lives.
+    text the per-SAE cache (:func:`~sas.activations.feature_cache.feature_cache`) is built from and where it lives.
 
     Raises ``IndexError`` for a feature outside the SAE, ``ValueError`` for a vector whose SAE is not ``sae`` or
     is missing, ``FileExistsError`` if ``out_dir`` holds files that an earlier dashboard did not write.
     """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from ..features import _check_ids, logit_effects, neuronpedia_url
-    from .cache import feature_cache
+    from ...evaluation.features import check_ids, contrast_counts, feature_cache, logit_effects, neuronpedia_url
 
     sae, feats, weights, layer, title = _resolve(sae, features, layer)
     if n_features is not None:
         feats, weights = feats[:n_features], (weights[:n_features] if weights is not None else None)
-    feats = _check_ids(sae, feats)
+    feats = check_ids(sae, feats)
     out = Path(out_dir)
     old_files = _check_out_dir(out)
     fc = feature_cache(model, sae, texts, max_tokens, cache_dir, progress=progress)
-    freqs = _contrast_counts(model, sae, layer, contrast) if contrast is not None else None
+    freqs = contrast_counts(model, sae, layer, contrast) if contrast is not None else None
     eff = logit_effects(model, sae, feats, k_tokens).set_index("feature")
     name = sae_name(sae)
     tok = model.tokenizer
@@ -169,27 +168,6 @@ def _check_out_dir(out: Path) -> list[str]:
         raise FileExistsError(f"{out} holds files that are not part of a sas dashboard ({shown}); choose an empty "
                               "or new folder (a folder an earlier dashboard wrote is replaced)")
     return ours
-
-
-def _contrast_counts(model, sae, layer, contrast):
-    """((fired_pos [d_sae], n_pos), (fired_neg [d_sae], n_neg)) on the two sides of the contrastive data."""
-    from ...activations.codes import encode
-    from ...activations.residual import last_token_activations
-
-    if len(contrast) != 2:
-        raise ValueError("contrast is (positive, negative): two lists of texts or two [n, d_in] activation tensors")
-    out = []
-    for side in contrast:
-        if torch.is_tensor(side):
-            acts = side
-        else:
-            if not side or not all(isinstance(t, str) for t in side):
-                raise ValueError("each side of contrast must be a non-empty list of texts or an [n, d_in] tensor")
-            acts = last_token_activations(model, list(side), [layer])[layer]
-        if acts.ndim != 2 or acts.shape[1] != sae.cfg.d_in:
-            raise ValueError(f"contrast activations must be [n, {sae.cfg.d_in}], got {tuple(acts.shape)}")
-        out.append(((encode(sae, acts) > 0).sum(0), len(acts)))
-    return out
 
 
 def _tokens(tok, specials, ctx, peak):

@@ -8,6 +8,8 @@ import pandas as pd
 import torch
 
 from ..activations.codes import encode
+from ..activations.output_scores import output_scores
+from ..evaluation.features import logit_effects
 from ..load.saes import sae_layer
 from ..methods.select import NoFeatures, select_features
 
@@ -26,8 +28,6 @@ def compare_rules(model, sae, contrast, rules: dict | None = None, tau: float = 
     of the squared mean code difference on the kept features (``share_sq_diff``), the cosine of the decoded vector
     with the residual mean difference (``cos_dense``), the median output score of the kept features, or ``error``
     (which rule removed what) if none is left."""
-    from ..activations.output_scores import output_scores
-
     layer = sae_layer(sae)
     pos, neg = contrast.activations(model, [layer])
     zp, zn = encode(sae, pos[layer]), encode(sae, neg[layer])
@@ -57,9 +57,6 @@ def compare_rules(model, sae, contrast, rules: dict | None = None, tau: float = 
 def shared_features(model, sae, contrast, tau: float = 0.1, n: int = 10, k_tokens: int = 6) -> pd.DataFrame:
     """The ``n`` features the paper's rule drops for firing on >= ``tau`` of both sides, by |mean difference|:
     their firing frequency and mean code on each side, output score and logit-lens tokens."""
-    from ..activations.output_scores import output_scores
-    from .features import logit_effects
-
     layer = sae_layer(sae)
     pos, neg = contrast.activations(model, [layer])
     zp, zn = encode(sae, pos[layer]), encode(sae, neg[layer])

@@ -1,10 +1,10 @@
-"""What every feature page needs, computed once per SAE over held-out text and cached on disk.
+"""What every feature page of a dashboard needs, computed once per SAE over held-out text and cached on disk.
 
 One streamed pass of the model (up to the SAE's layer) over the held-out Wikipedia sample gives, for every
 feature of the SAE: its ``k`` highest activations with the feature's activation on the tokens around each,
-how often it fires (density), and a histogram of its non-zero activations (log-spaced bins). The cache is
-one safetensors file, written atomically, that records the sha256 of the SAE's weights it was built from: a
-cache built from other weights is rebuilt, never shown.
+how often it fires (density), and a histogram of its non-zero activations (log-spaced bins). The cache is a
+per-SAE file of :mod:`sas.activations.sae_cache` (tied to the SAE's weights: a cache built from other weights
+is rebuilt, never shown).
 
     fc = feature_cache(model, sae)                 # built once (about a minute for a 4k SAE), then read
     fc.contexts(123)                               # top contexts of feature 123
@@ -12,20 +12,16 @@ cache built from other weights is rebuilt, never shown.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ...files import parse_json, write_atomic
-from ...load.saes import sae_hook, sae_layer
+from ..forward.run import read_hooks, token_mask
+from ..load.saes import sae_hook
+from .sae_cache import cached, load_tensors, save_tensors
 
 VERSION = 1  # bump when the content of the cache changes meaning
 TENSORS = ("top_acts", "top_rows", "top_pos", "windows", "tokens", "counts", "act_sum", "hist", "bin_edges")
@@ -98,8 +94,7 @@ class FeatureCache:
         """Write to ``path`` atomically (a temporary file renamed into place)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return write_atomic(path, lambda tmp: save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp),
-                                                        metadata={"sas_feature_cache": json.dumps(self.meta)}))
+        return save_tensors(path, {k: getattr(self, k) for k in TENSORS}, self.meta)
 
     def problem(self, d_sae: int, d_vocab: int) -> str | None:
         """What is wrong with this cache for an SAE of ``d_sae`` features and a vocabulary of ``d_vocab`` tokens
@@ -131,37 +126,8 @@ class FeatureCache:
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureCache":
-        with safe_open(str(path), "pt") as f:
-            meta = parse_json((f.metadata() or {})["sas_feature_cache"], f"{path}: its metadata")
-            if not isinstance(meta, dict):
-                raise ValueError(f"{path}: its metadata is not a JSON object")
-            return cls(**{k: f.get_tensor(k) for k in TENSORS}, meta=meta)
-
-
-def weights_sha256(sae) -> str:
-    """sha256 of an SAE's parameters (names, shapes and float32 values): what a cache was built from."""
-    h = hashlib.sha256()
-    for name, p in sorted(sae.state_dict().items()):
-        t = p.detach().to("cpu", torch.float32).contiguous()
-        h.update(f"{name}{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
-def texts_sha256(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def default_cache_dir(sae) -> Path:
-    """Where an SAE's cache lives: beside a local SAE folder (``<folder>/feature_cache``) if writable, else under
-    ``$SAS_CACHE/feature_cache/<name>`` (shipped and hub SAEs: the repository's ``saes/`` may be read-only)."""
-    from ...activations.sae_cache import sae_cache_dir
-
-    return sae_cache_dir(sae, "feature_cache")
+        tensors, meta = load_tensors(path)
+        return cls(**{k: tensors[k] for k in TENSORS}, meta=meta)
 
 
 def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: int | None = None,
@@ -169,46 +135,34 @@ def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: in
                   context: int = 128, batch_size: int = 16, rebuild: bool = False,
                   progress: bool = False) -> FeatureCache:
     """The :class:`FeatureCache` of ``sae`` on ``texts`` (default: the held-out Wikipedia sample,
-    ``load_text_sample()``), read from ``cache_dir`` (default :func:`default_cache_dir`) or built and saved there.
+    ``load_text_sample()``), read from the SAE's cache (:mod:`sas.activations.sae_cache`; ``cache_dir`` instead if
+    given) or built and saved there.
 
-    ``max_tokens`` caps the tokens used (None: all of ``texts``). The file name holds a hash of every setting
-    and of the texts; the file records the SAE weights' sha256, and a file built from other weights is rebuilt
-    (with a warning)."""
-    from ...activations.residual import token_chunks
-    from ...load.data import load_text_sample
+    ``max_tokens`` caps the tokens used (None: all of ``texts``). A file built from other weights or settings, or
+    holding tensors this SAE could not have produced, is rebuilt (with a warning)."""
+    from ..load.data import data_hash, load_text_sample
+    from .residual import token_chunks
 
     texts = load_text_sample() if texts is None else list(texts)
     settings = {"version": VERSION, "model": model.cfg.model_name, "dtype": str(model.cfg.dtype),
-                "hook": sae_hook(sae), "texts": texts_sha256(texts), "max_tokens": max_tokens,
+                "hook": sae_hook(sae), "texts": data_hash(texts), "max_tokens": max_tokens,
                 "k": k, "left": left, "right": right, "context": context, "n_bins": N_BINS}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir or default_cache_dir(sae)) / f"features-{key}.safetensors"
-    sha = weights_sha256(sae)
-    if path.exists() and not rebuild:
-        try:
-            fc = FeatureCache.load(path)
-        except Exception as e:  # a truncated or foreign file: rebuild rather than show wrong data
-            warnings.warn(f"the feature cache {path} is unreadable ({e}); rebuilding it")
-        else:
-            if fc.meta.get("sae_sha256") == sha and fc.meta.get("settings") == settings:
-                problem = fc.problem(sae.cfg.d_sae, model.cfg.d_vocab)
-                if problem is None:
-                    return fc
-                warnings.warn(f"the feature cache {path} holds {problem}: not a cache this SAE could have built; "
-                              "rebuilding it")
-            else:
-                warnings.warn(f"the feature cache {path} was built from other SAE weights (sha256 "
-                              f"{str(fc.meta.get('sae_sha256'))[:12]}..., this SAE {sha[:12]}...); rebuilding it")
-    tokens = token_chunks(model.tokenizer, texts, context, max_tokens)
-    if max_tokens is not None:
-        tokens = tokens[:max(1, -(-max_tokens // (context - 1)))]
-    start = time.perf_counter(), time.process_time()
-    fc = _build(model, sae, tokens, k, left, right, batch_size, progress)
-    fc.meta.update(settings=settings, sae_sha256=sha, sae_name=str(getattr(sae, "sas_name", "")),
-                   seconds=round(time.perf_counter() - start[0], 1),
-                   cpu_seconds=round(time.process_time() - start[1], 1), threads=torch.get_num_threads(),
-                   built=time.strftime("%Y-%m-%d %H:%M:%S"))
-    fc.save(path)
+
+    def build():
+        tokens = token_chunks(model.tokenizer, texts, context, max_tokens)
+        if max_tokens is not None:
+            tokens = tokens[:max(1, -(-max_tokens // (context - 1)))]
+        fc = _build(model, sae, tokens, k, left, right, batch_size, progress)
+        return {k: getattr(fc, k) for k in TENSORS}, fc.meta
+
+    tensors, meta = cached(sae, "features", settings, build, rebuild, folder=cache_dir)
+    fc = FeatureCache(**{k: tensors[k] for k in TENSORS}, meta=meta)
+    problem = fc.problem(sae.cfg.d_sae, model.cfg.d_vocab)
+    if problem is not None:
+        warnings.warn(f"the feature cache {meta['path']} holds {problem}: not a cache this SAE could have built; "
+                      "rebuilding it")
+        tensors, meta = cached(sae, "features", settings, build, rebuild=True, folder=cache_dir)
+        fc = FeatureCache(**{k: tensors[k] for k in TENSORS}, meta=meta)
     return fc
 
 
@@ -221,7 +175,7 @@ def _build(model, sae, tokens: torch.Tensor, k: int, left: int, right: int, batc
            progress: bool) -> FeatureCache:
     from tqdm.auto import tqdm
 
-    hook, layer = sae_hook(sae), sae_layer(sae)
+    hook = sae_hook(sae)
     d_sae, n_pos_row = sae.cfg.d_sae, tokens.shape[1]
     width = left + 1 + right
     best_v = torch.zeros(0, d_sae)
@@ -231,17 +185,13 @@ def _build(model, sae, tokens: torch.Tensor, k: int, left: int, right: int, batc
     counts = torch.zeros(d_sae, dtype=torch.long)
     act_sum = torch.zeros(d_sae, dtype=torch.float64)
     hist = torch.zeros(d_sae * N_BINS, dtype=torch.long)
-    specials = torch.tensor(sorted(set(model.tokenizer.all_special_ids)))
     offsets = torch.arange(-left, right + 1)
     feats = torch.arange(d_sae)
     n_positions = 0
     for i in tqdm(range(0, len(tokens), batch_size), desc="feature cache", disable=not progress, mininterval=10):
         batch = tokens[i:i + batch_size]
-        _, cache = model.run_with_cache(batch, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
-        z = sae.encode(cache[hook].to(sae.dtype)).float().cpu()  # [b, pos, d_sae], host-side like the tokens
-        del cache
-        keep = ~torch.isin(batch, specials)
-        keep[:, 0] = False  # BOS (and any first position) is an outlier, never counted or shown
+        z = sae.encode(read_hooks(model, batch, [hook])[hook].to(sae.dtype)).float().cpu()  # [b, pos, d_sae]
+        keep = token_mask(model, batch)  # BOS and special tokens are never counted or shown
         z *= keep[..., None]
         n_positions += int(keep.sum())
         counts += (z > 0).sum((0, 1))
