@@ -145,7 +145,7 @@ NOTEBOOKS = {
                "rule; orange: kept by SAS (one-sided); blue: shared features `sas_diff` adds back; the line is "
                "`sas_os`'s threshold."),
         ("code", "import matplotlib.pyplot as plt\nfrom sas.activations.codes import encode\n"
-                 "from sas.activations.output_scores import output_scores\nfrom sas.methods.select import "
+                 "from sas.steering.output_scores import output_scores\nfrom sas.methods.select import "
                  "select_features\n"
                  "pos, neg = contrast.activations(model, [layer])\nzp, zn = encode(sae, pos[layer]), encode(sae, neg[layer])\n"
                  "os_ = output_scores(model, sae)\n"

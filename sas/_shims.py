@@ -16,6 +16,7 @@ import warnings
 
 MOVED = {
     "activations.effects": ["steering.effects"],
+    "activations.output_scores": ["steering.output_scores"],
     "actadd": ["methods.actadd"],
     "caa": ["methods.caa", "activations.residual"],
     "compare": ["runs.compare", "reports.plots"],

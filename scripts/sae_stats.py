@@ -20,7 +20,7 @@ import torch
 
 from sas.steering.effects import effect_map
 from sas.activations.feature_stats import feature_stats
-from sas.activations.output_scores import output_scores
+from sas.steering.output_scores import output_scores
 from sas.activations.sae_cache import SHIPPED
 from sas.load.models import load_model
 from sas.load.saes import SAE_DIR, load_sae, registry

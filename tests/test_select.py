@@ -125,7 +125,7 @@ def _amplified_logits(model, sae, toks, f):
 # --------------------------------------------------------------------------- output scores, statistics, cache
 def test_output_scores_match_the_papers_per_feature_hook(tiny):
     """The batched computation equals their AmlifySAEHook + get_output_score run feature by feature."""
-    from sas.activations.output_scores import NEUTRAL_PROMPT, compute_output_scores, logit_lens_tokens
+    from sas.steering.output_scores import NEUTRAL_PROMPT, compute_output_scores, logit_lens_tokens
     from sas.forward.run import encode
 
     sae = random_sae(b_dec_in=False)
@@ -145,7 +145,7 @@ def test_output_scores_match_the_papers_per_feature_hook(tiny):
 def test_delta_token_confidence_matches_a_per_feature_hook(tiny):
     """ΔToken Confidence (Wang et al. 2026), batched, equals the amplification of the output score run feature by
     feature with a hook: the top token's probability amplified minus unamplified."""
-    from sas.activations.output_scores import NEUTRAL_PROMPT, compute_delta_token_confidence
+    from sas.steering.output_scores import NEUTRAL_PROMPT, compute_delta_token_confidence
     from sas.forward.run import encode
 
     sae = random_sae(b_dec_in=False)
@@ -161,7 +161,7 @@ def test_delta_token_confidence_matches_a_per_feature_hook(tiny):
 
 def test_statistics_are_cached_by_sae_weights(tiny, tmp_path, monkeypatch):
     from sas.activations.feature_stats import feature_stats
-    from sas.activations.output_scores import output_scores
+    from sas.steering.output_scores import output_scores
 
     monkeypatch.setenv("SAS_CACHE", str(tmp_path))
     sae = random_sae(d_sae=32, b_dec_in=False)
@@ -282,7 +282,7 @@ def negative(gemma):
 
 @pytest.mark.slow
 def test_shipped_output_scores_are_the_models(gemma, negative):
-    from sas.activations.output_scores import compute_output_scores, output_scores
+    from sas.steering.output_scores import compute_output_scores, output_scores
 
     _, sae = negative
     shipped = output_scores(gemma, sae)
@@ -295,7 +295,7 @@ def test_shipped_output_scores_are_the_models(gemma, negative):
 def test_sas_dtc_keeps_the_candidates_that_most_sharpen_the_output_on_gemma(gemma, negative):
     """sas_dtc on the shipped L9 SAE: sas_diff's candidates, the 16 with the highest ΔToken Confidence (computed
     for all 4,096 features, then read from the cache), each kept at its mean difference."""
-    from sas.activations.output_scores import compute_delta_token_confidence, delta_token_confidence
+    from sas.steering.output_scores import compute_delta_token_confidence, delta_token_confidence
     from sas.methods.registry import build_vector
 
     contrast, sae = negative

@@ -97,6 +97,10 @@ def test_completions_steering_streaming_chat(gemma, server, client):
     chunks = list(complete(client, [{"vector": "sentiment", "strength": 2.0, "layers": [6]}], stream=True))
     assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason == "length"
     assert "".join(c.choices[0].text for c in chunks) == steered.choices[0].text
+    # a streamed answer's last chunk carries the same receipt as the whole answer
+    streamed = chunks[-1].choices[0].model_extra["receipt"]
+    assert streamed["6"]["positions"] == receipt["6"]["positions"]
+    assert streamed["6"]["edit_norm"] == pytest.approx(receipt["6"]["edit_norm"], rel=1e-3)
 
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
     chat = client.chat.completions.create(model="gemma-3-270m", messages=msgs, max_tokens=12, temperature=0)
@@ -105,7 +109,7 @@ def test_completions_steering_streaming_chat(gemma, server, client):
     stream = client.chat.completions.create(model="gemma-3-270m", messages=msgs, max_tokens=12, temperature=0,
                                             stream=True)
     parts = list(stream)
-    assert parts[0].choices[0].delta.role == "assistant"
+    assert parts[0].choices[0].delta.role == "assistant" and parts[-1].choices[0].model_extra["receipt"] == {}
     assert "".join(p.choices[0].delta.content or "" for p in parts) == text
 
 

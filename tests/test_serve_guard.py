@@ -207,3 +207,24 @@ def test_a_row_that_breaks_its_batch_fails_alone(tiny):
     assert batches[0] == 3  # they ran as one batch first
     assert last[1][0] == "error" and "Overflow" in str(last[1][1])
     assert [last[0], last[2]] == alone
+
+
+def test_streamed_answers_carry_their_receipt_on_the_last_chunk(tiny, folder):
+    """The official client reads a streamed answer's receipt from the last chunk of each choice: what steering
+    edited in that row (none for an unsteered row), the same as the non-streamed answer's."""
+    openai = pytest.importorskip("openai")
+    with served(tiny, folder) as (base, _):
+        client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=60)
+        steer = {"steer": [{"vector": "a", "strength": 1.0}]}
+        whole = client.completions.create(model="tiny", prompt="I think", max_tokens=3, temperature=0, extra_body=steer)
+        chunks = list(client.completions.create(model="tiny", prompt="I think", max_tokens=3, temperature=0,
+                                                stream=True, extra_body=steer))
+        last = chunks[-1].choices[0]
+        assert last.finish_reason == "length" and last.model_extra["receipt"]["1"]["positions"] > 0
+        assert last.model_extra["receipt"]["1"]["positions"] == whole.choices[0].model_extra["receipt"]["1"]["positions"]
+        assert last.model_extra["receipt"]["1"]["edit_norm"] == pytest.approx(
+            whole.choices[0].model_extra["receipt"]["1"]["edit_norm"], rel=1e-4)
+        assert all("receipt" not in (c.choices[0].model_extra or {}) for c in chunks[:-1])  # only the last chunk
+        chat = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                                   max_tokens=2, temperature=0, stream=True))
+        assert chat[-1].choices[0].model_extra["receipt"] == {}

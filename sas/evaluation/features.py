@@ -3,7 +3,7 @@ dashboards (:mod:`sas.reports.dashboard`).
 
 For a SAS vector or any feature ids: top-activating contexts from a corpus, the tokens a feature's decoder
 direction promotes and suppresses through the unembedding, its activation frequency, its output score
-(:mod:`sas.activations.output_scores`) and its firing frequency on each side of the contrast a vector was built
+(:mod:`sas.steering.output_scores`) and its firing frequency on each side of the contrast a vector was built
 from, the overlap of feature sets across behaviours, and Neuronpedia links for Gemma Scope SAEs. Functions
 return pandas DataFrames.
 """
@@ -18,7 +18,7 @@ import torch
 
 from ..activations.codes import encode
 from ..activations.feature_cache import FeatureCache, feature_cache
-from ..activations.output_scores import output_scores as output_score_table
+from ..steering.output_scores import output_scores as output_score_table
 from ..activations.residual import answer_activations, last_token_activations, token_chunks
 from ..forward.run import read_hooks, token_mask
 from ..load.saes import sae_hook, sae_layer

@@ -6,12 +6,14 @@ catastrophic, so the denominator is huge; read the loss difference)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import torch
 
 from ..activations.residual import hook_activations, prompt_activations, token_chunks
+from ..steering.edits import replaced
 
 
 @dataclass
@@ -73,17 +75,13 @@ def splice_metrics(model, sae, tokens: torch.Tensor, batch_size: int = 4) -> dic
     mean KL(clean || spliced), averaged over the ``pos - 1`` predicted tokens. Returns the means of
     ``loss_clean``, ``loss_spliced``, ``loss_delta`` and ``kl`` with 95% bootstrap intervals over rows."""
     hook = sae.cfg.metadata.hook_name
-
-    def splice(act, hook):
-        act[:, 1:] = sae(act[:, 1:].to(sae.W_enc.device, sae.dtype)).to(act.device, act.dtype)
-        return act
-
     clean_rows, spliced_rows, kl_rows = [], [], []
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size]
         target = batch[:, 1:]
         lp_clean = model(batch, return_type="logits")[:, :-1].float().log_softmax(-1)
-        lp_splice = model.run_with_hooks(batch, return_type="logits", fwd_hooks=[(hook, splice)])[:, :-1].float()
+        with replaced(model, hook, lambda act: sae(act.to(sae.W_enc.device, sae.dtype))):
+            lp_splice = model(batch, return_type="logits")[:, :-1].float()
         lp_splice = lp_splice.log_softmax(-1)
         clean_rows.append(-lp_clean.gather(-1, target[..., None])[..., 0].mean(1))
         spliced_rows.append(-lp_splice.gather(-1, target[..., None])[..., 0].mean(1))
@@ -103,23 +101,16 @@ def ce_losses(model, sae, tokens: torch.Tensor, batch_size: int = 4,
     """Mean next-token loss on ``tokens [n, pos]``: ``clean``, with the SAE's reconstruction ``spliced`` in at its
     hook, and with that activation ``zero``-ablated; both edits at every position but the first (BOS)."""
     hook = sae.cfg.metadata.hook_name if sae is not None else None
-
-    def splice(act, hook):
-        act[:, 1:] = sae(act[:, 1:].to(sae.W_enc.device, sae.dtype)).to(act.device, act.dtype)
-        return act
-
-    def zero(act, hook):
-        act[:, 1:] = 0
-        return act
-
     out = {}
-    for name, fn in (("clean", None), ("spliced", splice), ("zero", zero)):
+    for name, fn in (("clean", None), ("spliced", lambda act: sae(act.to(sae.W_enc.device, sae.dtype))),
+                     ("zero", torch.zeros_like)):
         if name not in which:
             continue
         total = 0.0
         for i in range(0, len(tokens), batch_size):
             batch = tokens[i:i + batch_size]
-            logits = model.run_with_hooks(batch, return_type="logits", fwd_hooks=[(hook, fn)] if fn else [])
+            with replaced(model, hook, fn) if fn else nullcontext():
+                logits = model(batch, return_type="logits")
             # the loss in float32 even for a bfloat16 model, whose own loss is rounded to 3 significant digits
             total += torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten(),
                                                        reduction="sum").item()

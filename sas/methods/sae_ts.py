@@ -47,7 +47,7 @@ def solved(model, contrast, layers, saes, positions, tau, mean, shared, min_outp
         sae = saes[x]
         os_ = None
         if min_output_score is not None:
-            from ..activations.output_scores import output_scores
+            from ..steering.output_scores import output_scores
 
             os_ = output_scores(model, sae)
         target, info = select_features(encode(sae, pos[x]), encode(sae, neg[x]), tau, mean, shared, os_,

@@ -1,6 +1,6 @@
 """ΔToken Confidence feature selection (Wang, Hu, Wang and Zou, "Does higher interpretability imply better utility?
 A pairwise analysis on sparse autoencoders", ICLR 2026): keep the candidate features whose amplification most
-raises the model's confidence in its next token (:func:`sas.activations.output_scores.delta_token_confidence`),
+raises the model's confidence in its next token (:func:`sas.steering.output_scores.delta_token_confidence`),
 instead of those with a high output score (``sas_os``, Arad et al. 2025).
 
 Candidates are ``sas_diff``'s (frequency ``tau`` on either side of the contrast, shared features at their mean
@@ -10,7 +10,7 @@ its mean difference (the edit adds them, like SAS).
 
 from __future__ import annotations
 
-from ..activations.output_scores import delta_token_confidence
+from ..steering.output_scores import delta_token_confidence
 from ..steering.sparse import SparseVector
 from .registry import register
 from .sas_select import build_selected

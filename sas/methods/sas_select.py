@@ -60,7 +60,7 @@ def build_selected(model, contrast, layers, saes, positions: str = "after_prompt
         sae = saes[x]
         os_ = None
         if needs_os:
-            from ..activations.output_scores import output_scores
+            from ..steering.output_scores import output_scores
 
             os_ = (feature_score or output_scores)(model, sae)
         zp, zn = encode(sae, pos[x]), encode(sae, neg[x])

@@ -5,7 +5,7 @@
 2. **Shared features.** ``shared="drop"`` (the paper's) drops the features kept on both sides; ``shared="diff"``
    keeps them at their mean difference ``mean_pos - mean_neg``.
 3. **Output score (Arad et al. 2025).** ``min_output_score`` drops candidates whose output score
-   (:mod:`sas.activations.output_scores`) is below it.
+   (:mod:`sas.steering.output_scores`) is below it.
 4. **Top k.** ``top_k`` keeps the ``k`` best candidates by ``rank_by``: ``"diff"`` (|v|, the paper's),
    ``"output_score"``, or ``"diff_x_output"`` (|v| x output score).
 
@@ -41,7 +41,7 @@ def _check(tau, mean, shared, min_output_score, top_k, rank_by, output_scores, d
     needs = min_output_score is not None or rank_by in ("output_score", "diff_x_output")
     if needs and output_scores is None:
         raise ValueError("this selection uses output scores: pass output_scores [d_sae] "
-                         "(sas.activations.output_scores.output_scores(model, sae))")
+                         "(sas.steering.output_scores.output_scores(model, sae))")
     if output_scores is not None and output_scores.shape != (d_sae,):
         raise ValueError(f"output_scores has shape {tuple(output_scores.shape)}, the SAE has {d_sae} features")
 

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from ..activations.codes import encode
-from ..activations.output_scores import output_scores
+from ..steering.output_scores import output_scores
 from ..evaluation.features import logit_effects
 from ..load.saes import sae_layer
 from ..methods.select import NoFeatures, select_features

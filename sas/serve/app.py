@@ -339,7 +339,9 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
                     elif kind == "done":
                         finished += 1
                         results.append(value)
-                        yield f"data: {json.dumps(chunk(index, None, value['finish_reason']))}\n\n"
+                        last = chunk(index, None, value["finish_reason"])
+                        last["choices"][0]["receipt"] = value["receipt"]  # an answer's last chunk: what was edited
+                        yield f"data: {json.dumps(last)}\n\n"
                     else:
                         err = {"message": f"generation failed: {type(value).__name__}: {value}",
                                "type": "server_error", "param": None, "code": "internal_error"}

@@ -24,7 +24,8 @@ import torch
 from ..forward.run import encode as encode_tokens
 from ..forward.run import fast_layout, logits_at, read_hooks
 from ..load.saes import sae_hook, sae_layer
-from .sae_cache import cached
+from .edits import added_at_last
+from ..activations.sae_cache import cached
 
 NEUTRAL_PROMPT = "From my experience,"  # output_score.py's neutral_sentence
 AMP_FACTOR = 10.0  # get_output_score's amp_factor
@@ -56,21 +57,22 @@ def amplified_probs(model, sae, idx: torch.Tensor, prompt: str = NEUTRAL_PROMPT,
 
     fast_layout(model)
     layer, hook = sae_layer(sae), sae_hook(sae)
-    resid = read_hooks(model, torch.tensor(encode_tokens(model, [prompt])), [hook])[hook]  # [1, pos, d_model]
+    pre = f"blocks.{layer}.hook_resid_pre"
+    acts = read_hooks(model, torch.tensor(encode_tokens(model, [prompt])), [pre, hook])  # [1, pos, d_model] each
 
-    def probs(x):
-        out = model(x, start_at_layer=layer + 1, stop_at_layer=model.cfg.n_layers)
+    def probs(x):  # the blocks from the SAE's on (its own again, so the edit is made by a hook at its hook point)
+        out = model(x, start_at_layer=layer, stop_at_layer=model.cfg.n_layers)
         return torch.softmax(logits_at(model, out[:, -1]).float(), dim=-1)
 
-    yield None, probs(resid)
-    z_last = sae.encode(resid[:, -1].to(sae.dtype))
+    yield None, probs(acts[pre])
+    z_last = sae.encode(acts[hook][:, -1].to(sae.dtype))
     boost = float(z_last.max()) * amp_factor  # AmlifySAEHook: max_act_value * amp_factor, from the clean code
     w_dec = sae.W_dec.detach()
     for i in tqdm(range(0, len(idx), batch_size), desc=desc, disable=not progress, mininterval=10):
         f = idx[i:i + batch_size]
-        x = resid.expand(len(f), -1, -1).clone()
-        x[:, -1] += boost * w_dec[f].to(x.dtype)
-        yield i, probs(x)
+        with added_at_last(model, hook, boost * w_dec[f]):
+            p = probs(acts[pre].expand(len(f), -1, -1))
+        yield i, p
 
 
 @torch.no_grad()
