@@ -133,12 +133,9 @@ def last_token_activations(model, texts: list[str], layers: Sequence[int], batch
     out = {x: [] for x in layers}
     for i in range(0, len(texts), batch_size):
         tokens, mask, left_pad = pad_left(encode(model, texts[i:i + batch_size]), pad_id(model), block_device(model))
-        store = {}
-        hooks = [(n, lambda x, hook, s=store: s.__setitem__(hook.name, x.float())) for n in names]
-        with model.hooks(fwd_hooks=hooks):
-            run_resid(model, tokens, mask, left_pad, stop_at_layer=max(layers) + 1)
+        store = read_hooks(model, tokens, names, mask, left_pad)
         for n, x in names.items():
-            a = store[n]
+            a = store[n].float()
             if reduce == "last":
                 out[x].append(a[:, -1])
             else:

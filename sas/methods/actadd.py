@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from ..activations.residual import _check_layers
-from ..forward.run import encode, run_resid
+from ..forward.run import encode, read_hooks
 from ..hooks import resid_hook
 from ..load.device import block_device
 from ..load.data import data_hash
@@ -32,13 +32,10 @@ def actadd_vector(model, positive: str = "Love", negative: str = "Hate", layers:
     while len(b) < len(a):
         b += space
     names = {resid_hook(x): x for x in layers}
-    store = {}
-    hooks = [(n, lambda x, hook: store.__setitem__(hook.name, x.float())) for n in names]
     tokens = torch.tensor([a, b], device=block_device(model))
-    with model.hooks(fwd_hooks=hooks):
-        run_resid(model, tokens, torch.ones_like(tokens), torch.zeros(2, dtype=torch.long, device=tokens.device),
-                  stop_at_layer=max(layers) + 1)
-    dirs = {x: store[n][0] - store[n][1] for n, x in names.items()}
+    store = read_hooks(model, tokens, names, torch.ones_like(tokens), torch.zeros(2, dtype=torch.long,
+                                                                                  device=tokens.device))
+    dirs = {x: store[n][0].float() - store[n][1].float() for n, x in names.items()}
     return SteeringVector(dirs, model.cfg.model_name, "actadd", behavior, positions="front",
                           data_hash=data_hash([positive, negative]),
                           settings={"positive": positive, "negative": negative, "n_pos": len(a)})
