@@ -11,6 +11,7 @@ import torch
 
 from ..hooks import layer_of
 from ..load.device import block_device
+from ..load.prompts import bos_ids
 from .positions import Batch, batch_positions
 
 
@@ -25,13 +26,6 @@ def pad_left(seqs: list[list[int]], pad_id: int, device: torch.device | str | No
     tokens = torch.tensor([[pad_id] * (n - len(s)) + list(s) for s in seqs], dtype=torch.long, device=device)
     mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long, device=device)
     return tokens, mask, n - mask.sum(1)
-
-
-def bos_ids(model) -> list[int]:
-    """``[BOS]`` for a model that reads text after a BOS token, ``[]`` for one that does not: the one BOS rule."""
-    tok = model.tokenizer
-    # models whose tokenizer adds no BOS (SmolLM2) set default_prepend_bos=False
-    return [tok.bos_token_id] if model.cfg.default_prepend_bos and tok.bos_token_id is not None else []
 
 
 def encode(model, texts: list[str], prepend_bos: bool = True) -> list[list[int]]:

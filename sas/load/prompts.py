@@ -39,12 +39,19 @@ def letter_ids(tokenizer, letters=("A", "B")) -> dict[str, int]:
     return out
 
 
+def bos_ids(model) -> list[int]:
+    """``[BOS]`` for a model that reads text after a BOS token, ``[]`` for one that does not: the one BOS rule."""
+    tok = model.tokenizer
+    # models whose tokenizer adds no BOS (SmolLM2) set default_prepend_bos=False
+    return [tok.bos_token_id] if model.cfg.default_prepend_bos and tok.bos_token_id is not None else []
+
+
 def question_ids(model, question: str, chat: bool | None = None) -> list[int]:
     tok = model.tokenizer
     if chat if chat is not None else is_chat(model):
         return list(tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                             tokenize=True, return_dict=False))
-    return [tok.bos_token_id] + tok(question, add_special_tokens=False).input_ids
+    return bos_ids(model) + tok(question, add_special_tokens=False).input_ids
 
 
 def ab_tokens(model, pairs: list[ABPair], chat: bool | None = None) -> ABTokens:

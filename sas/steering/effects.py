@@ -24,8 +24,9 @@ import torch
 
 from ..activations.sae_cache import cached, read_cached, write_cached
 from ..forward.generate import generate_tokens
-from ..forward.run import bos_ids, fast_layout, pad_id, pad_left, run_resid
+from ..forward.run import fast_layout, pad_id, pad_left, run_resid
 from ..hooks import template_of
+from ..load.prompts import bos_ids
 from ..load.saes import sae_hook, sae_layer
 from .steer import Term, steer_terms
 from .vector import SteeringVector
