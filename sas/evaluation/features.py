@@ -18,10 +18,10 @@ import torch
 
 from ..activations.codes import encode
 from ..activations.feature_cache import FeatureCache, feature_cache
-from ..steering.output_scores import output_scores as output_score_table
 from ..activations.residual import answer_activations, last_token_activations, token_chunks
 from ..forward.run import read_hooks, token_mask
 from ..load.saes import sae_hook, sae_layer
+from ..steering.output_scores import output_scores as output_score_table
 
 __all__ = ["FeatureCache", "check_ids", "contrast_counts", "feature_cache", "feature_table", "logit_effects",
            "neuronpedia_url", "overlap", "top_contexts", "vector_contrast"]

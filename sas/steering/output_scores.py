@@ -13,7 +13,7 @@ Implemented as their code does it (``technion-cs-nlp/saes-are-good-for-steering`
   ``max_{t in lens} p(t) * (1 - min_{t in lens} rank(t) / vocab)``.
 
 Here it runs for every feature of an SAE at once: the prompt's residual at the SAE's layer is computed once and
-only the blocks after it run per feature, a batch of features per pass, with the unembedding at the last
+only the blocks from it on run per feature, a batch of features per pass, with the unembedding at the last
 position only; the scores are cached per SAE (:mod:`sas.activations.sae_cache`).
 """
 
@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import torch
 
+from ..activations.sae_cache import cached
 from ..forward.run import encode as encode_tokens
 from ..forward.run import fast_layout, logits_at, read_hooks
 from ..load.saes import sae_hook, sae_layer
 from .edits import added_at_last
-from ..activations.sae_cache import cached
 
 NEUTRAL_PROMPT = "From my experience,"  # output_score.py's neutral_sentence
 AMP_FACTOR = 10.0  # get_output_score's amp_factor
