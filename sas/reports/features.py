@@ -3,25 +3,17 @@ formatted from what :mod:`sas.evaluation.features` computes."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from ..evaluation import features as _computed
+from . import moved
 
-_MOVED = ("NEURONPEDIA", "logit_effects", "top_contexts", "feature_table", "overlap", "neuronpedia_url")
-
-
-def __getattr__(name: str):
-    """The inspection functions that compute moved to :mod:`sas.evaluation.features`; their old names here work for
-    one release, with a ``DeprecationWarning``."""
-    if name in _MOVED:
-        warnings.warn(f"sas.reports.features.{name} moved to sas.evaluation.features.{name}; the old path goes in "
-                      "sas 0.3", DeprecationWarning, stacklevel=2)
-        return getattr(_computed, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the inspection functions that compute moved a floor down; their old names here work for one release
+__getattr__ = moved(__name__, "sas.evaluation.features",
+                    ("NEURONPEDIA", "logit_effects", "top_contexts", "feature_table", "overlap", "neuronpedia_url"))
 
 
 def plot_overlap(df: pd.DataFrame, path: str | Path) -> Path:
