@@ -312,6 +312,7 @@ def test_rows_carry_the_continuous_score_beside_the_share(tiny):
     assert row["continuous_lo"] <= row["continuous"] <= row["continuous_hi"]
 
 
+@pytest.mark.slow  # loads SmolLM2
 def test_the_second_models_perplexity_judges_the_text_not_its_topic():
     """SmolLM2 (installed with the fluency model's package) scores fluent French given the French concept's prefix
     well below a word salad, in one batch or many alike; a NaN from it is refused."""
