@@ -50,13 +50,13 @@ def _names(kind: str):
 
         known = {"method": methods(), "task": {**TASKS, **shipped_concepts()}, "behavior": BEHAVIORS}[kind]
         names = list(BEHAVIORS) if kind == "behavior" and s == "all" else [x for x in s.split(",") if x]
-        if kind == "task":  # a task alias, a shipped concept, or a concept file
-            bad = [x for x in names if x not in known and not _concept_file(x)]
-        else:
-            bad = [x for x in names if x not in known]
+        bad = [x for x in names if x not in known and not (kind == "task" and _concept_file(x))]
         if bad or not names:
+            choices = {"behavior": f"{', '.join(sorted(known))} or all", "method": ", ".join(sorted(known)),
+                       "task": f"{', '.join(TASKS)}, a shipped concept ({', '.join(shipped_concepts())}) or a "
+                               "concept file"}[kind]
             raise argparse.ArgumentTypeError(f"unknown {kind}(s) {', '.join(bad) if bad else repr(s)}; choose from "
-                                             f"{', '.join(sorted(known))}" + (" or all" if kind == "behavior" else ""))
+                                             f"{choices}")
         return names
 
     return parse

@@ -252,8 +252,12 @@ def test_a_method_added_to_a_results_file_reuses_its_unsteered_rows(tiny, tmp_pa
 
 
 def test_the_shipped_result_files_still_load():
-    """docs/data/*.jsonl (written by sas 0.1) read into the store of their kind."""
+    """docs/data/*.jsonl (written by sas 0.1; the sentiment ones by the task evaluation that a concept replaced) read
+    into the store of their kind and report as they did."""
     from pathlib import Path
+
+    from sas.reports.tables import summary
+    from sas.runs.store import to_frame
 
     files = sorted((Path(__file__).resolve().parents[1] / "docs" / "data").glob("*.jsonl"))
     assert files
@@ -261,6 +265,8 @@ def test_the_shipped_result_files_still_load():
         first = json.loads(f.read_text().splitlines()[0])
         store = ResultStore(f, "task" if "task" in first else "ab")
         assert len(store.rows) == len(f.read_text().splitlines())
+    table = summary(to_frame(read_rows(files[0].with_name("compare_sentiment.jsonl"))), "score")
+    assert table.loc[("caa", "sentiment", 5), 0.0] == 0.139 and table.loc[("sas", "sentiment", 9), 8.0] == 0.672
 
 
 # a run of the tiny model in its own process: a sweep over the given multipliers into one results file; after each
