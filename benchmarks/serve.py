@@ -51,7 +51,7 @@ def build_vectors() -> None:
     code = f"""
 import torch; torch.set_num_threads(1)
 import sas
-from sas.evaluation.tasks import sentiment_pairs
+from sas.concepts.tasks import sentiment_pairs
 from sas.methods.sas import sas_vector_from_texts
 m = sas.load_model()
 pos, neg = sentiment_pairs()

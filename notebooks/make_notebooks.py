@@ -47,7 +47,7 @@ NOTEBOOKS = {
                "with it (the reconstruction error of the unsteered activation is kept), and compare with its dense "
                "direction."),
         ("code", "import torch\nimport sas\nfrom sas.load.saes import load_sae, registry\nfrom sas.methods.sas import "
-                 "sas_vector_from_texts\nfrom sas.evaluation.tasks import sentiment_pairs\n\n"
+                 "sas_vector_from_texts\nfrom sas.concepts.tasks import sentiment_pairs\n\n"
                  "model = sas.load_model()\n"
                  "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
                  "key=lambda n: registry()[n]['width'])\n"
@@ -69,7 +69,7 @@ NOTEBOOKS = {
                "direction promotes and suppresses, the held-out Wikipedia contexts where it fires most, and a "
                "dashboard of HTML pages (one per feature) that shows it all at once."),
         ("code", "import pandas as pd\nimport sas\nfrom sas.load.saes import load_sae, registry\n"
-                 "from sas.methods.sas import sas_vector_from_texts\nfrom sas.evaluation.tasks import sentiment_pairs\n"
+                 "from sas.methods.sas import sas_vector_from_texts\nfrom sas.concepts.tasks import sentiment_pairs\n"
                  "from sas.evaluation.features import feature_table, top_contexts, overlap\n"
                  "from sas.load.data import load_text_sample\n\n"
                  "pd.set_option('display.max_rows', 12)\npd.set_option('display.max_colwidth', 80)\n"

@@ -42,7 +42,7 @@ _API = {
     "build_vector": "methods.registry", "METHODS": "methods.registry",
     "ABScorer": "evaluation.ab", "ab_score": "evaluation.ab", "side_effects": "evaluation.side_effects",
     "evaluate_sae": "evaluation.sae_quality",
-    "run_task": "evaluation.tasks", "TASKS": "evaluation.tasks",
+    "run_task": "evaluation.concept", "TASKS": "concepts.tasks",
     "task_vector": "runs.vectors",
     "ab_sweep": "runs.sweep", "task_sweep": "runs.sweep", "compare": "runs.compare",
     "run_grid": "runs.grid", "Grid": "runs.grid", "ResultStore": "runs.store",

@@ -1,4 +1,4 @@
-"""What the method and task registries share: entries by name, registered by the modules of one folder,
+"""A registry of plugins (the methods'): entries by name, registered by the modules of one folder,
 which are all imported the first time the registry is read (so adding an entry is adding a file)."""
 
 from __future__ import annotations

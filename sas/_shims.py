@@ -22,6 +22,7 @@ MOVED = {
     "compare": ["runs.compare", "reports.plots"],
     "datasets": ["load.data"],
     "evaluate": ["evaluation.ab", "evaluation.side_effects"],
+    "evaluation.tasks": ["concepts.tasks", "evaluation.concept"],
     "features": ["evaluation.features", "reports.features"],
     "generation": ["forward.run", "forward.generate", "forward.likelihood"],
     "models": ["load.models"],
@@ -33,7 +34,7 @@ MOVED = {
     "sae": ["load.saes", "activations.codes", "activations.residual", "evaluation.sae_quality"],
     "sparse": ["steering.sparse", "methods.sas"],
     "sweep": ["runs.sweep", "runs.store", "reports.tables"],
-    "tasks": ["evaluation.tasks", "runs.vectors"],
+    "tasks": ["concepts.tasks", "evaluation.concept", "runs.vectors"],
     "vector": ["steering.vector"],
 }
 

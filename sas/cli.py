@@ -44,19 +44,34 @@ def _floats(s: str) -> list[float]:
 
 def _names(kind: str):
     def parse(s: str) -> list[str]:
-        from .evaluation.tasks import tasks
+        from .concepts import TASKS, shipped_concepts
         from .load.data import BEHAVIORS
         from .methods.registry import methods
 
-        known = {"method": methods(), "task": tasks(), "behavior": BEHAVIORS}[kind]
+        known = {"method": methods(), "task": {**TASKS, **shipped_concepts()}, "behavior": BEHAVIORS}[kind]
         names = list(BEHAVIORS) if kind == "behavior" and s == "all" else [x for x in s.split(",") if x]
-        bad = [x for x in names if x not in known]
+        bad = [x for x in names if x not in known and not (kind == "task" and _concept_file(x))]
         if bad or not names:
+            choices = {"behavior": f"{', '.join(sorted(known))} or all", "method": ", ".join(sorted(known)),
+                       "task": f"{', '.join(TASKS)}, a shipped concept ({', '.join(shipped_concepts())}) or a "
+                               "concept file"}[kind]
             raise argparse.ArgumentTypeError(f"unknown {kind}(s) {', '.join(bad) if bad else repr(s)}; choose from "
-                                             f"{', '.join(sorted(known))}" + (" or all" if kind == "behavior" else ""))
+                                             f"{choices}")
         return names
 
     return parse
+
+
+def _concept_file(path: str) -> bool:
+    from .concepts import load_concept
+
+    if not Path(path).is_file():
+        return False
+    try:
+        load_concept(path)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return True
 
 
 def _model(args):
@@ -138,10 +153,10 @@ def cmd_sweep(args) -> None:
     model = _model(args)
     out = Path(args.out)
     if args.task:
-        from .evaluation.tasks import get_task
+        from .concepts import TASK_LAYERS
 
         methods = args.method or ["caa", "actadd"]
-        layers = args.layers or list(get_task(args.task[0]).layers)
+        layers = args.layers or list(TASK_LAYERS)
         mults = {m: args.multipliers for m in methods} if args.multipliers else None
         df = task_sweep(model, args.task[0], methods, layers, mults, out, args.n_prompts, args.max_new_tokens,
                         args.seed, with_side_effects=args.side_effects, executor=executor)
@@ -335,7 +350,8 @@ def _sae_args(sp) -> None:
 
 def _evaluation(sp) -> None:
     sp.add_argument("--behavior", type=_names("behavior"), help="a CAA behaviour, a comma list, or all")
-    sp.add_argument("--task", type=_names("task"), help="an open-ended task instead of A/B (sentiment, topic)")
+    sp.add_argument("--task", type=_names("task"), help="an open-ended task instead of A/B: sentiment, topic, or any "
+                    "concept (a shipped name or a concept file), steered with raw multipliers")
     sp.add_argument("--n-test", type=_positive, help="A/B test questions per behaviour (default all 50)")
     sp.add_argument("--n-prompts", type=_positive, default=40)
     sp.add_argument("--max-new-tokens", type=_positive, default=30)

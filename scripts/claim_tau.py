@@ -23,7 +23,8 @@ from sas.load.saes import load_sae  # noqa: E402
 from sas.methods.sas import sparse_diff  # noqa: E402
 from sas.steering.sparse import SparseVector  # noqa: E402
 from sas.runs.store import append_row, read_rows  # noqa: E402
-from sas.evaluation.tasks import run_task, sentiment_pairs  # noqa: E402
+from sas.concepts.tasks import sentiment_pairs  # noqa: E402
+from sas.evaluation.concept import run_task  # noqa: E402
 
 
 def main():

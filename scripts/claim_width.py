@@ -27,7 +27,7 @@ from sas.activations.codes import encode  # noqa: E402
 from sas.load.saes import load_sae  # noqa: E402
 from sas.methods.sas import sparse_diff  # noqa: E402
 from sas.steering.sparse import SparseVector  # noqa: E402
-from sas.evaluation.tasks import sentiment_pairs  # noqa: E402
+from sas.concepts.tasks import sentiment_pairs  # noqa: E402
 
 
 def main():

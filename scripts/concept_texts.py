@@ -259,3 +259,20 @@ PARALLEL = [
     ("The lake is frozen in winter.", "Le lac est gelé en hiver.", "El lago se congela en invierno."),
     ("He put the glasses on the table.", "Il a posé les verres sur la table.", "Puso los vasos en la mesa."),
 ]
+
+# the 50 antonym pairs of sas 0.1's sentiment task (the `sentiment` concept; an older list than ADJECTIVES)
+TASK_ADJECTIVES = [
+    ("good", "bad"), ("happy", "sad"), ("wonderful", "terrible"), ("great", "awful"), ("excellent", "horrible"),
+    ("beautiful", "ugly"), ("pleasant", "unpleasant"), ("delightful", "dreadful"), ("joyful", "miserable"),
+    ("amazing", "disgusting"), ("lovely", "nasty"), ("fantastic", "atrocious"), ("brilliant", "pathetic"),
+    ("cheerful", "gloomy"), ("kind", "cruel"), ("friendly", "hostile"), ("hopeful", "hopeless"),
+    ("calm", "anxious"), ("satisfied", "disappointed"), ("grateful", "resentful"), ("proud", "ashamed"),
+    ("successful", "failed"), ("exciting", "boring"), ("fun", "tedious"), ("positive", "negative"),
+    ("peaceful", "violent"), ("healthy", "sick"), ("safe", "dangerous"), ("gentle", "harsh"),
+    ("generous", "selfish"), ("honest", "deceitful"), ("warm", "cold"), ("bright", "dark"),
+    ("charming", "repulsive"), ("glorious", "shameful"), ("superb", "dismal"), ("perfect", "flawed"),
+    ("enjoyable", "painful"), ("nice", "mean"), ("loving", "hateful"), ("thrilled", "upset"),
+    ("relaxed", "stressed"), ("optimistic", "pessimistic"), ("marvelous", "lousy"), ("fortunate", "unlucky"),
+    ("admirable", "despicable"), ("encouraging", "discouraging"), ("comfortable", "uncomfortable"),
+    ("graceful", "clumsy"), ("triumphant", "defeated"),
+]

@@ -17,17 +17,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from concept_texts import (ADJECTIVES, NEUTRAL_PHRASES, PARALLEL, SENTIMENT_TEMPLATES, SENTIMENT_WORDS,  # noqa: E402
-                           TOPIC_TEMPLATES, TOPICS)
+                           TASK_ADJECTIVES, TOPIC_TEMPLATES, TOPICS)
 
-from sas.concepts import CONCEPT_DIR, Lexicon, load_concept  # noqa: E402
+from sas.concepts import CONCEPT_DIR, TASK_DIR, Lexicon, load_concept  # noqa: E402
 
 LICENSE = "MIT; written for sas"
 
 
-def write(name: str, d: dict) -> None:
-    path = CONCEPT_DIR / f"{name}.yaml"
+def write(name: str, d: dict, folder: Path = CONCEPT_DIR) -> None:
+    path = folder / f"{name}.yaml"
     text = yaml.safe_dump(d, allow_unicode=True, sort_keys=False, width=120)
-    fd, tmp = tempfile.mkstemp(dir=CONCEPT_DIR, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)  # atomic: a reader never sees half a file
@@ -73,6 +73,18 @@ def main() -> None:
                                     "the same pairs as its opposite, sides swapped.",
                      "scorer": {"name": "vader", "direction": sign}, "prefix": prefix, "prompts": "neutral",
                      "concept_words": words, "pairs": [{"positive": p, "negative": n} for p, n in zip(a, b)]})
+    # sas 0.1's sentiment task (`--task sentiment`), in tasks/ so that the benchmark's default concepts stay the
+    # thirteen: the first two frames for every adjective, ActAdd's Love/Hate; no concept words, so every neutral
+    # prompt is kept (as the task did)
+    frames = SENTIMENT_TEMPLATES[:2]
+    write("sentiment", {"name": "sentiment", "license": LICENSE,
+                        "description": "Sentiment of continuations of neutral prompts (VADER compound), with the pairs "
+                                       "and ActAdd prompts of sas 0.1's sentiment task; `--task sentiment` runs it.",
+                        "scorer": {"name": "vader", "direction": 1},
+                        "prefix": "The following text is happy, warm and positive.\n\n", "prompts": "neutral",
+                        "actadd": ["Love", "Hate"],
+                        "pairs": [{"positive": t.format(a), "negative": t.format(b)} for a, b in TASK_ADJECTIVES
+                                  for t in frames]}, TASK_DIR)
     for name, code, col, words, prefix in (
             ("french", "fr", 1, ["French", "France", "Paris", "français", "française"],
              "The following text is written in French. Le texte suivant est écrit en français.\n\n"),

@@ -19,7 +19,7 @@ from sas.load.data import balance_letters, load_behavior
 from sas.evaluation.features import logit_effects
 from sas.activations.codes import encode
 from sas.methods.sas import sparse_diff
-from sas.evaluation.tasks import sentiment_pairs
+from sas.concepts.tasks import sentiment_pairs
 
 
 def main():

@@ -54,7 +54,7 @@ def test_no_command(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--behavior", "sycophancy", "--layers", "2,x"], "expected comma-separated integers such as 2,4,6"),
     (["sweep", "--behavior", "sycophancy", "--multipliers", "1,two"], "expected comma-separated numbers"),
-    (["sweep", "--task", "poetry"], "unknown task(s) poetry; choose from sentiment, topic"),
+    (["sweep", "--task", "poetry"], "unknown task(s) poetry; choose from sentiment, topic, a shipped concept (animals, "),
     (["sweep", "--method", "cca"], "unknown method(s) cca; choose from actadd, caa, "),
     (["sweep", "--dtype", "float8"], "invalid choice: 'float8'"),
 ])

@@ -154,6 +154,44 @@ def test_shipped_concepts_meet_the_issue():
     assert pos.scorer_settings["direction"] == 1 and neg.scorer_settings["direction"] == -1
 
 
+def test_the_tasks_are_concepts_and_their_old_path_warns():
+    """`--task sentiment` and `--task topic` name concepts: sentiment keeps the task's 100 pairs, ActAdd's Love/Hate
+    and every neutral prompt, outside the benchmark's default concepts; topic is weddings; any concept works."""
+    import sys
+
+    import sas
+    from sas.concepts import TASKS, task_concept, task_prompts
+    from sas.concepts.tasks import sentiment_pairs
+    from sas.evaluation.concept import mask_words, run_task
+    from sas.load.data import load_neutral_prompts
+
+    s = task_concept("sentiment")
+    assert set(TASKS) == {"sentiment", "topic"} and "sentiment" not in shipped_concepts()
+    assert s.scorer_name == "vader" and s.scorer_settings == {"direction": 1} and s.actadd_pair == ("Love", "Hate")
+    assert len(s.pairs) == 100 and s.pairs[0].texts == ("I feel good", "I feel bad")
+    assert s.pairs[-1].texts == ("This is triumphant", "This is defeated")
+    assert s.scorer().score(["What a wonderful day!"])[0] > 0.5  # VADER, from the one scorer registry
+    assert task_prompts(s, 40) == load_neutral_prompts(40)  # the task's prompts: the first of the pool
+    with pytest.raises(ValueError, match="fewer than the 99999 asked for"):
+        task_prompts(s, 99999)
+    assert task_concept("topic") is get_concept("weddings") and task_concept("ocean").name == "ocean"
+    sys.modules.pop("sas.evaluation.tasks", None)
+    with pytest.warns(DeprecationWarning, match="sas.evaluation.tasks moved to sas.concepts.tasks"):
+        import sas.evaluation.tasks as old
+    assert old.sentiment_pairs is sentiment_pairs and old.run_task is run_task and old.mask_words is mask_words
+    assert old.sentiment_pairs() == (s.positive_texts(), s.negative_texts()) and sas.run_task is run_task
+
+
+def test_a_broken_concept_file_after_task_is_refused_naming_the_problem(tmp_path, capsys):
+    from sas.cli import parser
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "pairs": _pairs(), "prefix": "About weddings.\n\n"}))
+    with pytest.raises(SystemExit):
+        parser().parse_args(["sweep", "--task", str(bad)])
+    assert "missing field(s) ['scorer']" in capsys.readouterr().err
+
+
 # --- scorers -------------------------------------------------------------------------------------------
 
 def test_registry_and_type_errors():

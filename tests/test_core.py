@@ -511,7 +511,7 @@ def test_continuation_nll_equals_a_plain_forward(tiny):
 
 
 def test_mask_words():
-    from sas.evaluation.tasks import mask_words
+    from sas.evaluation.concept import mask_words
 
     v = SteeringVector({1: _dir(0, 2)}, "tiny", "actadd", positions="front",
                        settings={"positive": "Love", "negative": "Hate"})

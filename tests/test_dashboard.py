@@ -164,7 +164,7 @@ def _attr_values(html, tag, attr):
 def test_dashboard_of_a_sas_vector_in_chromium(gemma, tmp_path):
     from PIL import Image
 
-    from sas.evaluation.tasks import sentiment_pairs
+    from sas.concepts.tasks import sentiment_pairs
     from sas.load.saes import load_sae
     from sas.methods.sas import sas_vector_from_texts
 

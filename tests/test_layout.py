@@ -78,7 +78,7 @@ ALLOWED = {
     "evaluation": {"load", "forward", "activations", "steering", "concepts"},
     "serve": {"load", "forward", "steering"},
     "runs": {"load", "forward", "activations", "steering", "concepts", "methods", "evaluation", "export"},
-    "reports": {"load", "evaluation", "runs", "steering"},  # formats what runs computed (and vectors); stats from evaluation
+    "reports": {"load", "concepts", "evaluation", "runs", "steering"},  # formats; stats from evaluation, a task's pairs
     "cli": EVERYTHING,
     "__init__": EVERYTHING, "_shims": EVERYTHING,  # the package's face: names imported lazily, old paths
 }

@@ -166,16 +166,15 @@ def test_runner_key_holds_sae_name_and_hash(tiny):
 
 
 
-def test_a_new_method_and_a_new_task_are_one_registration_each(tiny, tmp_path, request):
-    """What a user writes to add a method and a task (one file each in sas/methods/ and
-    sas/evaluation/tasks/), here registered from the test: the runner, the sweeps and the CLI see them."""
-    from sas.cli import parser
-    from sas.evaluation.tasks.registry import _TASKS, Task, register_task
+@pytest.fixture
+def mean_pos(request):
+    """A method registered from the test (what a file in sas/methods/ does), with a setting (``scale``) that no
+    shipped method has; removed at the end."""
     from sas.methods.registry import _METHODS, register
     from sas.steering.vector import SteeringVector
 
-    _METHODS.all(), _TASKS.all()  # the built-ins first; the two new entries are removed at the end
-    request.addfinalizer(lambda: (_METHODS.pop("mean_pos", None), _TASKS.pop("length", None)))
+    _METHODS.all()  # the built-ins first
+    request.addfinalizer(lambda: _METHODS.pop("mean_pos", None))
 
     @register("mean_pos", multipliers=(-1, 0, 1))
     def build(model, contrast, layers, saes=None, positions="after_prompt", scale: float = 1.0):
@@ -184,18 +183,81 @@ def test_a_new_method_and_a_new_task_are_one_registration_each(tiny, tmp_path, r
         return SteeringVector({x: scale * pos[x].mean(0) for x in layers}, model.cfg.model_name, "mean_pos",
                               contrast.name, positions=positions, data_hash=contrast.hash)
 
-    register_task(Task("length", pairs=lambda: (["a long text about many things"], ["short"]),
-                       score=lambda texts: [float(len(t.split())) for t in texts]))
-    df = task_sweep(tiny, "length", ["mean_pos"], [1], None, out=tmp_path / "r.jsonl", n_prompts=2,
+    return "mean_pos"
+
+
+def test_a_new_method_scorer_and_concept_are_one_registration_or_file_each(tiny, tmp_path, request, mean_pos):
+    """What a user writes to add a method (a file in sas/methods/), a scorer (a registered class) and an open-ended
+    target (a concept file): the runner, the sweeps and the CLI see them, and --task takes the concept file."""
+    from dataclasses import dataclass
+
+    import yaml
+
+    from sas.cli import parser
+    from sas.concepts import SCORERS, Scorer, register_scorer
+
+    request.addfinalizer(lambda: SCORERS.pop("length", None))
+
+    @register_scorer("length")
+    @dataclass
+    class Length(Scorer):
+        def details(self, texts):
+            return {"score": [float(len(t.split())) for t in texts]}
+
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "long", "scorer": "length", "prefix": "The following text is long.\n\n", "min_pairs": 8,
+        "prompts": ["The river", "My aunt said", "In the morning"],
+        "pairs": [{"positive": f"a long text about {i} things and more", "negative": f"short {i}"} for i in range(8)]}))
+    df = task_sweep(tiny, str(path), [mean_pos], [1], None, out=tmp_path / "r.jsonl", n_prompts=2,
                     max_new_tokens=3, progress=False)
-    assert sorted(df.multiplier) == [-1.0, 0.0, 1.0] and set(df.scale) == {1.0}
-    args = parser().parse_args(["sweep", "--task", "length", "--method", "mean_pos,caa"])
-    assert args.task == ["length"] and args.method == ["mean_pos", "caa"]
+    assert sorted(df.multiplier) == [-1.0, 0.0, 1.0] and set(df.scale) == {1.0} and (df.score >= 0).all()
+    args = parser().parse_args(["sweep", "--task", str(path), "--method", "mean_pos,caa"])
+    assert args.task == [str(path)] and args.method == ["mean_pos", "caa"]
+    assert parser().parse_args(["sweep", "--task", "topic,ocean"]).task == ["topic", "ocean"]
+    with pytest.raises(SystemExit):
+        parser().parse_args(["sweep", "--task", "sentimental"])
+
+
+@pytest.mark.parametrize("kind,item,strength", [("task", "sentiment", 1.0), ("concept", "weddings", 0.1)])
+def test_a_method_added_to_a_results_file_reuses_its_unsteered_rows(tiny, tmp_path, monkeypatch, mean_pos, kind,
+                                                                     item, strength):
+    """A second run that adds a method to a results file generates only the new method's steered continuations: the
+    unsteered rows (multiplier 0) of the first run are reused, whatever settings the new method has."""
+    import sas.evaluation.concept as ev
+
+    generated = []
+    real = ev.generate
+    monkeypatch.setattr(ev, "generate", lambda model, prompts, **kw: generated.extend(prompts) or
+                        real(model, prompts, **kw))
+    out = tmp_path / "r.jsonl"
+    settings = {"n_prompts": 2, "max_new_tokens": 3, "n_calibration": 2}
+    one = Grid(kind, [item], ["caa"], [1, 2], {"caa": [0.0, strength]}, eval_settings=settings)
+    first = run_grid(one, out, tiny, progress=False)
+    assert len(generated) == 2 * 3  # the unsteered model once, CAA at two layers
+    generated.clear()
+    both = Grid(kind, [item], ["caa", mean_pos], [1, 2], {"caa": [0.0, strength], mean_pos: [0.0, strength]},
+                eval_settings=settings)
+    rows = run_grid(both, out, tiny, progress=False)
+    assert len(generated) == 2 * 2  # mean_pos steered at two layers; no unsteered continuation again
+    assert len(read_rows(out)) == 4 + 4 and len(read_rows(out.with_name("r.texts.jsonl"))) == 3 + 2
+    zero = [r for r in rows if r["multiplier"] == 0]
+    assert [(r["method"], r["layer"]) for r in zero] == [("caa", 1), ("caa", 2), (mean_pos, 1), (mean_pos, 2)]
+    assert all(r["scores"] == first[0]["scores"] and r["perplexity"] == first[0]["perplexity"] for r in zero)
+    assert zero[2]["scale"] == 1.0 and "scale" not in zero[0] and zero[2]["resid_change"] == 0.0
+    # the reused row carries no setting or measure of the method it was first written for
+    sas_rows = run_grid(Grid(kind, [item], [mean_pos], [1], {mean_pos: [0.0]}, eval_settings=settings,
+                             method_settings={mean_pos: {"scale": 2.0}}), out, tiny, progress=False)
+    assert sas_rows[0]["scale"] == 2.0 and len(generated) == 2 * 2
 
 
 def test_the_shipped_result_files_still_load():
-    """docs/data/*.jsonl (written by sas 0.1) read into the store of their kind."""
+    """docs/data/*.jsonl (written by sas 0.1; the sentiment ones by the task evaluation that a concept replaced) read
+    into the store of their kind and report as they did."""
     from pathlib import Path
+
+    from sas.reports.tables import summary
+    from sas.runs.store import to_frame
 
     files = sorted((Path(__file__).resolve().parents[1] / "docs" / "data").glob("*.jsonl"))
     assert files
@@ -203,6 +265,8 @@ def test_the_shipped_result_files_still_load():
         first = json.loads(f.read_text().splitlines()[0])
         store = ResultStore(f, "task" if "task" in first else "ab")
         assert len(store.rows) == len(f.read_text().splitlines())
+    table = summary(to_frame(read_rows(files[0].with_name("compare_sentiment.jsonl"))), "score")
+    assert table.loc[("caa", "sentiment", 5), 0.0] == 0.139 and table.loc[("sas", "sentiment", 9), 8.0] == 0.672
 
 
 # a run of the tiny model in its own process: a sweep over the given multipliers into one results file; after each

@@ -27,7 +27,7 @@ KEY = "test-key"
 def vectors(gemma, tmp_path_factory):
     """A dense sentiment CAA vector and a sparse SAS one, saved under a vectors folder."""
     import sas
-    from sas.evaluation.tasks import sentiment_pairs
+    from sas.concepts.tasks import sentiment_pairs
     from sas.load.saes import load_sae
     from sas.methods.sas import sas_vector_from_texts
 

@@ -231,7 +231,7 @@ def shipped_sae(gemma):
 
 @pytest.mark.slow
 def test_fast_path_equals_full_path_on_gemma(gemma, shipped_sae):
-    from sas.evaluation.tasks import sentiment_pairs
+    from sas.concepts.tasks import sentiment_pairs
 
     pos, neg = sentiment_pairs()
     v = sas_vector_from_texts(gemma, shipped_sae, pos, neg, tau=0.1)

@@ -128,7 +128,7 @@ def test_old_paths_warn(tiny):
 def test_receipts_on_gemma(gemma, tmp_path):
     """The receipt is what the hook applied: |m v| / |resid| for a dense vector, an edit for a real SAS vector,
     and a zero vector (a silent no-op in other tools) is an error in a run, not a row."""
-    from sas.evaluation.tasks import sentiment_pairs
+    from sas.concepts.tasks import sentiment_pairs
     from sas.load.saes import load_sae
     from sas.methods.caa import contrastive_vector
     from sas.methods.sas import sas_vector_from_texts
@@ -164,7 +164,7 @@ def test_generate_cli_takes_a_saved_sas_vector(gemma, tmp_path, monkeypatch):
     import json
 
     from sas import cli
-    from sas.evaluation.tasks import sentiment_pairs
+    from sas.concepts.tasks import sentiment_pairs
     from sas.load.saes import load_sae
     from sas.methods.sas import sas_vector_from_texts
 

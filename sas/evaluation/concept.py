@@ -3,10 +3,14 @@ under the unsteered model, and its distinct-2 ratio, per prompt (for paired inte
 
 Every strength of one vector runs in the same batches (one strength per row), and prompt ``i`` samples with
 seed ``seed + i`` at every strength and for every method, so scores of two conditions are paired by prompt.
+An ActAdd vector's own words (its "Love"/"Hate") leak into the text, so its rows add ``score_masked``: the score
+with those words removed. This is the one open-ended evaluation: ``sas bench``, and the tasks of ``sas sweep``
+and ``sas compare`` (:func:`run_task`), run it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Sequence
 
@@ -14,6 +18,7 @@ import torch
 
 from ..forward.generate import generate
 from ..forward.likelihood import continuation_nll
+from ..concepts import task_concept, task_prompts
 from ..steering import steer
 from .stats import bootstrap_ci, distinct_n, perplexity_ci
 
@@ -42,14 +47,24 @@ def summarize(scores: Sequence[float], nll: Sequence[float], n_tokens: Sequence[
     return row
 
 
+def mask_words(vector) -> re.Pattern | None:
+    """A regex of the words in an ActAdd vector's prompts (with simple inflections); None for other vectors."""
+    if vector is None or getattr(vector, "method", None) != "actadd":
+        return None
+    words = {w.lower() for k in ("positive", "negative") for w in re.findall(r"[A-Za-z]+", vector.settings[k])}
+    stems = sorted({w[:-1] if w.endswith("e") else w for w in words if len(w) > 2})
+    return re.compile(r"\b(" + "|".join(stems) + r")\w*", re.I) if stems else None
+
+
 @torch.no_grad()
-def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int | None = None,
+def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int | Sequence[int] | None = None,
                      multipliers: Sequence[float] = (0.0,), prefix: str | None = None,
                      max_new_tokens: int = MAX_NEW_TOKENS, seed: int = 0, batch_size: int = 32,
-                     fluency_context: str | None = None) -> list[tuple[dict, list[str]]]:
+                     fluency_context: str | None = None, positions: str | None = None) -> list[tuple[dict, list[str]]]:
     """Continue ``prompts`` (sampled: top-k 50, prompt ``i`` with seed ``seed + i``) once per multiplier of
-    ``vector`` at ``layer`` (all multipliers in shared batches), or unsteered (``vector=None``), with ``prefix``
-    prepended (the prompting baseline). Returns one ``(row, texts)`` per multiplier: see :func:`summarize`.
+    ``vector`` at ``layer`` (one layer or a list; None: all of the vector's) at ``positions`` (default: the
+    vector's own), all multipliers in shared batches, or unsteered (``vector=None``), with ``prefix`` prepended
+    (the prompting baseline). Returns one ``(row, texts)`` per multiplier: see :func:`summarize`.
     ``fluency_context``: also score each continuation under the fluency model (SmolLM2) given this context plus
     the prompt (:func:`sas.evaluation.fluency.fluency_nll`): the row's ``fluency_ppl`` and its interval.
     """
@@ -67,7 +82,7 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
         if vector is None or not s.any():
             texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
         else:
-            with steer(model, vector, s, [layer]):
+            with steer(model, vector, s, [layer] if isinstance(layer, int) else layer, positions):
                 texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
     # fluency: the continuation given the prompt alone (not the prefix), under the unsteered model
     nll = continuation_nll(model, prompts * len(mults), texts, batch_size=batch_size)
@@ -75,7 +90,7 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
         from .fluency import fluency_nll
 
         fl = fluency_nll([fluency_context + p for p in prompts] * len(mults), texts, batch_size=batch_size)
-    scorer = concept.scorer()
+    scorer, mask = concept.scorer(), mask_words(vector)
     out = []
     for j, m in enumerate(mults):
         part = texts[j * n:(j + 1) * n]
@@ -83,6 +98,9 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
         row = summarize(details[scorer.primary], nll[j * n:(j + 1) * n, 0].tolist(),
                         [int(t) for t in nll[j * n:(j + 1) * n, 1].tolist()], [distinct_n(t) for t in part],
                         {k: v for k, v in details.items()}, seed, details[scorer.continuous])
+        if mask is not None:
+            masked = scorer.score([mask.sub("", t) for t in part])
+            row["score_masked"] = sum(masked) / len(masked)
         if fluency_context is not None:
             part_nll = fl[j * n:(j + 1) * n]
             ppl, lo, hi = perplexity_ci(part_nll[:, 0].tolist(), part_nll[:, 1].tolist(), seed=seed)
@@ -91,3 +109,18 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
         row["seconds"] = (time.time() - t0) / len(mults)
         out.append((row, part))
     return out
+
+
+def run_task(model, task: str, vector=None, multiplier: float = 0.0, layers: Sequence[int] | None = None,
+             n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0, positions: str | None = None,
+             batch_size: int = 40) -> dict:
+    """Continue the first ``n_prompts`` prompts of a task's concept (:func:`sas.concepts.task_concept`:
+    ``sentiment``, ``topic`` or any concept) steered by ``vector`` x ``multiplier`` (raw) at ``layers``, and
+    score them. Returns the row of :func:`evaluate_concept` (``score``, its interval, ``perplexity``, ``n``,
+    ``seconds``, ...) with ``score_masked`` (ActAdd's own words removed; else the score) and ``texts``."""
+    concept = task_concept(task)
+    (row, texts), = evaluate_concept(model, concept, task_prompts(concept, n_prompts),
+                                     vector if multiplier else None, layers, [multiplier],
+                                     max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                                     positions=positions)
+    return {"score_masked": row["score"], **row, "texts": texts}

@@ -164,7 +164,7 @@ def vector_contrast(model, vector, name: str | None = None, layer: int | None = 
     answer-letter activations ``[n, d_model]`` for a behaviour (as :func:`sas_vector` reads them). Warns if
     the data's hash differs from the one the vector recorded (then the frequencies are of other data)."""
     from ..load.data import BEHAVIORS, balance_letters, data_hash, load_behavior
-    from .tasks import sentiment_pairs, topic_pairs
+    from ..concepts.tasks import sentiment_pairs, topic_pairs
 
     name = name or vector.behavior
     layer = vector.layers[0] if layer is None else layer

@@ -32,7 +32,7 @@ def compare(model, saes: dict[int, object], behaviors: Sequence[str] = (), task:
             with_side_effects: bool = False, progress: bool = True, methods: Sequence[str] = METHODS,
             executor=None) -> pd.DataFrame:
     """Run CAA, SAS and SAS-dense at each layer in ``saes`` ({layer: SAE}) on A/B ``behaviors`` or an
-    open-ended ``task``; one JSONL row per method x layer x multiplier (resumable). Rows carry
+    open-ended ``task`` (a concept: :func:`sas.concepts.task_concept`); one JSONL row per method x layer x multiplier (resumable). Rows carry
     ``n_features``, ``resid_change`` (mean norm of the edit) and ``cos_caa`` (the vector's direction vs
     CAA's). ``multipliers``: one list for every method, or {method: list}; default: each method's own.
     Multiplier 0 is the unsteered model: it is evaluated once per behaviour/task and reused."""

@@ -1,7 +1,7 @@
 """One grid runner for every experiment: conditions ``(item, method, layer, multiplier)``, evaluated where the
 model is, written to a :class:`~sas.runs.store.ResultStore` as they finish, and resumed by their full key.
 
-    grid = Grid("task", items=["sentiment"], methods=["caa", "sas"], layers=[5, 9],
+    grid = Grid("task", items=["sentiment"], methods=["caa", "sas"], layers=[5, 9],   # kinds: sas.runs.items.ITEMS
                 multipliers={"caa": [-2, 0, 2], "sas": [-8, 0, 8]}, saes={5: "gemma-3-270m-L5-4k", 9: ...})
     rows = run_grid(grid, out="results/x.jsonl")          # serial; executor= runs shards elsewhere (Ray)
 
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..load.saes import tensor_hash
-from ..methods.registry import build_vector, get_method, method_settings
+from ..methods.registry import build_vector, get_method, method_settings, methods
 from ..methods.sas import NoFeatures
 from ..steering.steer import recording
 from .items import make_item
@@ -43,7 +43,7 @@ class Condition:
 class Grid:
     """A plain, picklable spec of a run: everything a worker needs to rebuild the work."""
 
-    kind: str  # "ab" (A/B behaviours), "task" (open-ended tasks) or "concept" (benchmark concepts, one split)
+    kind: str  # a key of sas.runs.items.ITEMS: "ab" (A/B behaviours), "task" or "concept" (open-ended, one concept)
     items: list[str]
     methods: list[str]
     layers: list[int]
@@ -146,7 +146,7 @@ class Runner:
         return self.vectors.get((c.item, c.method), self.vectors.get(c.item))
 
     def key(self, c: Condition) -> dict:
-        """The resume key of ``c``: every setting that changes its row."""
+        """The resume key of ``c``: every setting that changes its row (the vector's: :func:`vector_settings`)."""
         item = self.items[c.item]
         k = {"model": self.grid.model, "dtype": self.grid.dtype, "method": c.method, item.column: c.item,
              "layer": c.layer, "multiplier": c.multiplier, **item.settings()}
@@ -296,11 +296,22 @@ class Runner:
         return groups
 
 
-_RESULT_KEYS = ("p_match", "p_match_raw", "p_a", "n", "score", "score_masked", "perplexity", "mmlu", "truthfulqa",
-                "score_lo", "score_hi", "perplexity_lo", "perplexity_hi", "distinct2", "distinct2_lo", "distinct2_hi",
-                "scores", "nll", "n_tokens", "distinct2s", "fluency_ppl", "fluency_ppl_lo", "fluency_ppl_hi",
-                "fluency_nll", "fluency_tokens", "kl", "continuous", "continuous_lo", "continuous_hi",
-                "continuous_scores")
+VECTOR_KEYS = ("sae", "sae_sha256", "vector_hash", "data_hash")  # what Runner.key records of a vector's making
+EXTRAS = ("resid_change", "n_features", "cos_caa", "seconds", "receipt")  # what Runner.run adds per method and layer
+
+
+def vector_settings(method: str | None = None) -> set[str]:
+    """The key's settings that only the vector changes: ``method``'s settings (all registered methods' if None)
+    and :data:`VECTOR_KEYS`. The unsteered model's results do not depend on them."""
+    ms = [get_method(method)] if method else methods().values()
+    return {k for m in ms for k in m.settings} | set(VECTOR_KEYS)
+
+
+def unsteered_results(row: dict, key: dict) -> dict:
+    """What an unsteered ``row`` measured, for a condition with ``key``: the row without the settings of any key
+    (``key``'s, every method's, :data:`VECTOR_KEYS`) and without :data:`EXTRAS`."""
+    drop = set(key) | vector_settings() | set(EXTRAS)
+    return {k: v for k, v in row.items() if k not in drop}
 
 
 def run_grid(grid: Grid, out=None, model=None, saes: dict | None = None, vectors: dict | None = None,
@@ -326,11 +337,11 @@ def _run_grid(grid, store, model, saes, vectors, executor, progress, conditions)
     runner = Runner(grid, model, saes, vectors, store.vector_dir, progress)
     keys = {c: runner.key(c) for c in (grid.conditions() if conditions is None else conditions)}
     todo = [c for c, k in keys.items() if store.find(k) is None]
-    for c in todo:  # an unsteered row from an earlier run of the same item and settings is reused
+    for c in todo:  # an unsteered row from an earlier run of the same item and settings is reused, by any method
         if c.multiplier == 0 and c.item not in runner.unsteered:
-            old = store.find_like(keys[c])
+            old = store.find_like(keys[c], ignore={"method", "layer"} | vector_settings(c.method))
             if old is not None:
-                runner.unsteered[c.item] = {k: old[k] for k in old if k in _RESULT_KEYS or k.startswith("mean_")}
+                runner.unsteered[c.item] = unsteered_results(old, keys[c])
     if todo:
         if executor is None:
             runner.run(todo, on_row=store.append)

@@ -1,17 +1,17 @@
-"""What a grid evaluates: an A/B behaviour (CAA's score) or an open-ended task, each with its contrastive
-data (for the vectors), its settings (part of every row's resume key) and its evaluation."""
+"""What a grid evaluates: an A/B behaviour (CAA's score) or a concept's open-ended continuations (a benchmark
+concept on one split, or a task: a concept with raw multipliers), each with its contrastive data (for the
+vectors), its settings (part of every row's resume key) and its evaluation. :data:`ITEMS` holds the kinds: the
+store reads each kind's column from it, a grid its settings (the keyword arguments of the kind's class)."""
 
 from __future__ import annotations
 
+import inspect
 from functools import cached_property
 
 from ..activations.contrast import Contrast
 from ..evaluation.ab import ABScorer
 from ..evaluation.side_effects import side_effects
-from ..evaluation.tasks import get_task, run_task
 from ..load.data import BEHAVIORS, balance_letters, load_behavior
-
-KINDS = ("ab", "task", "concept")
 
 
 class ABItem:
@@ -50,54 +50,6 @@ class ABItem:
         if self.side_effects:
             res.update(side_effects(model, vector if steer else None, multiplier, [layer], scorers=self._se))
         return res, None
-
-
-class TaskItem:
-    """An open-ended task: vectors from its contrastive texts (or ActAdd's prompt pair), continuations of
-    ``n_prompts`` prompts (``max_new_tokens`` sampled tokens, ``seed``) scored by the task's scorer."""
-
-    column = "task"
-    positions = "after_prompt"
-
-    def __init__(self, name: str, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
-                 side_effects: bool = False):
-        self.task = get_task(name)
-        if n_prompts < 1 or max_new_tokens < 1:
-            raise ValueError(f"n_prompts and max_new_tokens must be at least 1 (got {n_prompts}, {max_new_tokens})")
-        self.name, self.n_prompts, self.max_new_tokens, self.seed = name, n_prompts, max_new_tokens, seed
-        self.side_effects, self._se = side_effects, {}
-
-    def settings(self) -> dict:
-        return {"n_prompts": self.n_prompts, "max_new_tokens": self.max_new_tokens, "seed": self.seed,
-                "side_effects": self.side_effects}
-
-    @cached_property
-    def contrast(self) -> Contrast:
-        pos, neg = self.task.pairs()
-        return Contrast(self.name, positive=pos, negative=neg, prompt_pair=self.task.actadd)
-
-    def evaluate(self, model, vector, multiplier: float, layer: int) -> tuple[dict, list[str]]:
-        steer = vector is not None and multiplier != 0
-        res = run_task(model, self.name, vector if steer else None, multiplier, [layer], self.n_prompts,
-                       self.max_new_tokens, self.seed)
-        texts = res.pop("texts")
-        if self.side_effects:
-            res.update(side_effects(model, vector if steer else None, multiplier, [layer], scorers=self._se))
-        return res, texts
-
-
-def make_item(kind: str, name: str, settings: dict):
-    """The item ``name`` of ``kind`` (``"ab"``, ``"task"`` or ``"concept"``) with the grid's evaluation ``settings``."""
-    if kind == "ab":
-        keep = ("n_test", "balance", "seed", "side_effects")
-        return ABItem(name, **{k: v for k, v in settings.items() if k in keep})
-    if kind == "task":
-        keep = ("n_prompts", "max_new_tokens", "seed", "side_effects")
-        return TaskItem(name, **{k: v for k, v in settings.items() if k in keep})
-    if kind == "concept":
-        keep = ("split", "n_prompts", "max_new_tokens", "seed", "n_calibration", "batch_size", "fluency")
-        return ConceptItem(name, **{k: v for k, v in settings.items() if k in keep})
-    raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
 
 
 class ConceptItem:
@@ -212,3 +164,62 @@ class ConceptItem:
 
     def evaluate(self, model, vector, multiplier: float, layer: int) -> tuple[dict, list[str]]:
         return self.evaluate_many(model, vector, [multiplier], layer)[0]
+
+
+class TaskItem(ConceptItem):
+    """A task (``--task``): the concept :func:`sas.concepts.task_concept` names (``sentiment``, ``topic`` or any
+    concept) steered with raw multipliers (the vector's own units, no calibration) on the first ``n_prompts``
+    prompts of its pool (no split), in rows with a ``task`` column; ``side_effects`` adds MMLU, TruthfulQA and
+    perplexity to each row. Rows of sas 0.1's task evaluation read as other settings (they have no
+    ``concept_hash``): they load and report, and a rerun adds this evaluation's rows beside them."""
+
+    column = "task"
+
+    def __init__(self, name: str, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
+                 side_effects: bool = False, batch_size: int = 40):
+        from ..concepts import task_concept
+
+        if n_prompts < 1 or max_new_tokens < 1:
+            raise ValueError(f"n_prompts and max_new_tokens must be at least 1 (got {n_prompts}, {max_new_tokens})")
+        self.concept, self.name = task_concept(name), str(name)
+        self.n_prompts, self.max_new_tokens, self.seed, self.batch_size = n_prompts, max_new_tokens, seed, batch_size
+        self.side_effects, self.fluency, self._se = side_effects, [], {}
+
+    def settings(self) -> dict:
+        return {"n_prompts": self.n_prompts, "max_new_tokens": self.max_new_tokens, "seed": self.seed,
+                "side_effects": self.side_effects, "concept_hash": self.concept.data_hash}
+
+    @cached_property
+    def prompts(self) -> list[str]:
+        from ..concepts import task_prompts
+
+        return task_prompts(self.concept, self.n_prompts)
+
+    @cached_property
+    def contrast(self) -> Contrast:
+        return Contrast(self.name, positive=self.concept.positive_texts(), negative=self.concept.negative_texts(),
+                        prompt_pair=self.concept.actadd_pair)
+
+    def raw_multipliers(self, model, vector, layer: int, strengths) -> list[float]:
+        return [float(s) for s in strengths]
+
+    def evaluate_many(self, model, vector, strengths, layer: int) -> list[tuple[dict, list[str]]]:
+        out = super().evaluate_many(model, vector, strengths, layer)
+        for s, (row, _) in zip(strengths, out):
+            row.setdefault("score_masked", row["score"])
+            if self.side_effects:
+                row.update(side_effects(model, vector if s else None, s, [layer], scorers=self._se))
+        return out
+
+
+ITEMS = {"ab": ABItem, "task": TaskItem, "concept": ConceptItem}  # kind -> class; its column names the rows' item
+KINDS = tuple(ITEMS)
+
+
+def make_item(kind: str, name: str, settings: dict):
+    """The item ``name`` of ``kind`` (a key of :data:`ITEMS`) with those of the grid's evaluation ``settings`` that
+    its class takes."""
+    if kind not in ITEMS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    takes = inspect.signature(ITEMS[kind]).parameters
+    return ITEMS[kind](name, **{k: v for k, v in settings.items() if k in takes and k != "name"})

@@ -1,6 +1,7 @@
 """The results store: one JSONL row per condition, appended as it finishes, found again by its resume key.
 
-A row holds its condition (``model, method, behavior|task, layer, multiplier``), every setting that
+A row holds its condition (``model, method, layer, multiplier`` and its item in the column of its kind:
+``behavior``, ``task`` or ``concept``, from :data:`sas.runs.items.ITEMS`), every setting that
 changes its result (dtype, the method's settings, the SAE's name and hash, the data hash, the
 evaluation's settings, seed, n) and the scores. A rerun with other settings adds rows beside the old
 ones and never returns a stale one. Rows written by sas 0.1 lack most settings: they read as the
@@ -36,8 +37,14 @@ LEGACY = {
     "side_effects": lambda r: "mmlu" in r, "n_test": lambda r: r.get("n"), "n_prompts": lambda r: r.get("n"),
     "data_hash": ANY, "sae": ANY, "sae_sha256": ANY, "vector_hash": ANY,
 }
-ITEM_COLUMN = {"ab": "behavior", "task": "task", "concept": "concept"}
 CORE = ("model", "method", "layer", "multiplier")
+
+
+def item_columns() -> dict[str, str]:
+    """Item kind -> the column that names a row's item (``{"ab": "behavior", ...}``), from the item registry."""
+    from .items import ITEMS
+
+    return {kind: cls.column for kind, cls in ITEMS.items()}
 
 
 def _legacy(row: dict, name: str):
@@ -87,12 +94,14 @@ def hold(path: str | Path | None):
 
 
 class ResultStore:
-    """Rows of one kind (``"ab"``, ``"task"`` or ``"concept"``) in ``path`` (``None``: kept in memory only)."""
+    """Rows of one item kind (a key of :data:`sas.runs.items.ITEMS`: ``"ab"``, ``"task"`` or ``"concept"``) in
+    ``path`` (``None``: kept in memory only)."""
 
     def __init__(self, path: str | Path | None = None, kind: str = "ab"):
-        if kind not in ITEM_COLUMN:
-            raise ValueError(f"kind must be one of {sorted(ITEM_COLUMN)}, not {kind!r}")
-        self.path, self.kind, self.item = (Path(path) if path else None), kind, ITEM_COLUMN[kind]
+        columns = item_columns()
+        if kind not in columns:
+            raise ValueError(f"kind must be one of {sorted(columns)}, not {kind!r}")
+        self.path, self.kind, self.item = (Path(path) if path else None), kind, columns[kind]
         self.rows: list[dict] = []
         self._index: dict[tuple, list[dict]] = {}
         self._torn = False  # a torn last line was seen: removed before the next append
@@ -123,7 +132,7 @@ class ResultStore:
                 raise ValueError(f"{self.path}:{i}: not a sas result row (it needs {', '.join(CORE)}); refusing to "
                                  "append results to this file: choose another --out")
             if self.item not in row:
-                other = next((k for k in ITEM_COLUMN.values() if k in row), "?")
+                other = next((k for k in item_columns().values() if k in row), "?")
                 raise ValueError(f"{self.path}:{i}: holds {other} results, not {self.item} results; write this run "
                                  "to another --out")
             rows.append(row)
@@ -148,11 +157,11 @@ class ResultStore:
         return have is ANY or have == value
 
     def find_like(self, key: dict, ignore=("method", "layer")) -> dict | None:
-        """A row that equals ``key`` on everything but ``ignore`` (the unsteered row of another method/layer)."""
+        """The newest row that equals ``key`` on everything but the settings in ``ignore`` (the unsteered row
+        of another method or layer, when ``ignore`` names what the method and its vector set)."""
         for row in reversed(self.rows):
             if row[self.item] == key[self.item] and float(row["multiplier"]) == float(key["multiplier"]) and \
-                    all(self._matches(row, k, v) for k, v in key.items() if k not in ignore and
-                        k not in _METHOD_SPECIFIC):
+                    all(self._matches(row, k, v) for k, v in key.items() if k not in ignore):
                 return row
         return None
 
@@ -193,9 +202,6 @@ class ResultStore:
         return self.path.with_name(self.path.stem + ".vectors") if self.path else None
 
 
-_METHOD_SPECIFIC = ("tau", "mean", "top_k", "sae", "sae_sha256", "vector_hash", "data_hash", "prefix")
-
-
 def read_rows(path: str | Path | None) -> list[dict]:
     """The rows of a results file of either kind (a missing file has none; a torn last line is left out)."""
     if path is None or not Path(path).exists():
@@ -222,7 +228,7 @@ def append_row(path: str | Path | None, row: dict) -> None:
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame, sorted by method, behaviour or task, layer and multiplier."""
+    """Rows as a DataFrame, sorted by method, item (behaviour, task or concept), layer and multiplier."""
     df = pd.DataFrame(rows)
-    keys = [k for k in ("method", "behavior", "task", "layer", "multiplier") if k in df]
+    keys = [k for k in ("method", *dict.fromkeys(item_columns().values()), "layer", "multiplier") if k in df]
     return df.sort_values(keys).reset_index(drop=True) if len(df) else df

@@ -1,4 +1,4 @@
-"""Sweeps over behaviours (or tasks) x layers x multipliers: configurations of :func:`sas.runs.grid.run_grid`.
+"""Sweeps over behaviours (or tasks: concepts) x layers x multipliers: configurations of :func:`sas.runs.grid.run_grid`.
 
 Each finished condition is appended to a JSONL file at once; a rerun with the same file and settings
 skips the conditions already there, and a rerun with other settings adds new rows beside them.
@@ -54,8 +54,9 @@ def task_sweep(model, task: str, methods: Sequence[str], layers: Sequence[int],
                out: str | Path | None = None, n_prompts: int = 40, max_new_tokens: int = 30, seed: int = 0,
                vectors=None, progress: bool = True, saes: dict | None = None,
                with_side_effects: bool = False, executor=None) -> pd.DataFrame:
-    """Open-ended task score (sentiment, topic) for every method x layer x multiplier; continuations are
-    saved beside ``out`` (``.texts.jsonl``). ``multipliers`` may differ per method (a dict; default: each
+    """Open-ended score of ``task`` (``sentiment``, ``topic``, or any concept name or file:
+    :func:`sas.concepts.task_concept`) for every method x layer x multiplier (raw multipliers, on the first
+    ``n_prompts`` prompts of the concept's pool); continuations are saved beside ``out`` (``.texts.jsonl``). ``multipliers`` may differ per method (a dict; default: each
     method's own). Multiplier 0 is the unsteered model: generated once, its row reused for every method
     and layer."""
     name, dtype = _model_name(model)
