@@ -14,7 +14,7 @@ import torch
 
 from ..forward.generate import generate
 from ..forward.likelihood import continuation_nll
-from ..steering import steer
+from ..steering.steer import Term, steer_terms
 from .stats import bootstrap_ci, distinct_n, perplexity_ci
 
 MAX_NEW_TOKENS = 24
@@ -50,11 +50,19 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
     """Continue ``prompts`` (sampled: top-k 50, prompt ``i`` with seed ``seed + i``) once per multiplier of
     ``vector`` at ``layer`` (all multipliers in shared batches), or unsteered (``vector=None``), with ``prefix``
     prepended (the prompting baseline). Returns one ``(row, texts)`` per multiplier: see :func:`summarize`.
+    Several vectors steer together (composition) when ``vector`` is a list, ``layer`` the list of their layers
+    and each multiplier a tuple of one strength per vector.
     ``fluency_context``: also score each continuation under the fluency model (SmolLM2) given this context plus
     the prompt (:func:`sas.evaluation.fluency.fluency_nll`): the row's ``fluency_ppl`` and its interval.
     """
     t0 = time.time()
-    mults = [float(m) for m in multipliers]
+    vectors = [] if vector is None else list(vector) if isinstance(vector, (list, tuple)) else [vector]
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer] * len(vectors)
+    mults = [tuple(map(float, m)) if isinstance(m, (list, tuple)) else (float(m),) * max(len(vectors), 1)
+             for m in multipliers]
+    if len(layers) != len(vectors) or any(len(m) != max(len(vectors), 1) for m in mults):
+        raise ValueError(f"{len(vectors)} vectors need as many layers (got {len(layers)}) and a strength for each "
+                         "in every multiplier")
     n = len(prompts)
     inputs = [(prefix or "") + p for _ in mults for p in prompts]
     seeds = [seed + i for _ in mults for i in range(n)]
@@ -63,12 +71,10 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
     texts = []
     for i in range(0, len(inputs), batch_size):
         chunk = slice(i, i + batch_size)
-        s = torch.tensor(strengths[chunk])
-        if vector is None or not s.any():
+        s = torch.tensor(strengths[chunk]).reshape(len(strengths[chunk]), -1)  # [rows, vectors]
+        terms = [Term(v, s[:, k], [x]) for k, (v, x) in enumerate(zip(vectors, layers)) if s[:, k].any()]
+        with steer_terms(model, terms):
             texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
-        else:
-            with steer(model, vector, s, [layer]):
-                texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
     # fluency: the continuation given the prompt alone (not the prefix), under the unsteered model
     nll = continuation_nll(model, prompts * len(mults), texts, batch_size=batch_size)
     if fluency_context is not None:
