@@ -67,6 +67,40 @@ def test_composed_generation_is_steering_with_both_vectors(tiny):
         evaluate_concept(tiny, get_concept("weddings"), prompts, [dense, sparse], [1], [(1.0, 1.0)])
 
 
+@pytest.mark.slow  # tiny model, but minutes of CPU under load: out of the fast lane
+def test_compose_on_the_tiny_model_tunes_steers_pairs_reports_overlap_and_resumes(tiny, tmp_path):
+    from sas.reports.compose import write_report
+
+    saes = {1: random_sae(layer=1), 2: random_sae(layer=2, seed=1)}
+    out = tmp_path / "c.jsonl"
+    kw = dict(pairs=["sentiment-positive+weddings", "weddings+cooking"],
+              setups=["caa@1+caa@1", "sas@1+sas@1", "caa@1+sas@1", "sas@1+sas@2"], budget=1e6, n_tune=3, n_test=3,
+              max_new_tokens=3, strengths=(0.05, 0.2), extend=0, out=out, progress=False, batch_size=64)
+    r = compose(tiny, saes, **kw)
+    terms = [tuple((t["concept"], t["method"], t["layer"]) for t in row["terms"]) for row in r.rows]
+    assert terms[0] == () and len(terms) == len(set(terms))  # the unsteered model and each vector alone once
+    assert (("weddings", "sas", 1),) in terms and (("weddings", "sas", 1), ("cooking", "sas", 2)) in terms
+    assert all(set(row["scores"]) == {"sentiment-positive", "weddings", "cooking"} for row in r.rows)
+    recs = {(rec["pair"], rec["setup"]): rec for rec in composition_table(r)}
+    assert len(recs) == 8 and not [rec["why"] for rec in recs.values() if "why" in rec]
+    split = recs[("weddings+cooking", "sas@1+sas@2")]
+    assert split["kind"] == "sparse" and split["layers"] == "different"
+    assert "no feature can be shared" in split["overlap"]["features"]
+    same = recs[("weddings+cooking", "sas@1+sas@1")]
+    assert same["layers"] == "same" and same["overlap"]["n_a"] > 0 and "n_shared" in same["overlap"]
+    assert recs[("weddings+cooking", "caa@1+sas@1")]["kind"] == "mixed"
+    for rec in recs.values():
+        assert rec["a_diff_lo"] <= rec["a_diff"] <= rec["a_diff_hi"]
+        assert rec["b_diff"] == pytest.approx(rec["b_together"] - rec["b_alone"])
+    assert [c["sparse"] for c in sparse_vs_dense(r)] == ["sas@1+sas@1"]
+    n = len(out.read_text().splitlines())
+    again = compose(tiny, saes, **kw)  # resumed: nothing is generated again
+    assert len(out.read_text().splitlines()) == n and [x["key"] for x in again.rows] == [x["key"] for x in r.rows]
+    assert (tmp_path / "c.tuning.jsonl").exists()
+    text = write_report(r, tmp_path / "c.md").read_text()
+    assert "| weddings+cooking | sas@1+sas@2 | sparse |" in text and "layers do not overlap" in text
+
+
 def test_compose_refuses_bad_pairs_setups_and_a_sparse_layer_without_an_sae():
     assert parse_pair("sentiment-positive+weddings") == ("sentiment-positive", "weddings")
     with pytest.raises(ValueError, match="two different concepts"):

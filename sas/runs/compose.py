@@ -169,9 +169,7 @@ def compose(model=None, saes: dict | None = None, pairs: Sequence = (), setups: 
     """
     from ..checks import positive_int
     from ..concepts import get_concept
-    from ..evaluation.concept import evaluate_concept
     from ..methods.registry import get_method
-    from ..steering.steer import recording
 
     for name, n in (("n_tune", n_tune), ("n_test", n_test), ("max_new_tokens", max_new_tokens)):
         positive_int(n, name)
@@ -234,47 +232,19 @@ def compose(model=None, saes: dict | None = None, pairs: Sequence = (), setups: 
                 "prompts_hash": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16],
                 "scored": {c: get_concept(c).data_hash for c in concepts}}
         done = {_norm(r["key"]): r for r in read_rows(out) if "key" in r}
-        result_rows, overlaps = [], {}
-        for (a, b), s, terms in _conditions(pairs, setups, choices):
-            term_keys = [runner.key(Condition(c, m, x, choices[(c, m, x)].strength)) for c, m, x in terms]
-            key = {**base, "terms": term_keys}
-            if _norm(key) in done:
-                result_rows.append(done[_norm(key)])
-                continue
-            vecs = [runner.vector(c, m) for c, m, _ in terms]
-            raws = []
-            for (c, m, x), v in zip(terms, vecs):
-                raw = runner.items[c].raw_multipliers(runner.model, v, x, [choices[(c, m, x)].strength])[0]
-                if isinstance(raw, Exception):
-                    raise raw
-                raws.append(raw)
-            with recording() as receipt:
-                (res, texts), = evaluate_concept(runner.model, get_concept(concepts[0]), prompts, vecs or None,
-                                                 [x for *_, x in terms], [tuple(raws) or (0.0,)],
-                                                 max_new_tokens=max_new_tokens, seed=seed,
-                                                 batch_size=batch_size)
-            edited = receipt.layers()
-            missing = [x for *_, x in terms if not edited.get(str(x), {}).get("positions")]
-            if missing:
-                raise RuntimeError(f"steering {terms} edited nothing at layer(s) {missing}")
-            row = {"key": key, "pair": f"{a}+{b}" if s else None, "setup": s.name if s else None,
-                   "terms": [{"concept": c, "method": m, "layer": x, "strength": choices[(c, m, x)].strength,
-                              "raw_multiplier": r, "kind": getattr(v, "kind", "dense")}
-                             for (c, m, x), r, v in zip(terms, raws, vecs)],
-                   "receipt": edited, "nll": res["nll"], "n_tokens": res["n_tokens"],
-                   "distinct2s": res["distinct2s"], "perplexity": res["perplexity"], "seconds": res["seconds"]}
-            for c in concepts:
-                scorer = get_concept(c).scorer()
-                details = scorer.details(texts)
-                row.setdefault("scores", {})[c] = details[scorer.primary]
-                row.setdefault("continuous", {})[c] = details[scorer.continuous]
-            if len(terms) == 2:
-                row["overlap"] = overlap(vecs[0], terms[0][2], vecs[1], terms[1][2])
-            append_row(out, row)
-            if out is not None:
-                append_row(out.with_name(out.stem + ".texts.jsonl"), {"key": key, "texts": texts})
-            done[_norm(key)] = row
-            result_rows.append(row)
+        rows_by_key = {}
+        for group in _groups(pairs, setups, choices):  # one generation call per pair: larger batches
+            keys = [{**base, "terms": [runner.key(Condition(c, m, x, choices[(c, m, x)].strength))
+                                       for c, m, x in terms]} for _, _, terms in group]
+            todo = [(g, k) for g, k in zip(group, keys) if _norm(k) not in done]
+            if todo:
+                for row in _generate(runner, todo, choices, concepts, prompts, max_new_tokens, seed, batch_size):
+                    append_row(out, {k: v for k, v in row.items() if k != "texts"})
+                    if out is not None:
+                        append_row(out.with_name(out.stem + ".texts.jsonl"), {"key": row["key"], "texts": row["texts"]})
+                    done[_norm(row["key"])] = {k: v for k, v in row.items() if k != "texts"}
+            rows_by_key.update({_norm(k): done[_norm(k)] for k in keys})
+        result_rows = list(rows_by_key.values())
     return ComposeResult(result_rows, pairs, setups, choices,
                          {"budget": budget, "n_test": len(prompts), "max_new_tokens": max_new_tokens, "seed": seed,
                           "model": grid.model, "dtype": grid.dtype, "saes": dict(grid.saes),
@@ -286,26 +256,68 @@ def _norm(key: dict) -> str:
     return json.dumps(key, sort_keys=True, default=str)
 
 
-def _conditions(pairs, setups, choices):
-    """``((a, b), setup or None, terms)`` in run order: the unsteered model, then per pair and setup each vector
-    alone (once per run) and the two together; a setup whose vector reached no strength within the budget is
-    left out (:func:`composition_table` says so)."""
-    seen = set()
-
-    def once(item):
-        if item[2] not in seen:
-            seen.add(item[2])
-            yield item
-
-    yield from once(((None, None), None, ()))
+def _groups(pairs, setups, choices):
+    """Per pair, ``[((a, b), setup or None, terms)]``: the unsteered model (in the first group), each vector alone
+    (once per run) and each setup's two vectors together; a setup whose vector reached no strength within the
+    budget is left out (:func:`composition_table` says so)."""
+    seen = {()}
+    first = [((None, None), None, ())]
     for a, b in pairs:
+        group, first = first, []
         for s in setups:
             ta, tb = (a, s.method_a, s.layer_a), (b, s.method_b, s.layer_b)
             if not all(choices.get(t) is not None and choices[t].reached for t in (ta, tb)):
                 continue
-            yield from once(((a, b), None, (ta,)))
-            yield from once(((a, b), None, (tb,)))
-            yield from once(((a, b), s, (ta, tb)))
+            for t in ((ta,), (tb,)):
+                if t not in seen:
+                    seen.add(t)
+                    group.append(((a, b), None, t))
+            group.append(((a, b), s, (ta, tb)))
+        yield group
+
+
+def _generate(runner, todo, choices, concepts, prompts, max_new_tokens, seed, batch_size) -> list[dict]:
+    """The rows of the conditions ``todo`` (``[((pair, setup, terms), key)]``), generated in one call: every
+    vector they use steers its own layer, at its chosen strength in the rows of the conditions that use it and
+    0 elsewhere; every continuation is scored by every concept."""
+    from ..concepts import get_concept
+    from ..evaluation.concept import evaluate_concept
+    from ..steering.steer import recording
+
+    used = list(dict.fromkeys(t for (_, _, terms), _ in todo for t in terms))
+    vecs = {t: runner.vector(t[0], t[1]) for t in used}
+    raws = {}
+    for t in used:
+        raw = runner.items[t[0]].raw_multipliers(runner.model, vecs[t], t[2], [choices[t].strength])[0]
+        if isinstance(raw, Exception):
+            raise raw
+        raws[t] = raw
+    mults = [tuple(raws[t] if t in terms else 0.0 for t in used) or (0.0,) for (_, _, terms), _ in todo]
+    with recording() as receipt:
+        done = evaluate_concept(runner.model, get_concept(concepts[0]), prompts, [vecs[t] for t in used] or None,
+                                [t[2] for t in used], mults, max_new_tokens=max_new_tokens, seed=seed,
+                                batch_size=batch_size)
+    edited = receipt.layers()
+    missing = sorted({t[2] for t in used if not edited.get(str(t[2]), {}).get("positions")})
+    if missing:
+        raise RuntimeError(f"steering with {used} edited nothing at layer(s) {missing}")
+    rows = []
+    for (((a, b), s, terms), key), (res, texts) in zip(todo, done):
+        row = {"key": key, "pair": f"{a}+{b}" if s else None, "setup": s.name if s else None,
+               "terms": [{"concept": t[0], "method": t[1], "layer": t[2], "strength": choices[t].strength,
+                          "raw_multiplier": raws[t], "kind": getattr(vecs[t], "kind", "dense")} for t in terms],
+               "nll": res["nll"], "n_tokens": res["n_tokens"], "distinct2s": res["distinct2s"],
+               "perplexity": res["perplexity"], "seconds": res["seconds"], "texts": texts,
+               "receipt": {str(t[2]): edited[str(t[2])] for t in terms}}  # of the call: conditions share batches
+        for c in concepts:
+            scorer = get_concept(c).scorer()
+            details = scorer.details(texts)
+            row.setdefault("scores", {})[c] = details[scorer.primary]
+            row.setdefault("continuous", {})[c] = details[scorer.continuous]
+        if len(terms) == 2:
+            row["overlap"] = overlap(vecs[terms[0]], terms[0][2], vecs[terms[1]], terms[1][2])
+        rows.append(row)
+    return rows
 
 
 def _by_terms(result: ComposeResult) -> dict:
