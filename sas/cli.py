@@ -281,11 +281,18 @@ def cmd_compose(args) -> None:
 
     args.layers = sorted({x for s in (args.setups or SETUPS) for x in (s.layer_a, s.layer_b)})
     _check(args)
-    model = _model(args)
-    saes = _saes(args, model)
+    if args.report_only:  # SAEs by name, no model: nothing is generated
+        from .hooks import layer_of
+        from .load.saes import registry, select_saes
+
+        model, names = None, args.sae.split(",") if args.sae else select_saes(args.model, args.layers, args.width)
+        saes = {layer_of(registry()[n]["hook"]): n for n in names}
+    else:
+        model = _model(args)
+        saes = _saes(args, model)
     result = compose(model, saes, args.pairs, args.setups or SETUPS, args.budget or BUDGET, args.tuning,
                      args.n_tune or N_TUNE, args.n_test or N_TEST, args.max_new_tokens, args.seed, args.out,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, model_name=args.model, dtype=args.dtype, run=not args.report_only)
     report = write_report(result, args.report or Path(args.out).with_suffix(".md"))
     print(report.read_text())
     print(f"rows: {args.out}\nreport: {report}")
@@ -496,6 +503,8 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--batch-size", type=_positive, default=128)
     k.add_argument("--out", default="results/compose.jsonl")
     k.add_argument("--report", help="the Markdown report (default: --out with .md)")
+    k.add_argument("--report-only", action="store_true", help="generate nothing: the report of the rows already "
+                   "in --out (a partial run; with --tuning, the model is not loaded)")
     k.set_defaults(fn=cmd_compose)
 
     n = sub.add_parser("inspect", help="what SAE features mean: contexts, promoted tokens, a report")

@@ -36,7 +36,7 @@ def pair_lines(records: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if "why" in r:
-            lines.append(f"| {r['pair']} | {r['setup']} | {r['kind']} | not run: {r['why']} | | | | | |")
+            lines.append(f"| {r['pair']} | {r['setup']} | {r['kind']} | {r['why']} | | | | | |")
             continue
         cells = [f"{r[x + '_alone']:.3f} → {r[x + '_together']:.3f} "
                  f"({_ci(r[x + '_diff'], r[x + '_diff_lo'], r[x + '_diff_hi'])})" for x in "ab"]

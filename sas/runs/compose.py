@@ -158,7 +158,7 @@ def compose(model=None, saes: dict | None = None, pairs: Sequence = (), setups: 
             budget: float = BUDGET, tuning=None, n_tune: int = N_TUNE, n_test: int = N_TEST,
             max_new_tokens: int = 16, seed: int = 0, out=None, strengths: Sequence[float] = STRENGTHS,
             extend: int = MAX_EXTEND, batch_size: int = 128, progress: bool = True,
-            model_name: str = "gemma-3-270m", dtype: str = "float32") -> ComposeResult:
+            model_name: str = "gemma-3-270m", dtype: str = "float32", run: bool = True) -> ComposeResult:
     """Run the protocol of the module docstring; rows go to ``out`` (JSONL) as they finish, and a rerun resumes.
 
     ``pairs``: ``"A+B"`` strings (shipped concept names or files); ``setups``: :class:`Setup` values or strings
@@ -166,6 +166,8 @@ def compose(model=None, saes: dict | None = None, pairs: Sequence = (), setups: 
     layers; ``budget``: the perplexity ratio to unsteered the strengths were chosen at; ``tuning``: an earlier
     ``sas bench`` results file whose tuning rows to choose from (else the tuning split runs here, into
     ``<out>.tuning.jsonl``, with ``n_tune``, ``strengths`` and ``extend`` as in :func:`sas.runs.bench.bench`).
+    ``run=False``: generate nothing, only read the rows already in ``out`` (the report of a partial run; with
+    ``tuning=`` and SAEs by name, the model is not loaded).
     """
     from ..checks import positive_int
     from ..concepts import get_concept
@@ -196,7 +198,7 @@ def compose(model=None, saes: dict | None = None, pairs: Sequence = (), setups: 
     if model is not None:
         model_name, dtype = model.cfg.model_name, str(model.cfg.dtype).removeprefix("torch.")
     out = Path(out) if out else None
-    with hold(out):
+    with hold(out if run else None):  # reading rows needs no hold
         if tuning is None:
             tune_out = out.with_name(out.stem + ".tuning.jsonl") if out else None
             rows, _, grid = tune(model, saes, concepts, methods, layers, strengths, (budget,), n_tune,
@@ -237,13 +239,13 @@ def compose(model=None, saes: dict | None = None, pairs: Sequence = (), setups: 
             keys = [{**base, "terms": [runner.key(Condition(c, m, x, choices[(c, m, x)].strength))
                                        for c, m, x in terms]} for _, _, terms in group]
             todo = [(g, k) for g, k in zip(group, keys) if _norm(k) not in done]
-            if todo:
+            if todo and run:
                 for row in _generate(runner, todo, choices, concepts, prompts, max_new_tokens, seed, batch_size):
                     append_row(out, {k: v for k, v in row.items() if k != "texts"})
                     if out is not None:
                         append_row(out.with_name(out.stem + ".texts.jsonl"), {"key": row["key"], "texts": row["texts"]})
                     done[_norm(row["key"])] = {k: v for k, v in row.items() if k != "texts"}
-            rows_by_key.update({_norm(k): done[_norm(k)] for k in keys})
+            rows_by_key.update({_norm(k): done[_norm(k)] for k in keys if _norm(k) in done})
         result_rows = list(rows_by_key.values())
     return ComposeResult(result_rows, pairs, setups, choices,
                          {"budget": budget, "n_test": len(prompts), "max_new_tokens": max_new_tokens, "seed": seed,
@@ -350,7 +352,7 @@ def composition_table(result: ComposeResult) -> list[dict]:
             missing = [t for t in (ta, tb) if not result.choices.get(t) or not result.choices[t].reached]
             if missing:
                 c = result.choices.get(missing[0])
-                rec["why"] = f"{missing[0][1]} at layer {missing[0][2]} for {missing[0][0]}: " + \
+                rec["why"] = f"not reached: {missing[0][1]} at layer {missing[0][2]} for {missing[0][0]}: " + \
                     (c.why if c else "no tuning rows")
                 out.append(rec)
                 continue
