@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runs.compose import composition_table, retained, sparse_vs_dense
+from ..runs.compose import composition_table, mean_change, retained, sparse_vs_dense
 
 
 def _ci(v, lo, hi, fmt="{:+.3f}") -> str:
@@ -48,16 +48,18 @@ def pair_lines(records: list[dict]) -> list[str]:
 
 def summary_lines(result, records: list[dict]) -> list[str]:
     """Per setup: pairs run, the share of the alone effects kept together, mean fluency; then sparse vs dense."""
-    lines = ["| setup | kind | layers | pairs | share of the alone effects kept together (95% CI) | "
-             "mean ppl ratio together | pairs within the budget together |", "|---|---|---|---|---|---|---|"]
+    lines = ["| setup | kind | layers | pairs | A: together − alone, mean (95% CI) | B: together − alone | "
+             "share of the alone effects kept together (95% CI) | mean ppl ratio together | "
+             "pairs within the budget together |", "|---|---|---|---|---|---|---|---|---|"]
     for s in result.setups:
         recs = [r for r in records if r["setup"] == s.name and "why" not in r]
         if not recs:
-            lines.append(f"| {s.name} | | | 0 | | | |")
+            lines.append(f"| {s.name} | | | 0 | | | | | |")
             continue
         share = retained(result, s)
         within = sum(r["ppl_together"] <= result.settings["budget"] for r in recs)
         lines.append(f"| {s.name} | {recs[0]['kind']} | {recs[0]['layers']} | {len(recs)} | "
+                     f"{_ci(*mean_change(result, s, 'a'))} | {_ci(*mean_change(result, s, 'b'))} | "
                      f"{_ci(*share, '{:.2f}')} | {sum(r['ppl_together'] for r in recs) / len(recs):.2f} | "
                      f"{within}/{len(recs)} |")
     comp = sparse_vs_dense(result)

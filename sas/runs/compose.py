@@ -423,6 +423,21 @@ def _retained(result, setups, seed=0, minus=None):
     return bootstrap_stat(lambda idx: share(parts, idx) - (share(other, idx) if minus else 0.0), n, seed=seed)
 
 
+def mean_change(result: ComposeResult, setup: Setup, role: str, seed: int = 0) -> tuple[float, float, float]:
+    """The mean over a setup's pairs of concept ``role``'s (``"a"`` or ``"b"``) score together minus alone, with a
+    bootstrap interval (the prompts resampled, every condition together). NaN when no pair of the setup ran."""
+    rows = _by_terms(result)
+    parts = []
+    for a, b in result.pairs:
+        t = (a, setup.method_a, setup.layer_a) if role == "a" else (b, setup.method_b, setup.layer_b)
+        tog = rows.get(((a, setup.method_a, setup.layer_a), (b, setup.method_b, setup.layer_b)))
+        if tog is not None:
+            parts.append(np.asarray(tog["scores"][t[0]]) - np.asarray(rows[(t,)]["scores"][t[0]]))
+    if not parts:
+        return float("nan"), float("nan"), float("nan")
+    return bootstrap_stat(lambda idx: float(np.mean([p[idx].mean() for p in parts])), len(parts[0]), seed=seed)
+
+
 def sparse_vs_dense(result: ComposeResult, seed: int = 0) -> list[dict]:
     """Per placement (same layer, or two layers), the share retained by the sparse setup minus the dense one's
     (:func:`retained`), with a bootstrap interval: above 0, the sparse vectors compose better."""
