@@ -347,8 +347,8 @@ def composition_table(result: ComposeResult) -> list[dict]:
     for a, b in result.pairs:
         for s in result.setups:
             ta, tb = (a, s.method_a, s.layer_a), (b, s.method_b, s.layer_b)
-            rec = {"pair": f"{a}+{b}", "setup": s.name, "kind": _kind(result, s), "layers": "same" if s.layer_a == s.layer_b
-                   else "different", "a": a, "b": b}
+            rec = {"pair": f"{a}+{b}", "setup": s.name, "kind": _kind(result, s),
+                   "layers": "same" if s.layer_a == s.layer_b else "different", "a": a, "b": b}
             missing = [t for t in (ta, tb) if not result.choices.get(t) or not result.choices[t].reached]
             if missing:
                 c = result.choices.get(missing[0])
