@@ -123,11 +123,12 @@ def test_compose_on_gemma_with_a_shipped_sae_reports_and_resumes(gemma_bf16, tmp
     saes = {5: load_sae("gemma-3-270m-L5-4k", gemma_bf16)}
     out = tmp_path / "c.jsonl"
     kw = dict(pairs=["sentiment-positive+weddings"], setups=["caa@5+caa@5", "sas@5+sas@5", "caa@5+sas@5"],
-              budget=3.0, n_tune=4, n_test=6, max_new_tokens=6, strengths=(0.05, 0.1), extend=0, out=out,
+              budget=3.0, n_tune=4, n_test=6, max_new_tokens=6, strengths=(0.01, 0.02), extend=0, out=out,
               progress=False)
     r = compose(gemma_bf16, saes, **kw)
     terms = [tuple(t["method"] for t in row["terms"]) for row in r.rows]
-    assert terms[0] == () and ("caa", "sas") in terms and ("sas", "sas") in terms
+    assert terms[0] == () and ("caa", "sas") in terms and ("sas", "sas") in terms, \
+        [rec.get("why") for rec in composition_table(r)]
     assert all(len(row["scores"]["weddings"]) == 6 and len(row["nll"]) == 6 for row in r.rows)
     recs = {rec["setup"]: rec for rec in composition_table(r)}
     assert set(recs) == {"caa@5+caa@5", "sas@5+sas@5", "caa@5+sas@5"}
