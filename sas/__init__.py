@@ -45,6 +45,7 @@ _API = {
     "run_task": "evaluation.concept", "TASKS": "concepts.tasks",
     "task_vector": "runs.vectors",
     "ab_sweep": "runs.sweep", "task_sweep": "runs.sweep", "compare": "runs.compare",
+    "compose": "runs.compose", "composition_table": "runs.compose",
     "run_grid": "runs.grid", "Grid": "runs.grid", "ResultStore": "runs.store",
     "save_gguf": "export.gguf", "load_gguf": "export.gguf",
 }

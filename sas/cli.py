@@ -290,6 +290,50 @@ def cmd_bench(args) -> None:
     print(f"rows: {args.out}\nreport: {report}" + (f"\nfeatures: {features}" if features else ""))
 
 
+def cmd_compose(args) -> None:
+    from .reports.compose import write_report
+    from .runs.compose import BUDGET, N_TEST, N_TUNE, SETUPS, compose
+
+    args.layers = sorted({x for s in (args.setups or SETUPS) for x in (s.layer_a, s.layer_b)})
+    _check(args)
+    if args.report_only:  # SAEs by name, no model: nothing is generated
+        from .hooks import layer_of
+        from .load.saes import registry, select_saes
+
+        model, names = None, args.sae.split(",") if args.sae else select_saes(args.model, args.layers, args.width)
+        saes = {layer_of(registry()[n]["hook"]): n for n in names}
+    else:
+        model = _model(args)
+        saes = _saes(args, model)
+    result = compose(model, saes, args.pairs, args.setups or SETUPS, args.budget or BUDGET, args.tuning,
+                     args.n_tune or N_TUNE, args.n_test or N_TEST, args.max_new_tokens, args.seed, args.out,
+                     batch_size=args.batch_size, model_name=args.model, dtype=args.dtype, run=not args.report_only)
+    report = write_report(result, args.report or Path(args.out).with_suffix(".md"))
+    print(report.read_text())
+    print(f"rows: {args.out}\nreport: {report}")
+
+
+def _pairs(s: str) -> list[tuple[str, str]]:
+    from .concepts import get_concept
+    from .runs.compose import parse_pair
+
+    try:
+        pairs = [parse_pair(p) for p in s.split(",") if p]
+        [get_concept(c) for p in pairs for c in p]
+    except (ValueError, FileNotFoundError) as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return pairs
+
+
+def _setups(s: str) -> list:
+    from .runs.compose import Setup
+
+    try:
+        return [Setup.parse(p) for p in s.split(",") if p]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def cmd_inspect(args) -> None:
     from .load.data import load_text_sample
     from .evaluation.features import feature_table, logit_effects, top_contexts
@@ -455,6 +499,31 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--judge-url", help="an OpenAI-compatible endpoint for AxBench's LM judge (off by default)")
     b.add_argument("--judge-model", help="the judge model's name at --judge-url")
     b.set_defaults(fn=cmd_bench)
+
+    k = sub.add_parser("compose", help="two steering vectors at once: each concept together vs alone, fluency, overlap",
+                       description="Steer with both vectors of each pair of concepts at the strengths the tuning "
+                       "split chose for each alone at a fluency budget; report each concept's score together vs "
+                       "alone, the perplexity together vs each alone (paired bootstrap intervals) and the overlap "
+                       "of the two vectors. Resumable: rerun the same command to continue.")
+    _common(k)
+    _sae_args(k)
+    k.add_argument("--pairs", type=_pairs, required=True, help="comma-separated A+B pairs of concepts, e.g. "
+                   "sentiment-positive+weddings,sports+cooking")
+    k.add_argument("--setups", type=_setups, help="comma-separated METHOD@LAYER+METHOD@LAYER (default "
+                   "caa@5+caa@5,sas@5+sas@5,caa@5+sas@5,caa@5+caa@9,sas@5+sas@9,caa@5+sas@9)")
+    k.add_argument("--budget", type=float, help="perplexity ratio to unsteered the strengths are chosen at (1.5)")
+    k.add_argument("--tuning", help="an earlier `sas bench` results file whose tuning rows to choose from (default: "
+                   "run the tuning split into <out>.tuning.jsonl)")
+    k.add_argument("--n-tune", type=_positive, help="tuning prompts per concept when the tuning runs here (24)")
+    k.add_argument("--n-test", type=_positive, help="test prompts shared by every condition (100)")
+    k.add_argument("--max-new-tokens", type=_positive, default=16)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--batch-size", type=_positive, default=128)
+    k.add_argument("--out", default="results/compose.jsonl")
+    k.add_argument("--report", help="the Markdown report (default: --out with .md)")
+    k.add_argument("--report-only", action="store_true", help="generate nothing: the report of the rows already "
+                   "in --out (a partial run; with --tuning, the model is not loaded)")
+    k.set_defaults(fn=cmd_compose)
 
     n = sub.add_parser("inspect", help="what SAE features mean: contexts, promoted tokens, a report")
     _common(n)

@@ -19,7 +19,7 @@ import torch
 from ..forward.generate import generate
 from ..forward.likelihood import continuation_nll
 from ..concepts import task_concept, task_prompts
-from ..steering import steer
+from ..steering.steer import Term, steer_terms
 from .stats import bootstrap_ci, distinct_n, perplexity_ci
 
 MAX_NEW_TOKENS = 24
@@ -65,11 +65,21 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
     ``vector`` at ``layer`` (one layer or a list; None: all of the vector's) at ``positions`` (default: the
     vector's own), all multipliers in shared batches, or unsteered (``vector=None``), with ``prefix`` prepended
     (the prompting baseline). Returns one ``(row, texts)`` per multiplier: see :func:`summarize`.
+    Several vectors steer together (composition) when ``vector`` is a list, ``layer`` the list of their layers
+    and each multiplier a tuple of one strength per vector.
     ``fluency_context``: also score each continuation under the fluency model (SmolLM2) given this context plus
     the prompt (:func:`sas.evaluation.fluency.fluency_nll`): the row's ``fluency_ppl`` and its interval.
     """
     t0 = time.time()
-    mults = [float(m) for m in multipliers]
+    several = isinstance(vector, (list, tuple))
+    vectors = [] if vector is None else list(vector) if several else [vector]
+    # one vector: ``layer`` is its layer, its list of layers or None; several: one entry per vector
+    layers = list(layer) if several and isinstance(layer, (list, tuple)) else [layer] * len(vectors)
+    mults = [tuple(map(float, m)) if isinstance(m, (list, tuple)) else (float(m),) * max(len(vectors), 1)
+             for m in multipliers]
+    if len(layers) != len(vectors) or any(len(m) != max(len(vectors), 1) for m in mults):
+        raise ValueError(f"{len(vectors)} vectors need as many layers (got {len(layers)}) and a strength for each "
+                         "in every multiplier")
     n = len(prompts)
     inputs = [(prefix or "") + p for _ in mults for p in prompts]
     seeds = [seed + i for _ in mults for i in range(n)]
@@ -78,19 +88,18 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
     texts = []
     for i in range(0, len(inputs), batch_size):
         chunk = slice(i, i + batch_size)
-        s = torch.tensor(strengths[chunk])
-        if vector is None or not s.any():
+        s = torch.tensor(strengths[chunk]).reshape(len(strengths[chunk]), -1)  # [rows, vectors]
+        terms = [Term(v, s[:, k], None if x is None else [x] if isinstance(x, int) else list(x), positions)
+                 for k, (v, x) in enumerate(zip(vectors, layers)) if s[:, k].any()]
+        with steer_terms(model, terms):
             texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
-        else:
-            with steer(model, vector, s, [layer] if isinstance(layer, int) else layer, positions):
-                texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
     # fluency: the continuation given the prompt alone (not the prefix), under the unsteered model
     nll = continuation_nll(model, prompts * len(mults), texts, batch_size=batch_size)
     if fluency_context is not None:
         from .fluency import fluency_nll
 
         fl = fluency_nll([fluency_context + p for p in prompts] * len(mults), texts, batch_size=batch_size)
-    scorer, mask = concept.scorer(), mask_words(vector)
+    scorer, mask = concept.scorer(), mask_words(None if several else vector)
     out = []
     for j, m in enumerate(mults):
         part = texts[j * n:(j + 1) * n]

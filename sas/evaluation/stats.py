@@ -58,6 +58,16 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
     return float(d.mean()), *bootstrap_ci(d, level, n_boot, seed)
 
 
+def bootstrap_stat(stat, n: int, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """Any statistic of ``n`` items scored under several conditions on the same prompts and seeds, and its
+    percentile bootstrap interval: ``stat(idx)`` computes it on the items ``idx`` (an int array), so every
+    condition is resampled together. Returns ``(value, lo, hi)``."""
+    boots = np.array([stat(idx) for idx in _resample_idx(n, n_boot, seed)], dtype=float)
+    boots = boots[np.isfinite(boots)]  # e.g. a ratio whose denominator a resample made 0
+    return float(stat(np.arange(n))), *(_interval(boots, level) if len(boots) else (math.nan, math.nan))
+
+
 def verdict(lo: float, hi: float, margin: float | None = None) -> str:
     """``"win"`` if an interval of a difference lies above 0, ``"loss"`` below 0; otherwise ``"tie"`` when the
     interval lies within ``[-margin, margin]`` (the smallest difference the test set can detect:

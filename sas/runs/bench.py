@@ -209,6 +209,62 @@ def extend_grid(tuning: list[dict], budgets: Sequence[float], fluency: str = FLU
     return add
 
 
+def tune(model=None, saes: dict | None = None, concepts: Sequence[str] = (), methods: Sequence[str] = METHODS,
+         layers: Sequence[int] | None = None, strengths: Sequence[float] = STRENGTHS,
+         budgets: Sequence[float] | None = None, n_tune: int = N_TUNE, max_new_tokens: int = 16, seed: int = 0,
+         out=None, method_settings: dict | None = None, distinct_guard: float = DISTINCT_GUARD, executor=None,
+         progress: bool = True, model_name: str = "gemma-3-270m", dtype: str = "float32", batch_size: int = 128,
+         fluency: str = FLUENCY, extend: int = MAX_EXTEND) -> tuple[list[dict], list[Choice], Grid]:
+    """Steps 1 and 2 of the benchmark (see the module docstring and :func:`bench` for the arguments): the
+    tuning rows (also written to ``out``), the choices per concept, method and budget, and the tuning grid."""
+    from ..checks import positive_int
+    from ..concepts import shipped_concepts
+    from ..evaluation.fluency import get_measure
+
+    for name, n in (("n_tune", n_tune), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        positive_int(n, name)
+    concepts = list(concepts) or sorted(shipped_concepts())
+    saes = dict(saes or {})
+    names = {x: s for x, s in saes.items() if isinstance(s, str)}
+    loaded = {x: s for x, s in saes.items() if not isinstance(s, str)}
+    layers = sorted(layers or saes)
+    get_measure(fluency)
+    budgets = tuple(budgets_of(fluency) if budgets is None else budgets)
+    if not layers:
+        raise ValueError("no layers: give saes={layer: SAE} (the sparse methods need them) or layers=[...]")
+    bad = [b for b in budgets if not b > (0 if fluency == "kl" else 1)]
+    if bad:
+        raise ValueError(f"a {fluency} budget is " + ("a KL in nats above 0 (e.g. 0.1)" if fluency == "kl" else
+                                                       "a ratio to unsteered above 1 (e.g. 1.5)") + f", not {bad[0]}")
+    if any(not s > 0 for s in strengths):
+        raise ValueError(f"strengths are relative edit sizes > 0 (e.g. 0.1, 0.2), not {list(strengths)}")
+    mults = {m: ([0.0, 1.0] if not get_method(m).steers else [0.0, *map(float, strengths)]) for m in methods}
+    if model is not None:
+        model_name, dtype = model.cfg.model_name, str(model.cfg.dtype).removeprefix("torch.")
+    tune = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=names,
+                method_settings=dict(method_settings or {}),
+                eval_settings={"split": "tuning", "n_prompts": n_tune, **_common(n_tune, max_new_tokens, seed,
+                                                                                 batch_size, fluency)})
+    with hold(out):
+        tuning = run_grid(tune, out, model, loaded or None, executor=executor, progress=progress)
+        conds = tune.conditions()
+        for _ in range(extend):
+            more = [Condition(*x) for x in extend_grid(tuning, budgets, fluency)]
+            more = [c for c in more if c not in set(conds)]
+            if not more:
+                break
+            conds += more
+            tuning = run_grid(tune, out, model, loaded or None, executor=executor, progress=progress, conditions=conds)
+    tuning = [r for r in tuning if r is not None]
+    return tuning, choose(tuning, budgets, distinct_guard, fluency), tune
+
+
+def _common(n_tune, max_new_tokens, seed, batch_size, fluency) -> dict:
+    """The evaluation settings both splits share."""
+    return dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, n_calibration=n_tune,
+                fluency=sorted({"kl", fluency} - {"perplexity"}))  # KL is cheap: every row records it
+
+
 def bench(model=None, saes: dict | None = None, concepts: Sequence[str] = (), methods: Sequence[str] = METHODS,
           layers: Sequence[int] | None = None, strengths: Sequence[float] = STRENGTHS,
           budgets: Sequence[float] | None = None, n_tune: int = N_TUNE, n_test: int = N_TEST,
@@ -227,53 +283,24 @@ def bench(model=None, saes: dict | None = None, concepts: Sequence[str] = (), me
     """
     from ..checks import positive_int
     from ..concepts import get_concept, shipped_concepts, steering_prompts
-    from ..evaluation.fluency import get_measure
 
-    for name, n in (("n_tune", n_tune), ("n_test", n_test), ("max_new_tokens", max_new_tokens),
-                    ("batch_size", batch_size)):
-        positive_int(n, name)
+    positive_int(n_test, "n_test")
     concepts = list(concepts) or sorted(shipped_concepts())
-    saes = dict(saes or {})
-    names = {x: s for x, s in saes.items() if isinstance(s, str)}
-    loaded = {x: s for x, s in saes.items() if not isinstance(s, str)}
-    layers = sorted(layers or saes)
-    get_measure(fluency)
-    budgets = tuple(budgets_of(fluency) if budgets is None else budgets)
-    if not layers:
-        raise ValueError("no layers: give saes={layer: SAE} (the sparse methods need them) or layers=[...]")
-    bad = [b for b in budgets if not b > (0 if fluency == "kl" else 1)]
-    if bad:
-        raise ValueError(f"a {fluency} budget is " + ("a KL in nats above 0 (e.g. 0.1)" if fluency == "kl" else
-                                                       "a ratio to unsteered above 1 (e.g. 1.5)") + f", not {bad[0]}")
-    if any(not s > 0 for s in strengths):
-        raise ValueError(f"strengths are relative edit sizes > 0 (e.g. 0.1, 0.2), not {list(strengths)}")
     for c in concepts:
         have = len(steering_prompts(get_concept(c), "test"))
         if have < n_test:
             warnings.warn(f"concept {c!r} has {have} test prompts, fewer than n_test={n_test}: using all {have}")
-    mults = {m: ([0.0, 1.0] if not get_method(m).steers else [0.0, *map(float, strengths)]) for m in methods}
-    common = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, n_calibration=n_tune,
-                  fluency=sorted({"kl", fluency} - {"perplexity"}))  # KL is cheap: every row records it
-    if model is not None:
-        model_name, dtype = model.cfg.model_name, str(model.cfg.dtype).removeprefix("torch.")
-    tune = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=names,
-                method_settings=dict(method_settings or {}),
-                eval_settings={"split": "tuning", "n_prompts": n_tune, **common})
+    loaded = {x: s for x, s in (saes or {}).items() if not isinstance(s, str)}
     with hold(out):  # tuning and test: another run cannot take the file between them
-        tuning = run_grid(tune, out, model, loaded or None, executor=executor, progress=progress)
-        conds = tune.conditions()
-        for _ in range(extend):
-            more = [Condition(*x) for x in extend_grid(tuning, budgets, fluency)]
-            more = [c for c in more if c not in set(conds)]
-            if not more:
-                break
-            conds += more
-            tuning = run_grid(tune, out, model, loaded or None, executor=executor, progress=progress, conditions=conds)
-        tuning = [r for r in tuning if r is not None]
-        choices = choose(tuning, budgets, distinct_guard, fluency)
-        test = Grid("concept", concepts, list(methods), layers, mults, model_name, dtype, saes=dict(tune.saes),
-                    method_settings=dict(method_settings or {}),
-                    eval_settings={"split": "test", "n_prompts": n_test, **common})
+        tuning, choices, tune_grid = tune(model, saes, concepts, methods, layers, strengths, budgets, n_tune,
+                                          max_new_tokens, seed, out, method_settings, distinct_guard, executor,
+                                          progress, model_name, dtype, batch_size, fluency, extend)
+        budgets = tuple(budgets_of(fluency) if budgets is None else budgets)
+        layers, model_name, dtype = tune_grid.layers, tune_grid.model, tune_grid.dtype
+        test = Grid("concept", concepts, list(methods), layers, tune_grid.multipliers, model_name, dtype,
+                    saes=dict(tune_grid.saes), method_settings=dict(method_settings or {}),
+                    eval_settings={"split": "test", "n_prompts": n_test,
+                                   **_common(n_tune, max_new_tokens, seed, batch_size, fluency)})
         todo = sorted({Condition(c.concept, c.method, c.layer, c.strength) for c in choices if c.reached})
         todo += [Condition(c, methods[0], test.layers_for(methods[0])[0], 0.0) for c in concepts]  # unsteered
         tested = run_grid(test, out, model, loaded or None, executor=executor, progress=progress, conditions=todo)
