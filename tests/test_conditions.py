@@ -1,0 +1,173 @@
+"""Conditional steering: a condition (a dense direction with a threshold, or SAE features with thresholds) read in
+the forward pass that steers, so that only the rows (or tokens) where it holds are edited.
+
+Fast tests run on the tiny random model and a random JumpReLU SAE; the real case (gemma-3-270m, a shipped SAE,
+held-out prompts) is scripts/conditions_eval.py and the slow tests at the end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sas
+from sas.steering.condition import Condition, condition_from_texts, load_condition
+from sas.steering.steer import SteeringError
+from test_reliability import random_sae
+
+COOKING = ["I baked bread in the kitchen", "The recipe needs garlic and onion", "Simmer the soup for an hour",
+           "Fry the fish in butter", "The chef roasted a chicken", "Boil the pasta in salted water"]
+OTHER = ["The train left the station", "She paid the invoice today", "The meeting ran late", "He fixed the roof",
+         "We drove to the city", "The printer is broken"]
+
+
+def _between(model, cond_kwargs, prompts):
+    """A direction condition at layer 1 whose threshold lies between the scores of ``prompts``: the first half
+    fires, the second does not."""
+    torch.manual_seed(1)
+    c = Condition("direction", 1, "tiny", direction=torch.randn(32), **cond_kwargs)
+    from sas.steering.condition import _prompt_reads
+
+    _, reads = _prompt_reads(model, prompts, c)
+    scores = (reads @ c.direction).sort(descending=True).values
+    c.threshold = float((scores[len(prompts) // 2 - 1] + scores[len(prompts) // 2]) / 2)
+    return c
+
+
+def test_a_prompt_condition_steers_only_the_rows_where_it_holds(tiny):
+    """Rows where the condition does not hold get the unsteered text and zero edits in the receipt; the others
+    are steered. The decision made in the steering pass equals Condition.fires on the same prompts."""
+    prompts = COOKING[:3] + OTHER[:3]
+    c = _between(tiny, {}, prompts)
+    fires = c.fires(tiny, prompts)
+    assert 0 < int(fires.sum()) < len(prompts)
+    torch.manual_seed(0)
+    v = sas.SteeringVector({2: torch.randn(32) * 8}, "tiny", "caa")
+    receipt = sas.Receipt(rows=len(prompts))
+    with sas.steer(tiny, v, 1.0, condition=c, receipt=receipt):
+        steered = sas.generate(tiny, prompts, max_new_tokens=5)
+    plain = sas.generate(tiny, prompts, max_new_tokens=5)
+    for i, on in enumerate(fires.tolist()):
+        edits = receipt.row(i)["2"]["positions"]
+        if on:
+            assert edits == 5 and steered[i] != plain[i], i
+        else:
+            assert edits == 0 and steered[i] == plain[i], i
+
+
+def test_a_token_condition_edits_exactly_the_tokens_where_its_features_fire(tiny):
+    """Per token: the edited positions at the steered layer are the positions where a feature of the condition is
+    active above its threshold at the condition's layer, counted independently with the SAE's own encoder."""
+    sae = random_sae(1, 32, 64, 0, "tiny", apply_b_dec_to_input=True)
+    c = Condition("features", 1, "tiny", scope="token", features=[5, 17, 40], thresholds=[0.2, 0.0, 0.5], sae=sae)
+    tokens = tiny.to_tokens(COOKING[:2] + OTHER[:2])  # right-padded rows: every position counts (no sas.forward)
+    _, cache = tiny.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+    z = sae.encode(cache["blocks.1.hook_resid_post"])[..., [5, 17, 40]]
+    want = (z > torch.tensor([0.2, 0.0, 0.5])).any(-1)
+    assert 0 < int(want.sum()) < want.numel()
+    receipt = sas.Receipt(rows=len(tokens))
+    v = sas.SteeringVector({2: torch.ones(32)}, "tiny", "caa", positions="all")
+    with sas.steer(tiny, v, 1.0, condition=c, receipt=receipt):
+        tiny(tokens)
+    assert [receipt.row(i)["2"]["positions"] for i in range(len(tokens))] == want.sum(1).tolist()
+
+
+def test_a_prompt_condition_read_after_the_steered_layer_applies_from_the_first_new_token(tiny):
+    """Condition at layer 2, steering at layer 1: the prompt's pass reaches layer 1 before the decision, so the
+    firing rows are edited from the first generation step on (4 new tokens: 3 edited steps), the others never."""
+    prompts = COOKING[:2] + OTHER[:2]
+    c = _between(tiny, {}, prompts)
+    c.layer = 2
+    from sas.steering.condition import _prompt_reads
+
+    _, reads = _prompt_reads(tiny, prompts, c)
+    scores = reads @ c.direction
+    c.threshold = float(scores.median())
+    fires = scores > c.threshold
+    receipt = sas.Receipt(rows=len(prompts))
+    v = sas.SteeringVector({1: torch.ones(32)}, "tiny", "caa")
+    with sas.steer(tiny, v, 1.0, condition=c, receipt=receipt):
+        sas.generate(tiny, prompts, max_new_tokens=4)
+    assert [receipt.row(i)["1"]["positions"] for i in range(4)] == [3 if f else 0 for f in fires.tolist()]
+
+
+def test_several_vectors_at_layers_that_do_not_overlap_share_one_condition(tiny):
+    prompts = COOKING[:2] + OTHER[:2]
+    c = _between(tiny, {}, prompts)
+    fires = c.fires(tiny, prompts).tolist()
+    a = sas.SteeringVector({1: torch.ones(32)}, "tiny", "caa")
+    b = sas.SteeringVector({2: -torch.ones(32)}, "tiny", "caa")
+    receipt = sas.Receipt(rows=4)
+    with sas.steer(tiny, [a, b], [1.0, 2.0], condition=c, receipt=receipt):
+        sas.generate(tiny, prompts, max_new_tokens=3)
+    for i, on in enumerate(fires):
+        assert {k: v["positions"] > 0 for k, v in receipt.row(i).items()} == {"1": on, "2": on}
+
+
+def test_conditions_save_and_load_as_vectors_do(tiny, tmp_path):
+    sae = random_sae(1, 32, 64, 0, "tiny", apply_b_dec_to_input=True)
+    dense = _between(tiny, {"name": "cooking"}, COOKING[:2] + OTHER[:2])
+    feats = Condition("features", 1, "tiny", name="cooking-f", scope="token", features=[5, 17], thresholds=[0.25, 1.0],
+                      sae=sae)
+    back = load_condition(dense.save(tmp_path / "dense"))
+    assert back.kind == "direction" and back.threshold == dense.threshold and torch.equal(back.direction,
+                                                                                          dense.direction)
+    back = load_condition(feats.save(tmp_path / "feats.v1"), sae=sae)  # a dot in the name is part of the name
+    assert (back.features, back.thresholds, back.scope, back.sae) == ([5, 17], [0.25, 1.0], "token", sae)
+    assert (tmp_path / "feats.v1.json").exists()
+    with pytest.raises(ValueError, match="holds a condition, not a steering vector; load it with sas.load_condition"):
+        sas.load_vector(tmp_path / "dense")
+    sas.SteeringVector({1: torch.ones(32)}, "tiny", "caa").save(tmp_path / "vec")
+    with pytest.raises(ValueError, match="holds a steering vector, not a condition"):
+        load_condition(tmp_path / "vec")
+
+
+def test_bad_conditions_are_refused_naming_both_sides(tiny, tmp_path):
+    sae = random_sae(1, 32, 64, 0, "tiny", apply_b_dec_to_input=True)
+    other = random_sae(1, 32, 64, 1, "tiny", apply_b_dec_to_input=True)
+    feats = Condition("features", 1, "tiny", features=[5], thresholds=[0.25], sae=sae, sae_name="mine")
+    path = feats.save(tmp_path / "feats")
+    with pytest.raises(ValueError, match=r"built in SAE 'mine'.*other weights"):
+        load_condition(path, sae=other)
+    with pytest.raises(ValueError, match=r"reads .*blocks.2.hook_resid_post.*'blocks.1.hook_resid_post'"):
+        load_condition(path, sae=random_sae(2, 32, 64, 0, "tiny"))
+    with pytest.raises(ValueError, match="reads layer 2, but its SAE reads layer 1"):
+        Condition("features", 2, "tiny", features=[5], thresholds=[0.25], sae=sae)
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="threshold must be a finite number"):
+            Condition("direction", 1, "tiny", direction=torch.ones(32), threshold=bad)
+        with pytest.raises(ValueError, match="threshold of feature 5 must be a finite number"):
+            Condition("features", 1, "tiny", features=[5], thresholds=[bad], sae=sae)
+    v = sas.SteeringVector({2: torch.ones(32)}, "tiny", "caa")
+    wrong_model = Condition("direction", 1, "gemma-3-270m", direction=torch.ones(32))
+    with pytest.raises(SteeringError, match="built for gemma-3-270m, not tiny"):
+        with sas.steer(tiny, v, 1.0, condition=wrong_model):
+            pass
+    wide = Condition("direction", 1, "", direction=torch.ones(640))
+    with pytest.raises(SteeringError, match="reads width 640, but tiny has d_model 32"):
+        with sas.steer(tiny, v, 1.0, condition=wide):
+            pass
+    late = Condition("direction", 2, "tiny", scope="token", direction=torch.ones(32))
+    with pytest.raises(SteeringError, match="decided per token at layer 2, after the steered layer 1"):
+        with sas.steer(tiny, sas.SteeringVector({1: torch.ones(32)}, "tiny", "caa"), 1.0, condition=late):
+            pass
+    with pytest.raises(SteeringError, match="not a condition: str"):
+        with sas.steer(tiny, v, 1.0, condition="cooking"):
+            pass
+
+
+def test_a_condition_that_never_fires_on_its_tuning_prompts_is_an_error(tiny):
+    """The tuning positives here are the tuning negatives' texts: no threshold tells them apart, and the builder
+    says so instead of returning a condition that would never steer (or one that always would)."""
+    pos = [COOKING[0], OTHER[2], COOKING[1], OTHER[3]]  # even (fit): cooking; odd (tuning): other texts
+    neg = [OTHER[0], OTHER[2], OTHER[1], OTHER[3]]  # one batch of 8: equal texts give equal activations
+    with pytest.raises(ValueError, match="condition 'cooking' .* fires on none of the 2 positive tuning prompts"):
+        condition_from_texts(tiny, pos, neg, layer=1, name="cooking")
+
+
+def test_the_builder_separates_its_tuning_prompts(tiny):
+    sae = random_sae(1, 32, 64, 0, "tiny", apply_b_dec_to_input=True)
+    for kw in ({}, {"sae": sae}):
+        c = condition_from_texts(tiny, COOKING, OTHER, layer=1, **kw)
+        assert c.settings["tuning_balanced_accuracy"] > 0.5 and c.settings["tuning_fires_positive"] > 0
