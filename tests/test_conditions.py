@@ -160,14 +160,35 @@ def test_bad_conditions_are_refused_naming_both_sides(tiny, tmp_path):
 def test_a_condition_that_never_fires_on_its_tuning_prompts_is_an_error(tiny):
     """The tuning positives here are the tuning negatives' texts: no threshold tells them apart, and the builder
     says so instead of returning a condition that would never steer (or one that always would)."""
-    pos = [COOKING[0], OTHER[2], COOKING[1], OTHER[3]]  # even (fit): cooking; odd (tuning): other texts
-    neg = [OTHER[0], OTHER[2], OTHER[1], OTHER[3]]  # one batch of 8: equal texts give equal activations
+    from sas.steering.condition import _split
+
+    fit, _ = _split(["0", "1", "2", "3"], 0)  # the builder's split of 4 prompts (seed 0)
+    pos = [COOKING[i] if str(i) in fit else OTHER[i] for i in range(4)]  # the tuning half: the negatives' texts
+    neg = OTHER[:4]  # one batch of 8: equal texts give equal activations
     with pytest.raises(ValueError, match="condition 'cooking' .* fires on none of the 2 positive tuning prompts"):
         condition_from_texts(tiny, pos, neg, layer=1, name="cooking")
 
 
-def test_the_builder_separates_its_tuning_prompts(tiny):
-    sae = random_sae(1, 32, 64, 0, "tiny", apply_b_dec_to_input=True)
-    for kw in ({}, {"sae": sae}):
-        c = condition_from_texts(tiny, COOKING, OTHER, layer=1, **kw)
-        assert c.settings["tuning_balanced_accuracy"] > 0.5 and c.settings["tuning_fires_positive"] > 0
+@pytest.mark.slow
+def test_cooking_conditions_on_gemma_hold_on_held_out_prompts_and_gate_the_real_generation(gemma):
+    """gemma-3-270m, layer 9, the shipped SAE gemma-3-270m-L9-16k: both conditions, built on the cooking concept's
+    first six sentence frames against office texts, tell held-out frames apart, and in a real steered generation
+    exactly the rows where the condition fires are edited."""
+    from sas.concepts.schema import get_concept
+    from sas.load.saes import load_sae
+
+    cooking = get_concept("cooking")
+    pos, neg = cooking.positive_texts(), cooking.negative_texts()  # 12 frames x 8 phrases, frame-major
+    build, held = slice(0, 48), slice(48, 96)
+    sae = load_sae("gemma-3-270m-L9-16k", gemma)
+    v = sas.contrastive_vector(gemma, ["I feel bad", "This is sad"], ["I feel good", "This is happy"], [9])
+    prompts = pos[held][::6] + neg[held][::6]  # 8 + 8 held-out prompts
+    for kw in ({}, {"sae": sae, "n_features": 4}):
+        c = condition_from_texts(gemma, pos[build], neg[build], 9, name="cooking", **kw)
+        assert c.settings["tuning_balanced_accuracy"] >= 0.9, c.settings
+        fires = c.fires(gemma, prompts)
+        assert fires[:8].float().mean() >= 0.75 and fires[8:].float().mean() <= 0.25, (c.describe(), fires)
+        receipt = sas.Receipt(rows=len(prompts))
+        with sas.steer(gemma, v, 4.0, condition=c, receipt=receipt):
+            sas.generate(gemma, prompts, max_new_tokens=3)
+        assert [receipt.row(i)["9"]["positions"] > 0 for i in range(len(prompts))] == fires.tolist()

@@ -300,18 +300,22 @@ def best_threshold(pos: torch.Tensor, neg: torch.Tensor) -> tuple[float, float]:
     return float(cands[i]), float(acc[i])
 
 
-def _split(texts: list[str]) -> tuple[list[str], list[str]]:
-    """Fit and tuning halves: the even and the odd prompts."""
+def _split(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """Fit and tuning halves, drawn at random (``seed``): prompts given in some order (by topic, by template) fall on
+    both sides."""
     if len(texts) < 2:
         raise ValueError(f"{len(texts)} prompt(s) leave an empty fit or tuning half; give at least 2 on each side")
-    return texts[0::2], texts[1::2]
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+    half = (len(texts) + 1) // 2
+    return [texts[i] for i in order[:half]], [texts[i] for i in order[half:]]
 
 
 def condition_from_texts(model, positive: Sequence[str], negative: Sequence[str], layer: int, sae=None,
-                         scope: str = "prompt", name: str = "condition", n_features: int = 8) -> Condition:
+                         scope: str = "prompt", name: str = "condition", n_features: int = 8,
+                         seed: int = 0) -> Condition:
     """A condition that holds on prompts like ``positive`` and not on prompts like ``negative``.
 
-    The prompts are split into a fit part (the even ones) and a tuning part (the odd ones). Without ``sae``: CAST's form, the direction from
+    Each side's prompts are split at random (``seed``) into a fit half and a tuning half. Without ``sae``: CAST's form, the direction from
     the mean negative to the mean positive prompt (each prompt its mean residual at ``layer``, BOS left out) on
     the fit part and the threshold with the best balanced accuracy on the tuning part. With ``sae`` (an SAE of
     ``layer``): on the fit part, each feature's threshold on its largest activation over a prompt's tokens, and
@@ -321,7 +325,7 @@ def condition_from_texts(model, positive: Sequence[str], negative: Sequence[str]
     from ..checks import text_list
 
     positive, negative = text_list(positive, "positive"), text_list(negative, "negative")
-    (pf, pt), (nf, nt) = _split(positive), _split(negative)
+    (pf, pt), (nf, nt) = _split(positive, seed), _split(negative, seed)
     mname = model.cfg.model_name
     if sae is None:
         _, reads = _prompt_reads(model, pf + nf + pt + nt, layer)
