@@ -12,7 +12,7 @@ unsteered, with paired bootstrap intervals:
 - ``leakage``: the effect on the other prompts (should be 0),
 - ``fired``: the fraction of each side's prompts on which the condition held.
 
-    nice -n 15 python scripts/conditions_eval.py --sae gemma-3-270m-L9-16k --out docs/conditions.jsonl
+    nice -n 15 python scripts/conditions_eval.py --sae gemma-3-270m-L9-16k --n 40 --tokens 24 --out docs/conditions.jsonl
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def effect(steered: list[float], plain: list[float]) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sae", default="gemma-3-270m-L9-16k")
-    p.add_argument("--strength", type=float, default=0.1, help="relative strength: edit norm / mean residual norm")
-    p.add_argument("--n", type=int, default=48, help="held-out prompts per side")
-    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--strength", type=float, default=0.2, help="relative strength: edit norm / mean residual norm")
+    p.add_argument("--n", type=int, default=40, help="held-out prompts per side")
+    p.add_argument("--tokens", type=int, default=24)
     p.add_argument("--n-features", type=int, default=8)
     p.add_argument("--out", default="docs/conditions.jsonl")
     p.add_argument("--threads", type=int, default=0)
@@ -87,7 +87,8 @@ def main():
                                                   negative=neg.negative_texts()), [layer])
     mult = raw_multiplier(vec, layer, layer_activations(model, build_pos + build_neg, vec, layer), args.strength)
     conditions = {
-        "dense": condition_from_texts(model, build_pos, build_neg, layer, name=TOPIC),
+        "dense (mean)": condition_from_texts(model, build_pos, build_neg, layer, name=TOPIC),
+        "dense (last)": condition_from_texts(model, build_pos, build_neg, layer, name=TOPIC, reduce="last"),
         "features": condition_from_texts(model, build_pos, build_neg, layer, sae=sae, name=TOPIC,
                                          n_features=args.n_features),
     }
@@ -102,9 +103,13 @@ def main():
         with sas.steer(model, vec, mult, condition=cond):
             return sas.generate(model, test_pos + test_neg, args.tokens)
 
+    say = lambda what: print(f"[{time.time() - t0:5.0f} s] {what}", flush=True)  # noqa: E731
+    say("conditions: " + "; ".join(f"{c.describe()} {c.settings}" for c in conditions.values()))
     texts = {"unsteered": generate(steered=False), "always": generate()}
+    say("generated unsteered and always")
     for name, cond in conditions.items():
         texts[name] = generate(cond)
+        say(f"generated under {name}")
     scores = {k: scorer.score(v) for k, v in texts.items()}
     n = len(test_pos)
     rows = []

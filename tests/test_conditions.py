@@ -30,7 +30,7 @@ def _between(model, cond_kwargs, prompts):
     from sas.steering.condition import _prompt_reads
 
     _, reads = _prompt_reads(model, prompts, c)
-    scores = (reads @ c.direction).sort(descending=True).values
+    scores = c._reader()(reads).sort(descending=True).values
     c.threshold = float((scores[len(prompts) // 2 - 1] + scores[len(prompts) // 2]) / 2)
     return c
 
@@ -82,7 +82,7 @@ def test_a_prompt_condition_read_after_the_steered_layer_applies_from_the_first_
     from sas.steering.condition import _prompt_reads
 
     _, reads = _prompt_reads(tiny, prompts, c)
-    scores = reads @ c.direction
+    scores = c._reader()(reads)
     c.threshold = float(scores.median())
     fires = scores > c.threshold
     receipt = sas.Receipt(rows=len(prompts))
@@ -192,3 +192,78 @@ def test_cooking_conditions_on_gemma_hold_on_held_out_prompts_and_gate_the_real_
         with sas.steer(gemma, v, 4.0, condition=c, receipt=receipt):
             sas.generate(gemma, prompts, max_new_tokens=3)
         assert [receipt.row(i)["9"]["positions"] > 0 for i in range(len(prompts))] == fires.tolist()
+
+
+# ------------------------------------------------------------------------------------- sas serve
+def _serve_case(model, folder, vec, cond, prompts, n_tokens):
+    """Serve ``model`` with ``vec`` and ``cond`` saved under ``folder``; one completions request per prompt, all
+    concurrent (one batch), steered under the condition. Returns each choice (text, receipt)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    openai = pytest.importorskip("openai")
+    from sas.serve import Limits, make_app
+    from sas.serve.local import serve_in_thread
+
+    vec.save(folder / "negative")
+    cond.save(folder / "cooking")
+    app = make_app(model, vectors_dir=folder, limits=Limits(max_tokens=32, max_batch=8, window_ms=300))
+    steer = [{"vector": "negative", "strength": 1.0, "condition": "cooking"}]
+    with serve_in_thread(app) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            out = list(pool.map(lambda p: client.completions.create(
+                model=model.cfg.model_name, prompt=p, max_tokens=n_tokens, temperature=0,
+                extra_body={"steer": steer}), prompts))
+        bad = httpx_post(base, {"model": model.cfg.model_name, "prompt": "x", "max_tokens": 2,
+                                "steer": [{"vector": "cooking", "strength": 1.0}]})
+        assert bad.status_code == 400 and "is a condition, not a vector" in bad.json()["error"]["message"]
+        bad = httpx_post(base, {"model": model.cfg.model_name, "prompt": "x", "max_tokens": 2,
+                                "steer": [{"vector": "negative", "strength": 1.0, "condition": "negative"}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "steer.0.condition"
+    return [(r.choices[0].text, r.choices[0].model_extra["receipt"]) for r in out]
+
+
+def httpx_post(base, body):
+    import httpx
+
+    return httpx.post(base + "/v1/completions", json=body, timeout=60)
+
+
+def test_a_served_request_names_a_condition_and_it_applies_per_row(tiny, tmp_path):
+    """A real local server on the tiny model: concurrent requests batched together, each steered under a saved
+    condition file; the rows where it does not hold are unsteered (same text as sas.generate, zero edits in their
+    receipt), the others are steered as sas.steer steers them alone."""
+    prompts = COOKING[:3] + OTHER[:3]
+    cond = _between(tiny, {"name": "cooking"}, prompts)
+    fires = cond.fires(tiny, prompts).tolist()
+    torch.manual_seed(0)
+    vec = sas.SteeringVector({2: torch.randn(32) * 8}, "tiny", "caa")
+    got = _serve_case(tiny, tmp_path, vec, cond, prompts, 5)
+    for p, on, (text, receipt) in zip(prompts, fires, got):
+        with sas.steer(tiny, vec, 1.0, condition=cond):
+            alone = sas.generate(tiny, [p], 5)[0]
+        assert text == alone
+        assert (receipt["2"]["positions"] > 0) == on
+        if not on:
+            assert text == sas.generate(tiny, [p], 5)[0]
+
+
+@pytest.mark.slow
+def test_gemma_served_with_a_feature_condition_steers_only_the_cooking_rows(gemma, tmp_path):
+    """The real case through `sas serve` and the openai client: a features condition in gemma-3-270m-L9-16k built
+    on cooking texts; of 4 concurrent requests, the 2 about cooking are edited and the 2 others are not."""
+    from sas.concepts.schema import get_concept
+    from sas.load.saes import load_sae
+
+    cooking = get_concept("cooking")
+    pos, neg = cooking.positive_texts(), cooking.negative_texts()
+    cond = condition_from_texts(gemma, pos[:48], neg[:48], 9, sae=load_sae("gemma-3-270m-L9-16k", gemma),
+                                name="cooking", n_features=4)
+    vec = sas.contrastive_vector(gemma, ["I feel bad", "This is sad"], ["I feel good", "This is happy"], [9])
+    prompts = [pos[60], neg[61], pos[75], neg[90]]
+    fires = cond.fires(gemma, prompts).tolist()
+    assert fires == [True, False, True, False], (cond.describe(), fires)
+    got = _serve_case(gemma, tmp_path, vec, cond, prompts, 6)
+    assert [r["9"]["positions"] > 0 for _, r in got] == fires
+    plain = sas.generate(gemma, prompts, 6)
+    assert [t == u for (t, _), u in zip(got, plain)] == [False, True, False, True]

@@ -3,8 +3,8 @@
 A :class:`Condition` is a value, saved and loaded like a vector, in one of two forms:
 
 - ``direction``: a dense direction ``[d_model]`` and a threshold (CAST, Lee et al. 2025): the condition holds for
-  a prompt when the mean of its residuals over the prompt's tokens (BOS left out), projected on the unit
-  direction, exceeds the threshold.
+  a prompt when the cosine between the direction and the prompt's residual (``reduce="mean"``: the mean over the
+  prompt's tokens, BOS left out; ``"last"``: its last token) exceeds the threshold; per token, each token's cosine.
 - ``features``: SAE features with one activation threshold each: the condition holds at a token where any of the
   features is active above its threshold.
 
@@ -51,6 +51,7 @@ class Condition:
     model: str
     name: str = "condition"
     scope: str = "prompt"
+    reduce: str = "mean"  # direction, per prompt: the mean residual over the prompt's tokens or its last token
     direction: torch.Tensor | None = None
     threshold: float = 0.0
     features: list[int] = field(default_factory=list)
@@ -65,6 +66,8 @@ class Condition:
             raise ValueError(f"a condition's kind is one of {KINDS}, not {self.kind!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"a condition's scope is one of {SCOPES}, not {self.scope!r}")
+        if self.reduce not in ("mean", "last"):
+            raise ValueError(f"a condition's reduce is 'mean' or 'last', not {self.reduce!r}")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0:
             raise ValueError(f"a condition's layer is a block index (int >= 0), not {self.layer!r}")
         hook_at(self.hook_point, self.layer)
@@ -76,7 +79,7 @@ class Condition:
             if not torch.isfinite(d).all() or float(d.norm()) == 0:
                 raise ValueError(f"condition {self.name!r}: its direction is zero or has NaN/inf entries; rebuild it")
             d = d.detach().float()
-            if abs(float(d.norm()) - 1) > 1e-6:  # a unit direction: projections in residual-norm units
+            if abs(float(d.norm()) - 1) > 1e-6:  # a unit direction
                 d = d / d.norm()
             self.direction = d
             _finite(self.threshold, f"condition {self.name!r}: the threshold")
@@ -109,21 +112,22 @@ class Condition:
     def describe(self) -> str:
         """One line: what it reads and when it holds."""
         if self.kind == "direction":
-            return (f"{self.name}: projection of the mean prompt residual at layer {self.layer} on a direction "
-                    f"> {self.threshold:.4g} (per {self.scope})")
+            what = "each token's residual" if self.scope == "token" else f"the prompt's {self.reduce} residual"
+            return (f"{self.name}: cosine of {what} at layer {self.layer} with a direction > {self.threshold:.4g} "
+                    f"(per {self.scope})")
         feats = ", ".join(f"{f} > {t:.3g}" for f, t in zip(self.features, self.thresholds))
         return f"{self.name}: any of {self.sae_name} features [{feats}] (per {self.scope})"
 
     # reading: token scores and decisions from residuals [batch, pos, d_model]
     def _reader(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A function: residuals ``[..., d_model]`` -> per-token scores ``[...]`` (direction: the projection) or
-        per-token firing ``[...]`` bool (features). Weights are cast once per device and dtype."""
+        """A function: residuals ``[..., d_model]`` -> per-token cosines with the direction ``[...]`` or per-token
+        firing ``[...]`` bool (features). Weights are cast once per device and dtype."""
         cast: dict = {}
         if self.kind == "direction":
-            def project(x):
+            def cosine(x):
                 d = cast.setdefault(x.device, self.direction.to(x.device))
-                return x.float() @ d
-            return project
+                return (x.float() @ d) / x.float().norm(dim=-1).clamp(min=1e-30)
+            return cosine
         sae, idx = self.sae, torch.tensor(self.features)
         from .sparse import architecture
 
@@ -147,13 +151,14 @@ class Condition:
         """Where the condition holds in one pass: ``resid [batch, pos, d_model]``, ``real [batch, pos]`` (the index
         of each token among its row's real tokens, negative for padding). Returns ``[batch]`` bool for a ``prompt``
         condition, ``[batch, pos]`` bool for a ``token`` one."""
+        counted = real >= 1  # the prompt's tokens after BOS (whose residual is an outlier)
+        if self.kind == "direction" and self.scope == "prompt":
+            x = resid[:, -1] if self.reduce == "last" else \
+                (resid.float() * counted[..., None]).sum(1) / counted.sum(1, keepdim=True).clamp(min=1)
+            return self._reader()(x) > self.threshold
         read = self._reader()(resid)
         if self.scope == "token":
             return (read > self.threshold if self.kind == "direction" else read) & (real >= 0)
-        counted = real >= 1  # the prompt's tokens after BOS (whose residual is an outlier)
-        if self.kind == "direction":
-            mean = (read * counted).sum(1) / counted.sum(1).clamp(min=1)
-            return mean > self.threshold
         return (read & counted).any(1)
 
     def fires(self, model, prompts: Sequence[str]) -> torch.Tensor:
@@ -183,7 +188,7 @@ class Condition:
     # files
     def meta(self) -> dict:
         m = {"condition": self.kind, "layer": self.layer, "model": self.model, "name": self.name,
-             "scope": self.scope, "hook_point": self.hook_point, "settings": self.settings}
+             "scope": self.scope, "reduce": self.reduce, "hook_point": self.hook_point, "settings": self.settings}
         if self.kind == "direction":
             return {**m, "threshold": self.threshold, "d_model": self.d_model}
         from ..load.saes import sae_hash, sae_hook
@@ -232,7 +237,7 @@ def load_condition(path: str | Path, model=None, sae=None) -> Condition:
     layer = meta.get("layer")
     if list(tensors) != [layer]:
         raise ValueError(f"{path}: a condition file holds one tensor, layer.{layer}; found {sorted(tensors)}")
-    keep = {k: meta[k] for k in ("model", "name", "scope", "hook_point", "settings") if k in meta}
+    keep = {k: meta[k] for k in ("model", "name", "scope", "reduce", "hook_point", "settings") if k in meta}
     try:
         if meta["condition"] == "direction":
             return Condition("direction", layer, direction=tensors[layer], threshold=meta.get("threshold"), **keep)
@@ -259,9 +264,10 @@ def load_condition(path: str | Path, model=None, sae=None) -> Condition:
 
 
 # building from contrastive prompts
-def _prompt_reads(model, prompts: list[str], cond_or_layer, sae=None):
+def _prompt_reads(model, prompts: list[str], cond_or_layer, sae=None, reduce: str = "mean"):
     """Per-prompt readings with the project's activation readers: for a direction, the mean residual over the
-    prompt's tokens ``[n, d_model]``; for features, the per-token residuals of each prompt (a list of ``[t, d]``)."""
+    prompt's tokens (or its last token) ``[n, d_model]``; for features, the per-token residuals of each prompt (a
+    list of ``[t, d]``)."""
     from ..activations.residual import last_token_activations, prompt_activations
     from ..forward.run import encode
 
@@ -269,16 +275,17 @@ def _prompt_reads(model, prompts: list[str], cond_or_layer, sae=None):
     kind = cond_or_layer.kind if isinstance(cond_or_layer, Condition) else ("features" if sae is not None else
                                                                             "direction")
     if kind == "direction":
-        return kind, last_token_activations(model, prompts, [layer], reduce="mean")[layer].float()
+        reduce = cond_or_layer.reduce if isinstance(cond_or_layer, Condition) else reduce
+        return kind, last_token_activations(model, prompts, [layer], reduce=reduce)[layer].float()
     acts = prompt_activations(model, prompts, hook_at(RESID_HOOK, layer), last_token_only=False)
     sizes = [len(ids) - 1 for ids in encode(model, prompts)]
     return kind, list(torch.split(acts, sizes))
 
 
 def _prompt_fires(cond: Condition, kind: str, reads) -> torch.Tensor:
-    if kind == "direction":
-        return (reads @ cond.direction.to(reads.device)) > cond.threshold
     fires = cond._reader()
+    if kind == "direction":
+        return fires(reads) > cond.threshold
     return torch.tensor([bool(fires(x).any()) for x in reads])
 
 
@@ -312,12 +319,13 @@ def _split(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
 
 def condition_from_texts(model, positive: Sequence[str], negative: Sequence[str], layer: int, sae=None,
                          scope: str = "prompt", name: str = "condition", n_features: int = 8,
-                         seed: int = 0) -> Condition:
+                         reduce: str = "mean", seed: int = 0) -> Condition:
     """A condition that holds on prompts like ``positive`` and not on prompts like ``negative``.
 
-    Each side's prompts are split at random (``seed``) into a fit half and a tuning half. Without ``sae``: CAST's form, the direction from
-    the mean negative to the mean positive prompt (each prompt its mean residual at ``layer``, BOS left out) on
-    the fit part and the threshold with the best balanced accuracy on the tuning part. With ``sae`` (an SAE of
+    Each side's prompts are split at random (``seed``) into a fit half and a tuning half. Without ``sae``: CAST's
+    form, the direction from the mean negative to the mean positive prompt on the fit half (each prompt read as its
+    mean residual at ``layer``, BOS left out, or its last token: ``reduce``) and the threshold on the cosine with
+    it that has the best balanced accuracy on the tuning half. With ``sae`` (an SAE of
     ``layer``): on the fit part, each feature's threshold on its largest activation over a prompt's tokens, and
     the features ranked by balanced accuracy (at most ``n_features``); on the tuning part, how many of them to keep
     (the condition holds where any of them fires). ``ValueError`` if it fires on no positive tuning prompt; a
@@ -328,12 +336,12 @@ def condition_from_texts(model, positive: Sequence[str], negative: Sequence[str]
     (pf, pt), (nf, nt) = _split(positive, seed), _split(negative, seed)
     mname = model.cfg.model_name
     if sae is None:
-        _, reads = _prompt_reads(model, pf + nf + pt + nt, layer)
+        _, reads = _prompt_reads(model, pf + nf + pt + nt, layer, reduce=reduce)
         a, b, c = len(pf), len(pf) + len(nf), len(pf) + len(nf) + len(pt)
-        direction = reads[:a].mean(0) - reads[a:b].mean(0)
-        unit = direction / direction.norm()
-        t, _ = best_threshold(reads[b:c] @ unit, reads[c:] @ unit)
-        cond = Condition("direction", layer, mname, name, scope, direction=direction, threshold=t)
+        cond = Condition("direction", layer, mname, name, scope, reduce,
+                         direction=reads[:a].mean(0) - reads[a:b].mean(0))
+        cos = cond._reader()
+        cond.threshold, _ = best_threshold(cos(reads[b:c]), cos(reads[c:]))
         tune_pos, tune_neg = _prompt_fires(cond, "direction", reads[b:c]), _prompt_fires(cond, "direction", reads[c:])
     else:
         from ..activations.codes import encode
