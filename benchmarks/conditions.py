@@ -16,14 +16,13 @@ SAE = "gemma-3-270m-L5-4k"
 
 
 def _setup(ctx: Context, cfg: dict):
-    import torch
-
     from sas import generate, load_sae, steer
+    from sas.load.saes import sae_layer
     from sas.activations.residual import last_token_activations
     from sas.load.data import load_neutral_prompts
     from sas.steering.condition import Condition
 
-    model, n, layer = ctx.model, cfg["new_tokens"], cfg["gen_layer"]
+    model, n, layer = ctx.model, max(cfg["new_tokens"] // 2, 1), cfg["gen_layer"]  # 32 new tokens in full mode
     vec, mult = ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"]), cfg["gen_multiplier"]
     prompts = load_neutral_prompts()[:8]
     sae = load_sae(SAE, model)
@@ -32,12 +31,13 @@ def _setup(ctx: Context, cfg: dict):
     dense = Condition("direction", layer, name, "dense", direction=vec.directions[layer])
     cos = dense._reader()(last_token_activations(model, prompts, [layer], reduce="mean")[layer])
     dense.threshold = float(cos.median())
-    acts = last_token_activations(model, prompts, [5], reduce="mean")[5]
+    at = sae_layer(sae)
+    acts = last_token_activations(model, prompts, [at], reduce="mean")[at]
     z = sae.encode(acts.to(sae.dtype)).float()
     feats = z.mean(0).topk(8).indices.tolist()  # features these prompts use
     ths = [float(z[:, f].median()) for f in feats]
-    per_prompt = Condition("features", 5, name, "features", features=feats, thresholds=[t * 4 for t in ths], sae=sae)
-    per_token = Condition("features", 5, name, "features", scope="token", features=feats,
+    per_prompt = Condition("features", at, name, "features", features=feats, thresholds=[t * 4 for t in ths], sae=sae)
+    per_token = Condition("features", at, name, "features", scope="token", features=feats,
                           thresholds=[t * 4 for t in ths], sae=sae)
 
     def run(condition=None, steered=True):
@@ -52,7 +52,6 @@ def _setup(ctx: Context, cfg: dict):
             return texts if condition is None else (texts, fires)
         return go
 
-    torch.set_grad_enabled(False)
     return {"steered": run(), "unsteered": run(steered=False),
             "steered, dense condition (per prompt)": run(dense),
             "steered, feature condition (per prompt)": run(per_prompt),
@@ -80,7 +79,7 @@ BENCH = Bench(
      Comparison("steered, feature condition (per token)", "steered", 1 / 1.10, "per token, < 10%"),
      Comparison("steered", "unsteered", None, "steering itself, for reference")],
     _check, repeats=3, warmup=True,
-    describe=lambda cfg: f"greedy, {cfg['new_tokens']} new tokens, batch 8 neutral prompts; CAA sycophancy "
+    describe=lambda cfg: f"greedy, {max(cfg['new_tokens'] // 2, 1)} new tokens, batch 8 neutral prompts; CAA sycophancy "
                          f"x{cfg['gen_multiplier']} at layer {cfg['gen_layer']} (after_prompt); conditions: a "
                          f"direction at layer {cfg['gen_layer']} (per prompt), 8 features of {SAE} (per prompt, "
                          "per token)")
