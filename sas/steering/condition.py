@@ -147,16 +147,17 @@ class Condition:
             return (z > want).any(-1)
         return fires
 
-    def decide(self, resid: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    def decide(self, resid: torch.Tensor, real: torch.Tensor, reader: Callable | None = None) -> torch.Tensor:
         """Where the condition holds in one pass: ``resid [batch, pos, d_model]``, ``real [batch, pos]`` (the index
-        of each token among its row's real tokens, negative for padding). Returns ``[batch]`` bool for a ``prompt``
-        condition, ``[batch, pos]`` bool for a ``token`` one."""
+        of each token among its row's real tokens, negative for padding); ``reader``: a :meth:`_reader` made once.
+        Returns ``[batch]`` bool for a ``prompt`` condition, ``[batch, pos]`` bool for a ``token`` one."""
+        reader = reader or self._reader()
         counted = real >= 1  # the prompt's tokens after BOS (whose residual is an outlier)
         if self.kind == "direction" and self.scope == "prompt":
             x = resid[:, -1] if self.reduce == "last" else \
                 (resid.float() * counted[..., None]).sum(1) / counted.sum(1, keepdim=True).clamp(min=1)
-            return self._reader()(x) > self.threshold
-        read = self._reader()(resid)
+            return reader(x) > self.threshold
+        read = reader(resid)
         if self.scope == "token":
             return (read > self.threshold if self.kind == "direction" else read) & (real >= 0)
         return (read & counted).any(1)
@@ -392,6 +393,7 @@ class Gate:
     def __init__(self, cond: Condition):
         self.cond, self.rows, self.tokens = cond, None, None
         self.fired = self.read = 0
+        self._reader = cond._reader()  # the condition's weights, cut and cast once per block
 
     def reader(self) -> tuple[str, Callable]:
         cond = self.cond
@@ -401,11 +403,11 @@ class Gate:
             n_batch, n_pos, _ = resid.shape
             real, _ = _real_positions(n_batch, n_pos, resid.device)
             if cond.scope == "token":
-                self.tokens = cond.decide(resid, real)
+                self.tokens = cond.decide(resid, real, self._reader)
                 self.fired += int(self.tokens.sum())
                 self.read += int((real >= 0).sum())
             elif b is None or b.offset == 0:  # the prompt's pass: decide once for each row
-                self.rows = cond.decide(resid, real)
+                self.rows = cond.decide(resid, real, self._reader)
                 self.fired += int(self.rows.sum())
                 self.read += n_batch
             return resid
