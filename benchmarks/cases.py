@@ -591,3 +591,8 @@ def run_sweep(ctx: Context, quick: bool, out_dir, behaviors=None, tag: str = "")
 from .train_sae import BENCH as _TRAIN_SAE  # noqa: E402
 
 BENCHES["train_sae"] = _TRAIN_SAE
+
+
+from .conditions import BENCH as _CONDITIONS  # noqa: E402  (what a condition adds to steered generation)
+
+BENCHES[_CONDITIONS.name] = _CONDITIONS

@@ -162,6 +162,71 @@ NOTEBOOKS = {
     ],
 }
 
+# 06: one section per mechanism; each list is a section of the notebook, in order (add a section: add a list)
+CONDITIONS = [
+    ("md", "## Conditions: steer only where the model's activations say so\n\n"
+           "A condition is a value, like a vector: a dense direction with a threshold (CAST's form) or a few SAE "
+           "features with activation thresholds. `sas.steer(..., condition=c)` reads it in the same forward pass "
+           "that steers, and edits only the rows (or tokens) where it holds. Here: steer towards negative sentiment, "
+           "but only on prompts about cooking."),
+    ("code", "import torch\nimport sas\nfrom sas.concepts.schema import get_concept\nfrom sas.load.saes import load_sae\n\n"
+             "model = sas.load_model()\n"
+             "cooking = get_concept('cooking')  # 12 sentence frames x 8 cooking phrases, and the same frames about "
+             "office things\n"
+             "about, other = cooking.positive_texts(), cooking.negative_texts()\n"
+             "build, held_out = slice(0, 48), slice(48, 96)  # frames 1-6 build the condition, 7-12 test it\n"
+             "about[0], other[0]"),
+    ("md", "### A dense condition (CAST)\n\nThe direction from the mean prompt without the condition to the mean "
+           "prompt with it (each prompt: its residual at layer 9, averaged over its tokens, or its last token), on "
+           "half of the building prompts; the threshold on the cosine with it that best separates the other half "
+           "(balanced accuracy)."),
+    ("code", "dense = sas.condition_from_texts(model, about[build], other[build], layer=9, name='cooking', "
+             "reduce='last')\n"
+             "print(dense.describe())\ndense.settings"),
+    ("code", "prompts = about[held_out][::8] + other[held_out][::8]  # 6 held-out prompts of each kind\n"
+             "dense.fires(model, prompts)"),
+    ("md", "### A feature condition\n\nSAE features that fire more on the prompts about cooking, each with its "
+           "own threshold (chosen on the fit half), and how many to keep (chosen on the tuning half). Per prompt: "
+           "it holds if any prompt token fires."),
+    ("code", "sae = load_sae('gemma-3-270m-L9-16k', model)\n"
+             "features = sas.condition_from_texts(model, about[build], other[build], layer=9, sae=sae, "
+             "name='cooking', n_features=4)\n"
+             "print(features.describe())\nfeatures.settings"),
+    ("code", "from sas.reports.features import logit_effects\n"
+             "logit_effects(model, sae, features.features, k=6)[['feature', 'promoted']]"),
+    ("md", "### Steering under a condition\n\nThe receipt counts the edited positions per row: the rows where "
+           "the condition does not hold have none, and their text is the unsteered text."),
+    ("code", "neg = get_concept('sentiment-negative')\n"
+             "vec = sas.contrastive_vector(model, neg.positive_texts(), neg.negative_texts(), [9], reduce='mean')\n"
+             "receipt = sas.Receipt(rows=len(prompts))\n"
+             "with sas.steer(model, vec, 1.0, condition=features, receipt=receipt):\n"
+             "    steered = sas.generate(model, prompts, max_new_tokens=16)\n"
+             "plain = sas.generate(model, prompts, max_new_tokens=16)\n"
+             "for i, p in enumerate(prompts):\n"
+             "    print(receipt.row(i)['9']['positions'], repr(p), '->', repr(steered[i]), "
+             "'(unchanged)' if steered[i] == plain[i] else '')"),
+    ("md", "### Per token, files, and what is refused\n\n`scope='token'` decides at each position (a feature "
+           "condition read at a layer at or before the steered one). Conditions save and load as vectors do; "
+           "`sas serve` requests name a saved condition in a steering term (`\"condition\": \"cooking\"`)."),
+    ("code", "import os, tempfile\n"
+             "path = features.save(os.path.join(tempfile.mkdtemp(), 'cooking'))\n"
+             "back = sas.load_condition(path, model)\n"
+             "back.describe()"),
+    ("code", "late = sas.Condition('features', 9, model.cfg.model_name, 'cooking', scope='token', "
+             "features=features.features, thresholds=features.thresholds, sae=sae)\n"
+             "early = sas.contrastive_vector(model, neg.positive_texts(), neg.negative_texts(), [6])\n"
+             "try:\n"
+             "    with sas.steer(model, early, 1.0, condition=late):\n"
+             "        pass\n"
+             "except ValueError as e:\n"
+             "    print(e)"),
+]
+COMPOSITION = []  # stacked vectors and their interference: its own section, added with that feature
+NOTEBOOKS["06_conditions_and_composition.ipynb"] = [
+    ("md", "# Conditions and composition\n\nSteering that waits for a condition, and steering with several vectors "
+           "at once. Small settings so it runs on a CPU in a few minutes."),
+    *CONDITIONS, *COMPOSITION]
+
 
 def main(names=None):
     """Write the notebooks ``names`` (default all; their outputs are lost: run execute_notebooks.py after)."""

@@ -37,6 +37,8 @@ _API = {
     "steer": "steering.steer", "steering_hooks": "steering.steer", "Receipt": "steering.steer",
     "NoEdit": "steering.steer",
     "load_vector": "steering.kinds",
+    "Condition": "steering.condition", "condition_from_texts": "steering.condition",
+    "load_condition": "steering.condition",
     "caa_vector": "methods.caa", "contrastive_vector": "methods.caa", "actadd_vector": "methods.actadd",
     "sas_vector": "methods.sas", "sas_vector_from_texts": "methods.sas",
     "build_vector": "methods.registry", "METHODS": "methods.registry",

@@ -239,16 +239,28 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
                            "too_many_vectors", "steer")
         terms = []
         for i, s in enumerate(specs):
-            try:
-                vec = store.get(s.vector)
-            except VectorError as e:
-                e.param = f"steer.{i}.vector"
-                raise
+            vec = resolve(s.vector, f"steer.{i}.vector", "vector")
+            cond = None if s.condition is None else resolve(s.condition, f"steer.{i}.condition", "condition")
             try:  # the steering surface checks a term as sas.steer does
-                terms.append(check_term(model, Term(vec, float(s.strength), s.layers, s.positions)))
+                terms.append(check_term(model, Term(vec, float(s.strength), s.layers, s.positions, cond)))
             except SteeringError as e:
                 raise ApiError(400, f"steer.{i} ({s.vector!r}): {e}", e.code, f"steer.{i}.{e.field}") from e
         return terms
+
+    def resolve(ref: str, param: str, want: str):
+        """The vector or condition ``ref`` names (a registered name or a file under the vectors folder)."""
+        from ..steering.condition import Condition
+
+        try:
+            got = store.get(ref)
+        except VectorError as e:
+            e.param = param
+            raise
+        if isinstance(got, Condition) != (want == "condition"):
+            other = "condition" if want == "vector" else "vector"
+            raise ApiError(400, f"{param}: {ref!r} is a {other}, not a {want}; name it in \"{other}\"",
+                           f"not_a_{want}", param)
+        return got
 
     def check_request(req: _Common, n_prompts: int) -> int:
         """Check what needs no tokenising (model, fields, max_tokens, rows, queue); the request's max_tokens."""
@@ -300,7 +312,8 @@ def make_app(model, vectors: dict | None = None, vectors_dir=None, api_key: str 
 
     def steering_info(terms: list[Term], specs: list[Steer]) -> list[dict]:
         return [{"vector": s.vector, "strength": t.strength, "layers": t.layers, "positions": t.positions,
-                 "kind": t.vector.kind} for t, s in zip(terms, specs)]
+                 "kind": t.vector.kind, **({"condition": s.condition} if s.condition else {})}
+                for t, s in zip(terms, specs)]
 
     async def collect(jobs, events, request: Request) -> list[dict]:
         results: dict[int, dict] = {}

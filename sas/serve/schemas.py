@@ -29,7 +29,8 @@ def vector_name(v: str) -> str:
 class Steer(BaseModel):
     """One steering term: a vector (a registered name or a file under the vectors folder), its strength
     (the multiplier; 0 leaves the row unsteered), the layers to steer (default: all of the vector's),
-    and the positions (``after_prompt``: the last prompt token and every new token; ``all``; ``front``)."""
+    and the positions (``after_prompt``: the last prompt token and every new token; ``all``; ``front``);
+    ``condition``: a saved condition file under the vectors folder: the row is edited only where it holds."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,8 +38,10 @@ class Steer(BaseModel):
     strength: float = Field(1.0, **_FINITE)
     layers: list[int] | None = None
     positions: Literal["after_prompt", "all", "front"] | None = None
+    condition: str | None = None
 
     _vector = field_validator("vector")(vector_name)
+    _condition = field_validator("condition")(lambda v: v if v is None else vector_name(v))
 
     @field_validator("layers")
     @classmethod

@@ -36,9 +36,12 @@ def read_vector(path: str | Path, model, saes: dict | None = None):
     :class:`VectorError` for a file that cannot be used. ``saes``: ``{name: SAE}`` shared between sparse vectors;
     a registry SAE a vector names is loaded into it once and reused (None: each sparse vector loads its own)."""
     try:
+        from ..steering.condition import is_condition_file
         from ..steering.vector import read_vector_file
 
         _, _, meta = read_vector_file(path, "steering vector")
+        if is_condition_file(meta):  # a condition file lives beside the vectors and is named the same way
+            return read_condition(path, meta, model, saes)
         vec = kinds.load_vector(path, model=model, saes=_shared_saes(meta, model, saes))
     except FileNotFoundError as e:
         raise VectorError(str(e), 404, "vector_not_found") from e
@@ -46,6 +49,21 @@ def read_vector(path: str | Path, model, saes: dict | None = None):
         raise VectorError(f"cannot load {Path(path).name}: {e}") from e
     check_vector(vec, model)
     return vec
+
+
+def read_condition(path, meta: dict, model, saes: dict | None = None):
+    """A saved condition (:func:`sas.steering.condition.load_condition`), its registry SAE shared through ``saes``
+    ({name: SAE}) as sparse vectors share theirs; ``ValueError`` for one that does not fit ``model``."""
+    from ..load.saes import load_sae, registry
+    from ..steering.condition import load_condition
+
+    name = (meta.get("sae") or {}).get("name")
+    sae = None
+    if saes is not None and name in registry():
+        sae = saes[name] = saes[name] if name in saes else load_sae(name, model)
+    cond = load_condition(path, model, sae)
+    cond.check(model, [])
+    return cond
 
 
 def __getattr__(name: str):
@@ -81,6 +99,11 @@ def _taken(name: str) -> VectorError:
 
 def check_vector(vec, model) -> None:
     """Refuse a vector that does not fit ``model`` (its width, layers or hook points), as steering would."""
+    from ..steering.condition import Condition
+
+    if isinstance(vec, Condition):
+        raise VectorError(f"{vec.name!r} is a condition, not a steering vector: name its file in a steering term's "
+                          "\"condition\"", 400, "not_a_vector")
     try:
         check_term(model, Term(vec, 0.0))
     except SteeringError as e:

@@ -81,6 +81,8 @@ def load_vector(path: str | Path, model=None, saes: dict | None = None, allow_sa
     from .vector import SteeringVector, read_vector_file
 
     path, _, meta = read_vector_file(path, "steering vector")
+    if "condition" in meta:
+        raise ValueError(f"{path} holds a condition, not a steering vector; load it with sas.load_condition")
     if file_kind(meta) == "sparse":
         return SparseVector.load(path, saes=saes, model=model, allow_sae_mismatch=allow_sae_mismatch)
     return SteeringVector.load(path)

@@ -39,6 +39,7 @@ class Term:
     strength: float | torch.Tensor
     layers: list[int] | None = None
     positions: str | None = None
+    condition: object = None  # a sas.steering.condition.Condition: edit only where it holds
 
 
 class NoEdit(ValueError):
@@ -187,18 +188,30 @@ def check_term(model, term: Term) -> Term:
     missing = [vec.hook_name(x) for x in layers if vec.hook_name(x) not in model.hook_dict]
     if missing:
         raise SteeringError(f"{model.cfg.model_name} has no hook point {missing[0]!r}", "vector")
-    return Term(vec, mult, layers, pos)
+    if term.condition is not None:
+        try:
+            term.condition.check(model, layers)
+        except (AttributeError, ValueError) as e:
+            msg = str(e) if not isinstance(e, AttributeError) else \
+                f"not a condition: {type(term.condition).__name__}; build one with condition_from_texts"
+            raise SteeringError(msg, "condition") from e
+    return Term(vec, mult, layers, pos, term.condition)
 
 
 def term_hooks(model, terms: Sequence[Term], receipt: Receipt | None = None) -> list[tuple[str, Callable]]:
     """The one place that turns steering terms into hooks: one ``(hook_name, fn)`` pair per hook point, applying
     every term there in order, and recording the edit it applied in ``receipt`` (default: the one of an enclosing
     :func:`recording` block)."""
+    from .condition import Gate
+
     receipt = receipt if receipt is not None else _RECEIPT.get()
     by_name: dict[str, list] = {}
+    gates: dict[int, Gate] = {}  # one reading per condition, shared by the terms it gates
     for t in (check_term(model, t) for t in terms):
+        gate = None if t.condition is None else gates.setdefault(id(t.condition), Gate(t.condition))
         for layer in t.layers:
             fn = t.vector.hook(layer, t.strength, t.positions)
+            fn = fn if gate is None else gate.wrap(fn, layer)
             by_name.setdefault(t.vector.hook_name(layer), []).append((fn, t.strength))
 
     def compose(name: str, fns: list) -> Callable:
@@ -214,36 +227,42 @@ def term_hooks(model, terms: Sequence[Term], receipt: Receipt | None = None) -> 
 
         return hook
 
-    return [(name, compose(name, fns)) for name, fns in by_name.items()]
+    # the conditions' readers first: at a shared hook point they read the residual before it is edited
+    return [g.reader() for g in gates.values()] + [(name, compose(name, fns)) for name, fns in by_name.items()]
 
 
 def row_terms(rows: Sequence[Sequence[Term]]) -> list[Term]:
     """Terms that steer each batch row by its own terms (``rows[i]``: the terms of row ``i``): one term per
     (vector, layer, positions) used by any row, with a strength per row (0 for the rows that do not use it)."""
     n = len(rows)
-    merged: dict[tuple, list] = {}  # (vector id, layer, positions, k-th use in the row) -> [vec, strengths]
+    merged: dict[tuple, list] = {}  # (vector id, layer, positions, condition id, k-th use) -> [vec, strengths, cond]
     for i, terms in enumerate(rows):
         seen: dict[tuple, int] = {}
         for t in terms:
             for layer in t.layers or t.vector.layers:
-                base = (id(t.vector), layer, t.positions or t.vector.positions)
+                base = (id(t.vector), layer, t.positions or t.vector.positions, id(t.condition))
                 k = seen.get(base, 0)
                 seen[base] = k + 1
-                entry = merged.setdefault((*base, k), [t.vector, torch.zeros(n)])  # the hook moves it
+                entry = merged.setdefault((*base, k), [t.vector, torch.zeros(n), t.condition])  # the hook moves it
                 entry[1][i] = float(t.strength)
-    return [Term(vec, s, [layer], positions) for (_, layer, positions, _), (vec, s) in merged.items() if s.any()]
+    return [Term(vec, s, [layer], positions, cond)
+            for (_, layer, positions, _, _), (vec, s, cond) in merged.items() if s.any()]
 
 
 def steering_hooks(model, vectors, multipliers=1.0, layers: Sequence[int] | None = None,
-                   positions: str | None = None, receipt: Receipt | None = None) -> list[tuple[str, Callable]]:
+                   positions: str | None = None, receipt: Receipt | None = None,
+                   condition=None) -> list[tuple[str, Callable]]:
     """``(hook_name, fn)`` pairs for ``model.run_with_hooks(tokens, fwd_hooks=...)`` or ``model.hooks``.
 
     ``vectors``: one vector or a list (dense :class:`SteeringVector` or sparse vectors), ``multipliers``:
     one number or one per vector (each a number, or a 1-D tensor with one strength per batch row), ``layers``: a subset of each vector's layers (default all),
     ``positions``: ``all``, ``after_prompt`` or ``front`` (default: each vector's own); ``receipt``: a
-    :class:`Receipt` that records the edits the hooks apply.
+    :class:`Receipt` that records the edits the hooks apply; ``condition``: a
+    :class:`~sas.steering.condition.Condition`, every vector edits only where it holds (rows or tokens where it does
+    not are left unchanged and count no edit in the receipt).
     """
-    return term_hooks(model, [Term(v, m, layers, positions) for v, m in _as_terms(vectors, multipliers)], receipt)
+    return term_hooks(model, [Term(v, m, layers, positions, condition) for v, m in _as_terms(vectors, multipliers)],
+                      receipt)
 
 
 def _check_model(model, vec) -> None:
@@ -272,7 +291,7 @@ def _only_here(fn: Callable, key: object) -> Callable:
 
 @contextmanager
 def steer(model, vectors, multipliers=1.0, layers: Sequence[int] | None = None, positions: str | None = None,
-          receipt: Receipt | None = None):
+          receipt: Receipt | None = None, condition=None):
     """Context manager: steer ``model`` with ``vectors`` x ``multipliers`` inside the block.
 
     See :func:`steering_hooks` for the arguments (``receipt`` records what the block's hooks edited). The hooks are removed on exit, also after an error.
@@ -281,7 +300,7 @@ def steer(model, vectors, multipliers=1.0, layers: Sequence[int] | None = None, 
     ``model.hooks`` removes hooks by nesting level, which threads share, so it is not used here). Hooks you add
     yourself with ``model.hooks`` stay global to the model.
     """
-    with hooked(model, steering_hooks(model, vectors, multipliers, layers, positions, receipt)):
+    with hooked(model, steering_hooks(model, vectors, multipliers, layers, positions, receipt, condition)):
         yield model
 
 
