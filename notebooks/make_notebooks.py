@@ -192,7 +192,7 @@ CONDITIONS = [
              "features = sas.condition_from_texts(model, about[build], other[build], layer=9, sae=sae, "
              "name='cooking', n_features=4)\n"
              "print(features.describe())\nfeatures.settings"),
-    ("code", "from sas.reports.features import logit_effects\n"
+    ("code", "from sas.evaluation.features import logit_effects\n"
              "logit_effects(model, sae, features.features, k=6)[['feature', 'promoted']]"),
     ("md", "### Steering under a condition\n\nThe receipt counts the edited positions per row: the rows where "
            "the condition does not hold have none, and their text is the unsteered text."),
@@ -221,7 +221,23 @@ CONDITIONS = [
              "except ValueError as e:\n"
              "    print(e)"),
 ]
-COMPOSITION = []  # stacked vectors and their interference: its own section, added with that feature
+COMPOSITION = [
+    ("md", "## Composition: two vectors at once, and what each loses\n\n"
+           "`sas.compose` tunes each vector alone on a tuning split (the strongest strength whose perplexity stays "
+           "within the budget, 1.5x unsteered), then steers with both at those strengths on test prompts and "
+           "reports, per pair and setup, each concept's score together against alone (paired bootstrap "
+           "intervals), the perplexity together against each alone, and the overlap of the two vectors: the "
+           "cosine of their dense directions, and for sparse vectors the SAE features they share. Here one pair, "
+           "dense (CAA + CAA), sparse (SAS + SAS) and mixed, at layer 5, with tiny settings; `docs/composition.md` "
+           "has the full run."),
+    ("code", "import pandas as pd\nimport tempfile, os\n"
+             "out = os.path.join(tempfile.mkdtemp(), 'compose.jsonl')\n"
+             "r = sas.compose(model, {5: 'gemma-3-270m-L5-4k'}, pairs=['sentiment-positive+weddings'],\n"
+             "                setups=['caa@5+caa@5', 'sas@5+sas@5', 'caa@5+sas@5'], n_tune=8, n_test=12,\n"
+             "                max_new_tokens=8, strengths=(0.01, 0.02, 0.05), extend=0, out=out, progress=False)\n"
+             "table = pd.json_normalize(sas.composition_table(r))\n"
+             "table.filter(regex='^(setup|kind|why|a_|b_|ppl_together$|overlap.(cosine|n_shared)$)').T"),
+]
 NOTEBOOKS["06_conditions_and_composition.ipynb"] = [
     ("md", "# Conditions and composition\n\nSteering that waits for a condition, and steering with several vectors "
            "at once. Small settings so it runs on a CPU in a few minutes."),
