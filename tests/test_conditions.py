@@ -183,7 +183,9 @@ def test_cooking_conditions_on_gemma_hold_on_held_out_prompts_and_gate_the_real_
     sae = load_sae("gemma-3-270m-L9-16k", gemma)
     v = sas.contrastive_vector(gemma, ["I feel bad", "This is sad"], ["I feel good", "This is happy"], [9])
     prompts = pos[held][::6] + neg[held][::6]  # 8 + 8 held-out prompts
-    for kw in ({}, {"sae": sae, "n_features": 4}):
+    # the dense form reads the last token: averaged over these short prompts the shared sentence frame dominates
+    # (CI measured a tuning balanced accuracy of 0.79 with reduce="mean"; docs/conditions.md has the held-out rates)
+    for kw in ({"reduce": "last"}, {"sae": sae, "n_features": 4}):
         c = condition_from_texts(gemma, pos[build], neg[build], 9, name="cooking", **kw)
         assert c.settings["tuning_balanced_accuracy"] >= 0.9, c.settings
         fires = c.fires(gemma, prompts)
