@@ -85,6 +85,8 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
     seeds = [seed + i for _ in mults for i in range(n)]
     strengths = [m for m in mults for _ in prompts]
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=True, top_k=50)
+    clock = {}  # where the time goes (seconds per phase, over all multipliers): the bench report sums these
+    tick = time.time()
     texts = []
     for i in range(0, len(inputs), batch_size):
         chunk = slice(i, i + batch_size)
@@ -93,12 +95,15 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
                  for k, (v, x) in enumerate(zip(vectors, layers)) if s[:, k].any()]
         with steer_terms(model, terms):
             texts += generate(model, inputs[chunk], batch_size=batch_size, seed=seeds[chunk], **kwargs)
+    clock["generate"], tick = time.time() - tick, time.time()
     # fluency: the continuation given the prompt alone (not the prefix), under the unsteered model
     nll = continuation_nll(model, prompts * len(mults), texts, batch_size=batch_size)
+    clock["perplexity"], tick = time.time() - tick, time.time()
     if fluency_context is not None:
         from .fluency import fluency_nll
 
         fl = fluency_nll([fluency_context + p for p in prompts] * len(mults), texts, batch_size=batch_size)
+        clock["fluency_model"], tick = time.time() - tick, time.time()
     scorer, mask = concept.scorer(), mask_words(None if several else vector)
     out = []
     for j, m in enumerate(mults):
@@ -115,8 +120,11 @@ def evaluate_concept(model, concept, prompts: list[str], vector=None, layer: int
             ppl, lo, hi = perplexity_ci(part_nll[:, 0].tolist(), part_nll[:, 1].tolist(), seed=seed)
             row.update(fluency_ppl=ppl, fluency_ppl_lo=lo, fluency_ppl_hi=hi, fluency_nll=part_nll[:, 0].tolist(),
                        fluency_tokens=[int(t) for t in part_nll[:, 1].tolist()])
-        row["seconds"] = (time.time() - t0) / len(mults)
         out.append((row, part))
+    clock["scorer"] = time.time() - tick
+    for row, _ in out:
+        row["seconds"] = (time.time() - t0) / len(mults)
+        row.update({f"seconds_{k}": v / len(mults) for k, v in clock.items()})
     return out
 
 

@@ -245,9 +245,10 @@ class Runner:
         rows = []
         bar = tqdm(total=len(conditions), desc=f"{self.grid.kind} grid", disable=not self.progress)
         for group in self.groups(conditions):
-            t0 = time.time()
+            t0, cpu0 = time.time(), time.process_time()
             c0, item = group[0], self.items[group[0].item]
             vec = self.vector(c0.item, c0.method)
+            vector_seconds = time.time() - t0  # building (or loading) the vector; the first group of a vector pays
             if c0.multiplier != 0 and (isinstance(vec, Exception) or c0.layer not in vec.layers):
                 why = str(vec) if isinstance(vec, Exception) else vec.settings.get("skipped", {}).get(c0.layer, "")
                 done = [({"skipped": f"no {c0.method} vector at layer {c0.layer}: {why}"}, None) for _ in group]
@@ -267,11 +268,12 @@ class Runner:
                     for c, (res, _) in zip(group, done):
                         if "skipped" not in res:
                             res["receipt"] = receipt.check(f"{c}", res.get("raw_multiplier", c.multiplier))
-            seconds = (time.time() - t0) / len(group)
+            seconds, cpu = (time.time() - t0) / len(group), (time.process_time() - cpu0) / len(group)
             for c, (res, texts) in zip(group, done):
                 row = {**self.key(c), **res}
-                if "skipped" not in res:
-                    row.update({**self.extras(c, vec, res.get("raw_multiplier")), "seconds": seconds})
+                if "skipped" not in res:  # seconds: wall; cpu_seconds: this process's CPU time, every thread
+                    row.update({**self.extras(c, vec, res.get("raw_multiplier")), "seconds": seconds,
+                                "cpu_seconds": cpu, "seconds_vector": vector_seconds / len(group)})
                 rows.append(row)
                 if on_row is not None:
                     on_row(row, texts)
@@ -297,7 +299,7 @@ class Runner:
 
 
 VECTOR_KEYS = ("sae", "sae_sha256", "vector_hash", "data_hash")  # what Runner.key records of a vector's making
-EXTRAS = ("resid_change", "n_features", "cos_caa", "seconds", "receipt")  # what Runner.run adds per method and layer
+EXTRAS = ("resid_change", "n_features", "cos_caa", "seconds", "cpu_seconds", "seconds_vector", "receipt")  # what Runner.run adds per method and layer
 
 
 def vector_settings(method: str | None = None) -> set[str]:

@@ -6,6 +6,7 @@ store reads each kind's column from it, a grid its settings (the keyword argumen
 from __future__ import annotations
 
 import inspect
+import time
 from functools import cached_property
 
 from ..activations.contrast import Contrast
@@ -149,7 +150,9 @@ class ConceptItem:
         if "kl" in self.fluency and ok:
             from ..evaluation.fluency import steering_kl
 
+            tick = time.time()
             kls = iter(steering_kl(model, vector, layer, ok))
+            kl_seconds = (time.time() - tick) / len(ok)
         out = []
         for m in raw:  # a strength the vector cannot reach is a row that says why; the others run
             if isinstance(m, Exception):
@@ -158,7 +161,7 @@ class ConceptItem:
             row, texts = next(done)
             row["raw_multiplier"] = m
             if "kl" in self.fluency:
-                row["kl"] = next(kls)
+                row["kl"], row["seconds_kl"] = next(kls), kl_seconds
             out.append((row, texts))
         return out
 
