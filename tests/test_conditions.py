@@ -73,6 +73,28 @@ def test_a_token_condition_edits_exactly_the_tokens_where_its_features_fire(tiny
     assert [receipt.row(i)["2"]["positions"] for i in range(len(tokens))] == want.sum(1).tolist()
 
 
+@pytest.mark.parametrize("arch", ["jumprelu", "topk"])
+def test_a_feature_condition_reads_what_the_saes_own_encode_gives(tiny, arch):
+    """The condition's reader agrees with ``sae.encode`` token by token, for JumpReLU (read from the condition's
+    columns only) and TopK (a feature fires only among the k largest: the full encode decides). On TopK the
+    pre-activation alone would say a feature fires at tokens where encode gives 0; the test checks such tokens
+    exist, so reading the pre-activation would fail it."""
+    from test_sparse import random_sae as random_arch_sae
+
+    sae = random_arch_sae(32, 64, 1, arch, seed=3)
+    feats, ths = [5, 17, 40, 41], [0.0, 0.1, 0.0, 0.2]
+    c = Condition("features", 1, "tiny", scope="token", features=feats, thresholds=ths, sae=sae)
+    _, cache = tiny.run_with_cache(tiny.to_tokens(COOKING + OTHER), names_filter="blocks.1.hook_resid_post")
+    x = cache["blocks.1.hook_resid_post"]
+    want = (sae.encode(x)[..., feats] > torch.tensor(ths)).any(-1)
+    assert 0 < int(want.sum()) < want.numel()
+    assert torch.equal(c._reader()(x), want)
+    if arch == "topk":
+        x_in = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
+        pre = (x_in @ sae.W_enc + sae.b_enc)[..., feats]
+        assert bool(((pre > torch.tensor(ths)).any(-1) & ~want).any())
+
+
 def test_a_prompt_condition_read_after_the_steered_layer_applies_from_the_first_new_token(tiny):
     """Condition at layer 2, steering at layer 1: the prompt's pass reaches layer 1 before the decision, so the
     firing rows are edited from the first generation step on (4 new tokens: 3 edited steps), the others never."""

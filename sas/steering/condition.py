@@ -129,21 +129,32 @@ class Condition:
                 return (x.float() @ d) / x.float().norm(dim=-1).clamp(min=1e-30)
             return cosine
         sae, idx = self.sae, torch.tensor(self.features)
-        from .sparse import architecture
+        from .sparse import _elementwise, architecture
 
+        if not _elementwise(sae):
+            # TopK (a feature fires only among the k largest), gated or normalised input: the SAE's own encode
+            # over every feature decides, as sae.encode would; slicing columns cannot
+            def encoded(x):
+                key = (x.device, "encode")
+                if key not in cast:
+                    cast[key] = torch.tensor(self.thresholds, device=x.device)
+                w = sae.W_enc
+                return (sae.encode(x.to(w.device, w.dtype))[..., idx.to(w.device)].float().to(x.device)
+                        > cast[key]).any(-1)
+            return encoded
         jump = architecture(sae) == "jumprelu"
         b_in = sae.b_dec.detach() if getattr(sae.cfg, "apply_b_dec_to_input", False) else None
         parts = (sae.W_enc.detach()[:, idx], sae.b_enc.detach()[idx], sae.threshold.detach()[idx] if jump else None,
                  b_in, torch.tensor(self.thresholds))
 
-        def fires(x):
+        def fires(x):  # JumpReLU or ReLU: each feature's code from its own column, as sae.encode computes it
             key = (x.device, x.dtype)
             if key not in cast:
                 cast[key] = [t if t is None else t.to(x.device, torch.float32) for t in parts]
             w, b, th, bi, want = cast[key]
             x = x.float() - bi if bi is not None else x.float()
             pre = x @ w + b
-            z = torch.relu(pre) if th is None else torch.relu(pre) * (pre > th)  # TopK: the pre-activation, no top-k
+            z = torch.relu(pre) if th is None else torch.relu(pre) * (pre > th)
             return (z > want).any(-1)
         return fires
 
