@@ -125,6 +125,16 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
     text = report.read_text()
     assert "## Fluency budget: perplexity 1.5x" in text and "| weddings |" in text
     assert "## Power: the smallest difference" in text and "## Tuning against test" in text
+    # where the time goes: every row that ran has CPU time and its phases; a reused unsteered row has none, so the
+    # unsteered generation is counted once per split, not once per method
+    ran = [row for row in r.tuning + r.test if "skipped" not in row]
+    assert all(row["cpu_seconds"] > 0 and row["seconds"] > 0 for row in ran)
+    steered = [row for row in ran if row["multiplier"] > 0 and row["method"] != "prompt"]
+    assert all(row["seconds_generate"] > 0 and row["seconds_perplexity"] > 0 and row["seconds_kl"] >= 0
+               for row in steered)
+    for split in ("tuning", "test"):
+        assert sum("seconds_generate" in row for row in ran if row["multiplier"] == 0 and row["split"] == split) == 1
+    assert "## Where the time goes" in text and "| **all** |" in text and "| caa |" in text.split("time goes")[1]
     best = best_sparse(r, table(r))  # the best sparse method is picked on tuning scores, never on test ones
     for rec in best:
         tuned = [c for c in r.choices if c.budget == rec["budget"] and c.method in ("sas", "sas_diff") and c.reached]

@@ -276,6 +276,7 @@ def write_report(result, folder) -> Path:
         lines.append("")
     lines += _power_lines(result, records)
     lines += _tuning_test_lines(result, records, fluency)
+    lines += time_lines(result.tuning + result.test)
     lines += _best_sparse_lines(result, records)
     lines += ["## Differences from CAA (test split, paired)", "",
               "'features': for a vector of SAE features, how many it kept, linked to what they are (features.md).", "",
@@ -340,6 +341,49 @@ def _power_lines(result, records: list[dict]) -> list[str]:
     for c, m in margin.items():
         n_under = sum(r.get("vs_caa_verdict") == "underpowered" for r in records if r["concept"] == c)
         lines.append(f"| {c} | {len(unst[c]['scores'])} | {m:.3f} | {n_under} |")
+    lines.append("")
+    return lines
+
+
+PHASES = {"vector": "building vectors", "generate": "generation", "perplexity": "perplexity (unsteered model)",
+          "fluency_model": "fluency model", "kl": "KL budget", "scorer": "concept scorer"}
+
+
+def time_lines(rows: list[dict]) -> list[str]:
+    """Where the time went, per split and per method, from the rows' wall and CPU seconds and their phases."""
+    rows = [r for r in rows if "skipped" not in r and r.get("seconds") is not None]
+    if not rows:
+        return []
+    seen, kept = set(), []
+    for r in rows:  # the unsteered model runs once per concept and split; its copies under other methods cost nothing
+        k = (r.get("concept"), r.get("split")) if float(r.get("multiplier", 1)) == 0 and r["method"] != "prompt" \
+            else None
+        kept.append(r if k is None or k not in seen else {**r, **{f"seconds_{p}": 0.0 for p in PHASES}})
+        seen.add(k)
+    rows = kept
+    lines = ["## Where the time goes", "",
+             "Summed over the rows of this report (rows an earlier run wrote into the same results file count too: "
+             "they are read, not run again). CPU: this process's CPU time over every thread; the phases are wall "
+             "time; 'other' is the wall time outside them (loading, strength calibration, bookkeeping).", "",
+             "| split | rows | wall (h) | CPU (h) | " + " | ".join(PHASES.values()) + " | other |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in PHASES) + " | --- |"]
+
+    def line(label, rs):
+        wall = sum(r["seconds"] for r in rs)
+        cpu = sum(r.get("cpu_seconds", 0.0) for r in rs)
+        ph = {k: sum(r.get(f"seconds_{k}", 0.0) for r in rs) for k in PHASES}
+        share = " | ".join(f"{v / 3600:.2f} ({v / wall:.0%})" if wall else "0" for v in ph.values())
+        return (f"| {label} | {len(rs)} | {wall / 3600:.2f} | {cpu / 3600:.2f} | {share} | "
+                f"{max(wall - sum(ph.values()), 0.0) / 3600:.2f} |")
+
+    for split in dict.fromkeys(r.get("split", "") for r in rows):
+        lines.append(line(split, [r for r in rows if r.get("split", "") == split]))
+    lines.append(line("**all**", rows))
+    lines += ["", "| method | rows | wall (h) | CPU (h) |", "| --- | --- | --- | --- |"]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == m]
+        lines.append(f"| {m} | {len(rs)} | {sum(r['seconds'] for r in rs) / 3600:.2f} | "
+                     f"{sum(r.get('cpu_seconds', 0.0) for r in rs) / 3600:.2f} |")
     lines.append("")
     return lines
 

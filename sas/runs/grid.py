@@ -256,7 +256,9 @@ class Runner:
                 texts = None
                 if c0.item not in self.unsteered:
                     self.unsteered[c0.item], texts = item.evaluate(self.model, None, 0.0, c0.layer)
-                done = [(dict(self.unsteered[c0.item]), texts)]
+                    done = [(dict(self.unsteered[c0.item]), texts)]
+                else:  # reused: its time was counted where it ran
+                    done = [(untimed(self.unsteered[c0.item]), texts)]
             else:
                 # a strength the vector cannot reach comes back as a row that says why (ConceptItem)
                 with recording() as receipt:
@@ -313,7 +315,12 @@ def unsteered_results(row: dict, key: dict) -> dict:
     """What an unsteered ``row`` measured, for a condition with ``key``: the row without the settings of any key
     (``key``'s, every method's, :data:`VECTOR_KEYS`) and without :data:`EXTRAS`."""
     drop = set(key) | vector_settings() | set(EXTRAS)
-    return {k: v for k, v in row.items() if k not in drop}
+    return untimed({k: v for k, v in row.items() if k not in drop})
+
+
+def untimed(row: dict) -> dict:
+    """``row`` without its time per phase (``seconds_*``): a reused result costs nothing where it is reused."""
+    return {k: v for k, v in row.items() if not k.startswith("seconds_")}
 
 
 def run_grid(grid: Grid, out=None, model=None, saes: dict | None = None, vectors: dict | None = None,
