@@ -129,6 +129,26 @@ def test_registry_hash_mismatch(registry_dir):
         S.load_sae("toy-L3")
 
 
+def test_the_default_sae_per_layer_is_the_marked_one_then_the_most_trained(tmp_path, monkeypatch):
+    """Old SAEs stay loadable by name; without --sae a layer gets the card marked default, else the SAE trained on
+    the most tokens, else the narrowest; --width picks among that width only."""
+    def card(name, layer, width, tokens, default=False):
+        c = {"name": name, "model": "gemma-3-270m", "hook": f"blocks.{layer}.hook_resid_post", "width": width,
+             "training": {"tokens_seen": tokens}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({**c, "default": True} if default else c))
+    card("old-L9-4k", 9, 4096, 1_500_000)
+    card("old-L9-16k", 9, 16384, 1_000_000)
+    card("old-L5-4k", 5, 4096, 1_500_000)
+    monkeypatch.setattr(S, "SAE_DIR", tmp_path)
+    assert S.select_saes("gemma-3-270m") == ["old-L5-4k", "old-L9-4k"]
+    card("new-L9-4k", 9, 4096, 30_000_000)
+    card("new-L9-16k", 9, 16384, 30_000_000, default=True)
+    card("new-L5-16k", 5, 16384, 30_000_000, default=True)
+    assert S.select_saes("gemma-3-270m") == ["new-L5-16k", "new-L9-16k"]
+    assert S.select_saes("gemma-3-270m", width=4096) == ["old-L5-4k", "new-L9-4k"]
+    assert S.select_saes("gemma-3-270m", layers=[9], width=16384) == ["new-L9-16k"]
+
+
 def test_registry_missing_weights(registry_dir):
     (registry_dir / "toy-L3" / S.WEIGHTS).unlink()
     with pytest.raises(FileNotFoundError, match="missing"):

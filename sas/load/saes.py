@@ -304,11 +304,16 @@ def sae_sha256(spec) -> str:
 
 
 def select_saes(model_name: str, layers=None, width: int | None = None) -> list[str]:
-    """Names of the project's SAEs for ``model_name``: one per layer (the narrowest, or those of ``width``),
-    at ``layers`` if given. ``ValueError`` if there is none, naming what is shipped."""
+    """Names of the project's SAEs for ``model_name``: one per layer, at ``layers`` if given, of ``width`` if given:
+    the one whose card says ``"default": true``, else the one trained on the most tokens, else the narrowest.
+    ``ValueError`` if there is none, naming what is shipped."""
     cards = {n: c for n, c in registry().items() if c.get("model") == model_name}
     by_layer = {}
-    for n, c in sorted(cards.items(), key=lambda kv: kv[1].get("width", 0)):
+
+    def rank(kv):
+        c = kv[1]
+        return not c.get("default", False), -c.get("training", {}).get("tokens_seen", 0), c.get("width", 0), kv[0]
+    for n, c in sorted(cards.items(), key=rank):
         layer = layer_of(c["hook"])
         if (layers is None or layer in layers) and (width is None or c.get("width") == width):
             by_layer.setdefault(layer, n)
