@@ -389,7 +389,8 @@ def _common(sp) -> None:
 
 def _sae_args(sp) -> None:
     sp.add_argument("--sae", help="SAE names or folders, comma-separated (default: the shipped ones)")
-    sp.add_argument("--width", type=int, help="pick shipped SAEs of this width (without --sae: per layer the SAE whose card is marked default, else the one trained on the most tokens)")
+    sp.add_argument("--width", type=int, help="pick shipped SAEs of this width (without --sae: per layer the SAE "
+                    "whose card is marked default, else the one trained on the most tokens)")
 
 
 def _evaluation(sp) -> None:
