@@ -147,6 +147,8 @@ def test_ship_writes_16_bit_weights_and_a_card_that_loads(tmp_path):
     assert card["weights_dtype"]["W_enc"] in ("float16", "bfloat16") and card["metrics"] == {}
     assert card["training"]["tokens_seen"] == tr.tokens and card["hook"] == "blocks.3.hook_resid_post"
     assert card["sha256"] == S.sha256(tmp_path / "saes" / "toy-L3-topk" / S.WEIGHTS)
+    assert "default" not in card and json.loads(ship(folder, tmp_path / "saes", "toy-L3-topk", default=True)
+                                                .read_text())["default"] is True
 
 
 ROOT = Path(__file__).resolve().parents[1]

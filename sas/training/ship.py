@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 
-def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete") -> Path:
+def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete", default: bool = False) -> Path:
     """Write ``saes_dir/<name>/`` (sae-lens folder, weight matrices in whichever of float16 and bfloat16 loses less)
-    and ``saes_dir/<name>.json`` (the card) from an exported SAE folder; return the card's path."""
+    and ``saes_dir/<name>.json`` (the card) from an exported SAE folder; return the card's path. ``default``: the
+    card says so, and commands without ``--sae`` use this SAE at its layer (:func:`sas.load.saes.select_saes`)."""
     from safetensors.torch import load_file, save_file
 
     from ..load.models import sha256
@@ -60,6 +61,8 @@ def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete") ->
         },
         "date": datetime.date.today().isoformat(), "folder": name, "sha256": sha256(dest / WEIGHTS),
     }
+    if default:
+        card["default"] = True
     card["metrics"] = old.get("metrics", {}) if old.get("sha256") == card["sha256"] else {}
     card_path.write_text(json.dumps(card, indent=1) + "\n")
     return card_path
@@ -71,8 +74,9 @@ def main(argv=None) -> None:
     ap.add_argument("--name", required=True, help="registry name, e.g. gemma-3-270m-L9-16k-topk")
     ap.add_argument("--saes", type=Path, default=Path("saes"), help="the registry folder")
     ap.add_argument("--status", default="complete")
+    ap.add_argument("--default", action="store_true", help="the SAE commands use at its layer without --sae")
     args = ap.parse_args(argv)
-    print(ship(args.exported, args.saes, args.name, args.status))
+    print(ship(args.exported, args.saes, args.name, args.status, args.default))
 
 
 if __name__ == "__main__":
