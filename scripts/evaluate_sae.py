@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sas.activations.codes as SC  # noqa: E402
 import sas.activations.residual as SR  # noqa: E402
 import sas.evaluation.sae_quality as SQ  # noqa: E402
+from sas.hashing import held_out_fifth  # noqa: E402
 import sas.load.saes as S  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the default --data: the project's staged data sets
@@ -75,7 +75,7 @@ def sentiment_heldout(n: int, data: Path = DATA) -> list[str]:
     for f in sorted((data / "sentiment").glob("*_prompts.jsonl")):
         for line in open(f, encoding="utf-8"):
             row = json.loads(line)
-            if int(hashlib.md5(row["prompt"]["text"].encode()).hexdigest(), 16) % 5 == 0:
+            if held_out_fifth(row["prompt"]["text"]):
                 out.append(row["prompt"]["text"] + row["continuation"]["text"])
     if n and not out:
         raise FileNotFoundError(f"no sentiment prompts under {data / 'sentiment'}: pass --data ../shared/data "

@@ -24,7 +24,6 @@ Example (what shipped the SAEs in ``saes/``)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -43,6 +42,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the default --
 # ----------------------------------------------------------------------------------------- data
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sas.training.tokens import corpus_files, corpus_texts  # noqa: E402  (one reader of the corpus)
+from sas.hashing import held_out_fifth  # noqa: E402
 
 
 def data_dir(path: Path) -> Path:
@@ -65,7 +65,7 @@ def steering_prompts(data: Path = DATA, seed: int = 0) -> list[str]:
     for f in sorted((data / "sentiment").glob("*_prompts.jsonl")):
         for line in open(f):
             row = json.loads(line)
-            if int(hashlib.md5(row["prompt"]["text"].encode()).hexdigest(), 16) % 5:  # 80% train
+            if not held_out_fifth(row["prompt"]["text"]):  # 80% train
                 prompts.append(row["prompt"]["text"] + row["continuation"]["text"])
     random.Random(seed).shuffle(prompts)
     return prompts
@@ -309,7 +309,7 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
 
     from safetensors.torch import load_file, save_file
 
-    from sas.load.models import sha256
+    from sas.hashing import sha256
 
     from sas.load.saes import WEIGHTS
 

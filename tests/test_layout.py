@@ -63,10 +63,10 @@ def test_import_sas_is_light():
 # BASE. Anything not listed is refused, siblings included (evaluation may not import methods, serve may not
 # import runs). Adding a folder is adding a row; a new dependency is a word in its row. Derived from the imports
 # of the code as it is (`python -m pytest tests/test_layout.py -q` names every import the table refuses).
-BASE = {"hooks", "checks", "_registry", "files"}  # small shared modules every folder may use; they import nothing of sas
+BASE = {"hooks", "checks", "_registry", "files", "hashing"}  # small shared modules every folder may use; they import nothing of sas
 EVERYTHING = "*"
 ALLOWED = {
-    "hooks": set(), "checks": set(), "_registry": set(), "files": set(),
+    "hooks": set(), "checks": set(), "_registry": set(), "files": set(), "hashing": set(),
     "load": set(),
     "forward": {"load"},
     "concepts": {"load"},  # concept files and their scorers
@@ -157,6 +157,12 @@ def test_imports_follow_the_table(path):
 def test_every_exception_is_still_needed():
     used = {(str(p.relative_to(SAS)), _folder(m)) for p in _sources() for m in imports(p.read_text(), _module(p))}
     assert not set(EXCEPTIONS) - used, f"no import needs these exceptions any more: {set(EXCEPTIONS) - used}"
+
+
+def test_hashlib_is_used_in_one_module():
+    """Every hash sas computes comes from sas/hashing.py: no second way to hash one thing."""
+    users = [str(p.relative_to(SAS)) for p in _sources() if re.search(r"^\s*(import|from) hashlib", p.read_text(), re.M)]
+    assert users == ["hashing.py"], users
 
 
 def test_imports_reads_every_kind_of_import():

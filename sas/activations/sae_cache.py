@@ -11,7 +11,6 @@ beside a local SAE folder (``<folder>/sas_cache/``) when it is writable, else un
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 
 from ..files import write_atomic
 from ..load.saes import SAE_DIR, registry, sae_hash
+from ..hashing import json_hash
 
 SHIPPED = "sas_cache"
 
@@ -51,7 +51,7 @@ def _places(sae) -> list[Path]:
 
 
 def settings_key(kind: str, settings: dict) -> str:
-    return f"{kind}-" + hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{kind}-" + json_hash(settings)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:

@@ -7,11 +7,11 @@ concept's words are dropped for that concept (steering would get credit for word
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 
 from ..load.data import load_neutral_prompts
 from .schema import Concept
+from ..hashing import text_fraction
 
 SPLITS = ("tuning", "test")
 TUNING_FRACTION = 0.5
@@ -19,8 +19,7 @@ TUNING_FRACTION = 0.5
 
 def split_of(prompt: str, tuning_fraction: float = TUNING_FRACTION) -> str:
     """``"tuning"`` or ``"test"`` for one prompt: the first 8 bytes of its sha256 as a fraction of 2**64."""
-    h = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big") / 2 ** 64
-    return "tuning" if h < tuning_fraction else "test"
+    return "tuning" if text_fraction(prompt) < tuning_fraction else "test"
 
 
 @lru_cache(maxsize=1)

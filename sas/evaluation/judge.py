@@ -25,8 +25,6 @@ a rerun sends nothing that was answered before. Needs the ``openai`` package (in
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -34,6 +32,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
+from ..hashing import json_hash
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +188,7 @@ class ReplyCache:
 
     @staticmethod
     def key(model: str, prompt: str, temperature: float, max_tokens: int | None) -> str:
-        return hashlib.sha256(json.dumps([model, prompt, float(temperature), max_tokens]).encode()).hexdigest()
+        return json_hash([model, prompt, float(temperature), max_tokens], 64)
 
     def get(self, key: str) -> str | None:
         with self._lock:

@@ -8,7 +8,6 @@ list or as JSONL: ``{"question": "...", "answer_matching_behavior": "(A)",
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import random
 import re
@@ -17,6 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ..files import STRICT_JSON, parse_json
+from ..hashing import json_hash
 
 BEHAVIORS = (
     "coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward",
@@ -202,8 +202,7 @@ def balance_letters(pairs: list[ABPair], seed: int = 0) -> list[ABPair]:
 
 def data_hash(items) -> str:
     """A short sha256 of a data set, stored in a vector's metadata."""
-    return hashlib.sha256(json.dumps([getattr(i, "__dict__", i) for i in items], sort_keys=True,
-                                     default=str).encode()).hexdigest()[:16]
+    return json_hash([getattr(i, "__dict__", i) for i in items])
 
 
 def load_neutral_prompts(n: int | None = None) -> list[str]:

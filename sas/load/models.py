@@ -7,7 +7,6 @@ the first load dequantises the GGUF and saves an fp32 Hugging Face folder in the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from ..hashing import sha256  # noqa: F401  (re-exported: the file hash many callers name)
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,6 @@ def check_layers_offline(name: str, layers) -> None:
 def cache_dir() -> Path:
     """The folder for converted models: ``$SAS_CACHE`` or ``~/.cache/sas``."""
     return Path(os.environ.get("SAS_CACHE", Path.home() / ".cache" / "sas")).expanduser()
-
-
-def sha256(path: Path) -> str:
-    """The sha256 hex digest of a file, read in 4 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _gguf_path(spec: LocalModel, work: Path) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..hooks import layer_of, resid_hook
-from .models import sha256
+from ..hashing import sha256, tensor_hash  # noqa: F401  (tensor_hash: re-exported, its old home)
 
 def _sae_dir() -> Path:
     """The registry folder: ``saes/`` of a checkout (editable install), or its copy ``sas/_saes`` in an installed package."""
@@ -257,20 +257,6 @@ def sae_hook(sae) -> str:
     """The hook an SAE reads, e.g. ``blocks.9.hook_resid_post``."""
     meta = sae.cfg.metadata
     return meta.hook_name if hasattr(meta, "hook_name") else meta["hook_name"]
-
-
-def tensor_hash(tensors) -> str:
-    """sha256 of tensors' contents: the name, dtype, shape and bytes of each, in name order for a mapping
-    ``{name: tensor}`` (a state dict), in the given order for a sequence. The one content hash of tensors in sas."""
-    import hashlib
-
-    items = sorted(tensors.items()) if hasattr(tensors, "items") else enumerate(tensors)
-    h = hashlib.sha256()
-    for name, t in items:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def sae_hash(sae) -> str:

@@ -20,7 +20,6 @@ Protocol (one results file, resumable):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from ..evaluation.stats import bootstrap_stat, paired_diff_ci
 from .bench import MAX_EXTEND, STRENGTHS, choose, tune
 from .grid import Condition, Grid, Runner
 from .store import ResultStore, append_row, hold, read_rows
+from ..hashing import text_hash
 
 BUDGET = 1.5  # perplexity over the unsteered model's, on the tuning split
 N_TUNE, N_TEST = 24, 100
@@ -231,7 +231,7 @@ def compose(model=None, saes: dict | None = None, pairs: Sequence = (), setups: 
         prompts = shared_test_prompts(concepts, n_test)
         base = {"kind": "compose", "model": grid.model, "dtype": grid.dtype, "max_new_tokens": max_new_tokens,
                 "seed": seed, "budget": budget, "n_test": len(prompts),
-                "prompts_hash": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16],
+                "prompts_hash": text_hash("\n".join(prompts)),
                 "scored": {c: get_concept(c).data_hash for c in concepts}}
         done = {_norm(r["key"]): r for r in read_rows(out) if "key" in r}
         rows_by_key = {}

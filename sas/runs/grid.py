@@ -13,20 +13,19 @@ effects, when asked for, are measured for every condition.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..load.saes import tensor_hash
+from ..hashing import tensor_hash
 from ..methods.registry import build_vector, get_method, method_settings, methods
 from ..methods.sas import NoFeatures
 from ..steering.steer import recording
 from .items import make_item
 from .store import ResultStore, hold
+from ..hashing import json_hash
 
 
 @dataclass(frozen=True, order=True)
@@ -191,8 +190,7 @@ class Runner:
              if key not in ("layer", "multiplier", "n_test", "n_prompts", "max_new_tokens", "side_effects")}
         if get_method(method).needs_sae:
             k["sae"] = [self._sae_id(x) for x in layers]
-        h = hashlib.sha256(json.dumps({**k, "layers": layers}, sort_keys=True, default=str).encode()).hexdigest()
-        return self.vector_dir / f"{method}_{item_name}_{h[:12]}"
+        return self.vector_dir / f"{method}_{item_name}_{json_hash({**k, 'layers': layers}, 12)}"
 
     @staticmethod
     def _load_cached(path, saes):

@@ -23,7 +23,7 @@ def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete", de
     card says so, and commands without ``--sae`` use this SAE at its layer (:func:`sas.load.saes.select_saes`)."""
     from safetensors.torch import load_file, save_file
 
-    from ..load.models import sha256
+    from ..hashing import sha256
     from ..load.saes import WEIGHTS
 
     cfg = json.loads((exported / "cfg.json").read_text())

@@ -10,7 +10,6 @@ with a seed: batch ``i`` of a plan is always the same tokens, so a run resumes b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from ..load.models import cache_dir
+from ..hashing import files_sample_hash, held_out_fifth
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # the staged data sets beside a checkout
 
@@ -67,15 +67,7 @@ def corpus_texts(files: list[Path]):
 
 def _files_key(files: list[Path], tokenizer) -> str:
     """A key for the token file: the tokenizer, and each file's name, size and first and last MiB."""
-    h = hashlib.sha256(tokenizer.name_or_path.encode() + str(len(tokenizer)).encode())
-    for f in files:
-        size = f.stat().st_size
-        h.update(f"{f.name}:{size}\n".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-            fh.seek(max(0, size - (1 << 20)))
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
+    return files_sample_hash(tokenizer.name_or_path.encode() + str(len(tokenizer)).encode(), files)
 
 
 def corpus_tokens(files: list[Path], tokenizer, show_progress: bool = True) -> np.ndarray:
@@ -122,7 +114,7 @@ def steering_prompts(data: Path = SHARED_DATA) -> list[str]:
     for f in sorted((data / "sentiment").glob("*_prompts.jsonl")):
         for line in open(f, encoding="utf-8"):
             row = json.loads(line)
-            if int(hashlib.md5(row["prompt"]["text"].encode()).hexdigest(), 16) % 5:  # 80% train
+            if not held_out_fifth(row["prompt"]["text"]):  # 80% train
                 prompts.append(row["prompt"]["text"] + row["continuation"]["text"])
     return prompts
 
