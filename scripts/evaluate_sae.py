@@ -122,14 +122,14 @@ def main(argv=None) -> None:
     t0 = time.time()
     model = load_model(args.model, dtype=getattr(torch, args.dtype))
     saes = {name: S.load_sae(name, model) for name in args.sae}
-    tokens = SR.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.tokens)
+    tokens = SR.token_chunks(model, heldout_texts(args.heldout), args.context, max_tokens=args.tokens)
     ce_rows = tokens[:max(1, args.ce_tokens // (args.context - 1))]
     if args.ab_prompts:
         ab = ab[::max(1, len(ab) // args.ab_prompts)][:args.ab_prompts]
     clean = SQ.ce_losses(model, None, ce_rows, which=("clean",))["clean"] if args.ce_tokens else float("nan")
     dead = {}
     if args.dead_tokens:
-        dead_rows = SR.token_chunks(model.tokenizer, heldout_texts(args.heldout), args.context, max_tokens=args.dead_tokens)
+        dead_rows = SR.token_chunks(model, heldout_texts(args.heldout), args.context, max_tokens=args.dead_tokens)
         counts, n_dead_tokens = SC.firing_counts(model, saes, dead_rows, progress=True)
         dead = {n: {"dead_fraction": (c == 0).float().mean().item(), "n_dead_tokens": n_dead_tokens,
                     "rare_fraction_under_1e-5": (c < 1e-5 * n_dead_tokens).float().mean().item()}

@@ -162,7 +162,7 @@ def test_nothing_in_sas_creates_a_tensor_on_the_default_device(tiny):
         sv = sas_vector(tiny, sae, pairs, tau=0.0, progress=False)
         scorer.score(sv, 2.0)
         scorer.score(dataclasses.replace(sv, fast=False), 2.0)
-        tokens = token_chunks(tiny.tokenizer, ["some text to count features on"] * 8, context=16)
+        tokens = token_chunks(tiny, ["some text to count features on"] * 8, context=16)
         firing_counts(tiny, {"s": sae}, tokens)
         acts = torch.randn(20, tiny.cfg.d_model, device="cpu")
         feature_frequency(sae, acts)

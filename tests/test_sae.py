@@ -232,7 +232,7 @@ def test_firing_counts_one_streamed_pass_equals_cached_activations(tiny):
             sae.threshold[0] = 1e9  # a dead feature
         sae.cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
         saes[f"L{layer}"] = sae
-    tokens = SR.token_chunks(tiny.tokenizer, ["The quick brown fox jumps over the lazy dog. " * 30], context=32)
+    tokens = SR.token_chunks(tiny, ["The quick brown fox jumps over the lazy dog. " * 30], context=32)
     counts, n = SC.firing_counts(tiny, saes, tokens, batch_size=3)
     for name, sae in saes.items():
         acts = SR.hook_activations(tiny, tokens, sae.cfg.metadata.hook_name)
@@ -241,7 +241,20 @@ def test_firing_counts_one_streamed_pass_equals_cached_activations(tiny):
     assert counts["L0"][0] == counts["L2"][0] == 0 and (counts["L0"][1:] > 0).any()
 
 
+def test_token_chunks_follow_the_models_bos_rule(tiny, monkeypatch):
+    """Rows of ``context`` tokens start with BOS for a model that reads text after one, and with text for one that
+    does not (SmolLM2): one BOS rule (sas.load.prompts.bos_ids) for chunks, prompts and pairs."""
+    text = ["The quick brown fox jumps over the lazy dog. " * 30]
+    with_bos = SR.token_chunks(tiny, text, context=32)
+    assert with_bos.shape[1] == 32 and (with_bos[:, 0] == tiny.tokenizer.bos_token_id).all()
+    monkeypatch.setattr(tiny.cfg, "default_prepend_bos", False)
+    without = SR.token_chunks(tiny, text, context=32)
+    assert without.shape[1] == 32 and not (without[:, 0] == tiny.tokenizer.bos_token_id).any()
+    assert without.flatten()[:40].tolist() == [t for t in with_bos[:, 1:].flatten().tolist()][:40]
+
+
 # ---------------------------------------------------------------------------- real model
+
 @pytest.mark.slow
 def test_tiny_training_run(tmp_path):
     """End to end on the real model: ~20k tokens of activations, two tiny SAEs, export as JumpReLU, resume."""

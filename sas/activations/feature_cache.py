@@ -149,7 +149,7 @@ def feature_cache(model, sae, texts: Sequence[str] | None = None, max_tokens: in
                 "k": k, "left": left, "right": right, "context": context, "n_bins": N_BINS}
 
     def build():
-        tokens = token_chunks(model.tokenizer, texts, context, max_tokens)
+        tokens = token_chunks(model, texts, context, max_tokens)
         if max_tokens is not None:
             tokens = tokens[:max(1, -(-max_tokens // (context - 1)))]
         fc = _build(model, sae, tokens, k, left, right, batch_size, progress)

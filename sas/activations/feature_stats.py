@@ -40,7 +40,7 @@ def compute_feature_stats(model, sae, texts: Sequence[str], max_tokens: int = 50
                           batch_size: int = 16) -> FeatureStats:
     """The statistics of ``sae`` over ``texts`` (cut into ``context``-token rows, at most ``max_tokens``)."""
     hook = sae_hook(sae)
-    tokens = token_chunks(model.tokenizer, list(texts), context, max_tokens)
+    tokens = token_chunks(model, list(texts), context, max_tokens)
     d = sae.cfg.d_sae
     counts, sums, maxes = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), torch.zeros(d)
     n = 0

@@ -13,19 +13,22 @@ from ..forward.run import encode, new_cache, pad_id, pad_left, read_hooks, run_r
 from ..hooks import resid_hook
 from ..load.data import ABPair
 from ..load.device import block_device
-from ..load.prompts import ab_tokens
+from ..load.prompts import ab_tokens, bos_ids
 
 
-def token_chunks(tokenizer, texts: Iterable[str], context: int = 128, max_tokens: int | None = None) -> torch.Tensor:
-    """Concatenate ``texts`` (each followed by EOS) and cut into rows of BOS + ``context - 1`` tokens: ``[n, context]``."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+def token_chunks(model, texts: Iterable[str], context: int = 128, max_tokens: int | None = None) -> torch.Tensor:
+    """Concatenate ``texts`` (each followed by EOS) and cut into rows of ``context`` tokens, each starting with BOS
+    for a model that reads text after one (:func:`sas.load.prompts.bos_ids`): ``[n, context]``. Position 0 (BOS,
+    or the row's first token) is left out of every statistic, as :func:`sas.forward.run.token_mask` does."""
+    bos, eos = bos_ids(model), model.tokenizer.eos_token_id
+    body = context - len(bos)
     rows, cur, total = [], [], 0
     for text in texts:
-        cur += tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
-        while len(cur) >= context - 1:
-            rows.append([bos] + cur[:context - 1])
-            cur = cur[context - 1:]
-            total += context - 1
+        cur += model.tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+        while len(cur) >= body:
+            rows.append(bos + cur[:body])
+            cur = cur[body:]
+            total += body
         if max_tokens is not None and total >= max_tokens:
             break
     if not rows:
@@ -106,14 +109,10 @@ def answer_activations(model, pairs: list[ABPair], layers: Sequence[int], batch_
         run_resid(model, tokens, mask, left_pad, cache, stop_at_layer=stop)
         cache.freeze()
         acts = {}
-        for letter, tid in t.letters.items():
-            store = {}
-            hooks = [(n, lambda x, hook, s=store: s.__setitem__(hook.name, x[:, -1].float().clone())) for n in names]
-            with model.hooks(fwd_hooks=hooks):
-                run_resid(model, torch.full((len(batch), 1), tid, device=dev),
-                          torch.ones((len(batch), 1), dtype=torch.long, device=dev),
-                          left_pad, cache, stop_at_layer=stop)
-            acts[letter] = store
+        for letter, tid in t.letters.items():  # each answer letter: one token against the frozen cache
+            read = read_hooks(model, torch.full((len(batch), 1), tid, device=dev), names,
+                              torch.ones((len(batch), 1), dtype=torch.long, device=dev), left_pad, cache)
+            acts[letter] = {n: a[:, -1].float() for n, a in read.items()}
         for j, p in enumerate(batch):
             for x, n in zip(layers, names):
                 pos[x].append(acts[p.matching][n][j])

@@ -70,7 +70,7 @@ def top_contexts(model, sae, features: Sequence[int], texts: Sequence[str], k: i
     Columns: feature, rank, activation, token, context, frequency."""
     features = check_ids(sae, features)
     hook = sae_hook(sae)
-    tokens = token_chunks(model.tokenizer, texts, context, max_tokens)
+    tokens = token_chunks(model, texts, context, max_tokens)
     best = {f: [] for f in features}
     fired = torch.zeros(len(features), device=sae.W_enc.device)
     n_tok = 0

@@ -125,7 +125,7 @@ def evaluate_sae(model, sae, texts: Iterable[str], n_tokens: int = 100_000, n_ce
     and the cross-entropy loss recovered (clean vs spliced vs zero-ablated) on the first ``n_ce_tokens``.
     With ``ab_prompts`` (ending in the answer letter) and ``sentiment_prompts``, also the explained variance at
     the answer-letter token and on the sentiment prompts' tokens."""
-    tokens = token_chunks(model.tokenizer, texts, context, max_tokens=n_tokens)
+    tokens = token_chunks(model, texts, context, max_tokens=n_tokens)
     acts = hook_activations(model, tokens, sae.cfg.metadata.hook_name, batch_size)
     m = SAEMetrics(**reconstruction_metrics(sae, acts))
     if n_ce_tokens:

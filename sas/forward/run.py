@@ -45,13 +45,13 @@ def token_mask(model, tokens: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def read_hooks(model, tokens: torch.Tensor, hooks, attention_mask: torch.Tensor | None = None,
-               left_pad: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               left_pad: torch.Tensor | None = None, cache=None) -> dict[str, torch.Tensor]:
     """Activations ``{hook: [batch, pos, d]}`` of ``tokens [batch, pos]`` at each of ``hooks`` (names such as
     ``blocks.9.hook_resid_post``), from one forward pass that stops after the deepest hook's block (no logits).
 
     Unpadded rows by default (gradient-free but not inference tensors: an SAE may be trained on them); left-padded
     rows with ``attention_mask`` and ``left_pad`` from :func:`pad_left` (steering hooks active in the caller then
-    see the right positions)."""
+    see the right positions), continuing a KV ``cache`` (:func:`new_cache`) if one is given."""
     hooks = set(hooks)
     stop = max(layer_of(h) if h.startswith("blocks.") else 0 for h in hooks) + 1
     if attention_mask is None:
@@ -61,7 +61,7 @@ def read_hooks(model, tokens: torch.Tensor, hooks, attention_mask: torch.Tensor 
         return {h: cache[h] for h in hooks}
     store = {}
     with model.hooks(fwd_hooks=[(h, lambda x, hook: store.__setitem__(hook.name, x)) for h in hooks]):
-        run_resid(model, tokens, attention_mask, left_pad, stop_at_layer=stop)
+        run_resid(model, tokens, attention_mask, left_pad, cache, stop_at_layer=stop)
     return store
 
 
