@@ -36,7 +36,7 @@ def _tokens(model, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [json.loads(line)["text"] for line in open(path, encoding="utf-8")][:400]
     from sas.activations.residual import token_chunks
 
-    tokens = token_chunks(model.tokenizer, texts, CONTEXT, max_tokens=rows * CONTEXT * 2)[:rows]
+    tokens = token_chunks(model, texts, CONTEXT, max_tokens=rows * CONTEXT * 2)[:rows]
     keep = torch.ones_like(tokens, dtype=torch.bool)
     keep[:, 0] = False
     return tokens, keep
