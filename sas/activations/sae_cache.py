@@ -23,8 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..files import write_atomic
-from ..load.saes import SAE_DIR, registry, sae_hash
 from ..hashing import json_hash
+from ..load.saes import SAE_DIR, registry, sae_hash
 
 SHIPPED = "sas_cache"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ..hashing import text_fraction
 from ..load.data import load_neutral_prompts
 from .schema import Concept
-from ..hashing import text_fraction
 
 SPLITS = ("tuning", "test")
 TUNING_FRACTION = 0.5

@@ -32,8 +32,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
-from ..hashing import json_hash
 
+from ..hashing import json_hash
 logger = logging.getLogger(__name__)
 
 AXBENCH_SOURCE = "github.com/stanfordnlp/axbench@e9b8cd4783c983e350d78af76f3fb2b8b15fc7d3"

@@ -354,13 +354,6 @@ def time_lines(rows: list[dict]) -> list[str]:
     rows = [r for r in rows if "skipped" not in r and r.get("seconds") is not None]
     if not rows:
         return []
-    seen, kept = set(), []
-    for r in rows:  # the unsteered model runs once per concept and split; its copies under other methods cost nothing
-        k = (r.get("concept"), r.get("split")) if float(r.get("multiplier", 1)) == 0 and r["method"] != "prompt" \
-            else None
-        kept.append(r if k is None or k not in seen else {**r, **{f"seconds_{p}": 0.0 for p in PHASES}})
-        seen.add(k)
-    rows = kept
     lines = ["## Where the time goes", "",
              "Summed over the rows of this report (rows an earlier run wrote into the same results file count too: "
              "they are read, not run again). CPU: this process's CPU time over every thread; the phases are wall "

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from ..evaluation.stats import bootstrap_stat, paired_diff_ci
+from ..hashing import text_hash
 from .bench import MAX_EXTEND, STRENGTHS, choose, tune
 from .grid import Condition, Grid, Runner
 from .store import ResultStore, append_row, hold, read_rows
-from ..hashing import text_hash
 
 BUDGET = 1.5  # perplexity over the unsteered model's, on the tuning split
 N_TUNE, N_TEST = 24, 100

@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..hashing import tensor_hash
+from ..hashing import json_hash, tensor_hash
 from ..methods.registry import build_vector, get_method, method_settings, methods
 from ..methods.sas import NoFeatures
 from ..steering.steer import recording
 from .items import make_item
 from .store import ResultStore, hold
-from ..hashing import json_hash
 
 
 @dataclass(frozen=True, order=True)
@@ -299,7 +298,8 @@ class Runner:
 
 
 VECTOR_KEYS = ("sae", "sae_sha256", "vector_hash", "data_hash")  # what Runner.key records of a vector's making
-EXTRAS = ("resid_change", "n_features", "cos_caa", "seconds", "cpu_seconds", "seconds_vector", "receipt")  # what Runner.run adds per method and layer
+# what Runner.run adds per method and layer
+EXTRAS = ("resid_change", "n_features", "cos_caa", "seconds", "cpu_seconds", "seconds_vector", "receipt")
 
 
 def vector_settings(method: str | None = None) -> set[str]:
