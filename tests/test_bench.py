@@ -257,6 +257,36 @@ def test_a_tie_needs_an_interval_within_the_detectable_margin():
     assert detectable_difference(d * 4) == pytest.approx(detectable_difference(d) / 2, rel=1e-2)  # 1/sqrt(n)
 
 
+
+def test_the_report_prices_a_concept_no_method_moved():
+    from sas.reports.bench import unmoved
+    from sas.runs.bench import BenchResult
+
+    def tuned(method, mult, score, lo, ppl, concept="fr"):
+        return {**_row(method, mult, score, ppl, concept=concept), "score_lo": lo, "score_hi": score + 0.1}
+
+    def tested(concept, method, scores):
+        return {"concept": concept, "method": method, "layer": 5, "multiplier": 0.0 if method == "unsteered" else 0.05,
+                "scores": scores, "score": sum(scores) / len(scores)}
+
+    zeros, ones = [0.0] * 20, [1.0] * 10 + [0.0] * 10
+    tuning = [tuned("caa", 0, 0.0, 0.0, 10.0), tuned("caa", 0.02, 0.05, 0.0, 11.0),  # within noise: not a move
+              tuned("caa", 0.1, 0.4, 0.3, 38.0), tuned("sas", 0.2, 0.3, 0.2, 60.0),  # moves, at 3.8x and 6x
+              tuned("prompt", 0.0001, 0.9, 0.8, 10.0),  # prompting moves it for free, but it is not steering
+              tuned("caa", 0, 0.0, 0.0, 10.0, "space"), tuned("caa", 0.05, 0.5, 0.4, 12.0, "space")]
+    test = [tested("fr", "unsteered", zeros), tested("space", "unsteered", zeros)]
+    records = [{**tested("fr", "caa", zeros), "budget": 1.5}, {**tested("fr", "prompt", ones), "budget": 1.5},
+               {**tested("space", "caa", ones), "budget": 1.5}]
+    result = BenchResult(tuning, test, [], (1.5,), {"fluency": "perplexity"})
+    got = unmoved(result, records)
+    assert [r["concept"] for r in got] == ["fr"]  # space moved; prompting does not count as moving fr
+    assert (got[0]["method"], got[0]["strength"], round(got[0]["cost"], 2)) == ("caa", 0.1, 3.8)
+    records[0]["scores"] = ones  # now CAA moves it on the test split
+    assert unmoved(result, records) == []
+    result.tuning = tuning[:2] + tuning[5:]
+    records[0]["scores"] = zeros
+    assert unmoved(result, records)[0]["cost"] is None  # nothing tried moved it: said so, not priced
+
 def _frow(method, mult, score, ppl=10.0, kl=0.0, fl=20.0, layer=5, concept="c"):
     return {**_row(method, mult, score, ppl, layer=layer, concept=concept), "kl": kl, "fluency_ppl": fl}
 

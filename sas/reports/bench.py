@@ -275,6 +275,7 @@ def write_report(result, folder) -> Path:
                                                  for c in cells) + " |")
         lines.append("")
     lines += _power_lines(result, records)
+    lines += _unmoved_lines(result, records)
     lines += _tuning_test_lines(result, records, fluency)
     lines += time_lines(result.tuning + result.test)
     lines += _best_sparse_lines(result, records)
@@ -323,6 +324,68 @@ def _budget_text(fluency: str, b: float) -> str:
     from ..evaluation.fluency import get_measure
 
     return f"{b:g}x" if get_measure(fluency).ratio else f"{b:g} nats"
+
+
+def unmoved(result, records: list[dict]) -> list[dict]:
+    """Per budget, the concepts no steering method moved on the test split (no paired interval from the unsteered
+    model above 0; prompting does not count), each with what moving it would cost: the tuning condition of least
+    fluency cost whose score interval lies above the unsteered tuning score (``None``: no condition tried did)."""
+    from ..runs.bench import fluency_value
+
+    fluency = result.settings.get("fluency", "perplexity")
+    unst = _unsteered(result)
+    tune_unst = {r["concept"]: r for r in result.tuning if float(r["multiplier"]) == 0 and "skipped" not in r}
+    out = []
+    for b in result.budgets:
+        for concept in dict.fromkeys(r["concept"] for r in records):
+            u = unst.get(concept)
+            steered = [r for r in records if r["concept"] == concept and r["budget"] == b and r["method"] != "prompt"
+                       and "scores" in r]
+            if u is None or any(paired_diff_ci(r["scores"], u["scores"])[1] > 0 for r in steered):
+                continue
+            tu, cheapest = tune_unst.get(concept), None
+            for r in result.tuning:
+                if (tu is None or r["concept"] != concept or float(r["multiplier"]) == 0 or "skipped" in r
+                        or r["method"] == "prompt" or not r["score_lo"] > tu["score"]):
+                    continue
+                try:
+                    cost = fluency_value(r, tu, fluency)
+                except ValueError:  # a row without the measure, or NaN: it cannot price the move
+                    continue
+                if cheapest is None or cost < cheapest[0]:
+                    cheapest = (cost, r)
+            rec = {"concept": concept, "budget": b, "unsteered": tu["score"] if tu else None, "cost": None}
+            if cheapest is not None:
+                cost, r = cheapest
+                rec.update(cost=cost, method=r["method"], layer=int(r["layer"]), strength=float(r["multiplier"]),
+                           score=r["score"], lo=r["score_lo"], hi=r["score_hi"])
+            out.append(rec)
+    return out
+
+
+def _unmoved_lines(result, records: list[dict]) -> list[str]:
+    rows = unmoved(result, records)
+    if not rows:
+        return []
+    fluency = result.settings.get("fluency", "perplexity")
+    lines = ["## Concepts no steering method moved within the budget, and what moving them costs", "",
+             "Per budget, the concepts where no steered method's test score is above the unsteered model's (paired "
+             "interval above 0), with the tuning condition of least fluency cost whose score interval lies above "
+             f"the unsteered tuning score, and that cost ({fluency}). A cost far beyond every budget says the "
+             "concept cannot be reached by steering here, or that the fluency measure charges the concept itself "
+             "(the perplexity measure charges another language as disfluent: the documentation's fluency check "
+             "gives each measure's agreement with reading).", "",
+             "| budget | concept | cheapest move on the tuning split (method, layer, strength) | tuning score "
+             "[95% interval] (unsteered) | its cost |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if r["cost"] is None:
+            lines.append(f"| {_budget_text(fluency, r['budget'])} | {r['concept']} | no condition tried moved it | | |")
+            continue
+        lines.append(f"| {_budget_text(fluency, r['budget'])} | {r['concept']} | {r['method']} (L{r['layer']}, "
+                     f"{r['strength']:g}) | {r['score']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}] ({r['unsteered']:.2f}) | "
+                     f"{_budget_text(fluency, round(r['cost'], 2))} |")
+    lines.append("")
+    return lines
 
 
 def _power_lines(result, records: list[dict]) -> list[str]:
