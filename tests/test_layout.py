@@ -2,6 +2,7 @@
 between the folders of sas/ is one the dependency table below allows."""
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sas._shims import MOVED
+from sas.load.saes import select_saes
 
 SAS = Path(__file__).resolve().parents[1] / "sas"
 
@@ -196,8 +198,11 @@ def test_shipped_saes_load_after_a_plain_pip_install(tmp_path):
                     str(tmp_path / "site"), str(root)], check=True, capture_output=True, cwd=tmp_path)
     code = ("import sas.load.saes as s; from sas.load.saes import registry, load_sae; "
             "assert 'site' in s.__file__, s.__file__; "
-            "print(s.SAE_DIR.name, len(registry()), load_sae('gemma-3-270m-L5-4k').cfg.d_sae)")
+            "print(s.SAE_DIR.name, ','.join(sorted(registry())), load_sae('gemma-3-270m-L5-4k').cfg.d_sae, "
+            "[load_sae(n).cfg.d_sae for n in s.select_saes('gemma-3-270m')])")
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["_saes", "3", "4096"]
+    cards = sorted(c.stem for c in (root / "saes").glob("*.json"))
+    widths = [json.loads((root / "saes" / f"{n}.json").read_text())["width"] for n in select_saes("gemma-3-270m")]
+    assert out.stdout.strip().split(maxsplit=3) == ["_saes", ",".join(cards), "4096", str(widths)]  # every card, the defaults
