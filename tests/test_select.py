@@ -87,6 +87,24 @@ def test_clamp_sets_the_chosen_features_and_keeps_the_error(tiny):
     assert torch.equal(rows[0], x[0])
 
 
+
+def test_a_strength_below_the_clamps_smallest_edit_is_unreachable_not_a_vanishing_multiplier(tiny):
+    """Clamping at any strength > 0 first removes the chosen features' activations, so the edit jumps from 0 to a
+    floor: a relative strength below it is refused (the bench records a skipped row), not calibrated to a
+    multiplier that underflows to 0 and edits nothing."""
+    from sas.steering.strength import Unreachable, edit_size, raw_multiplier
+
+    sae = random_sae(b_dec_in=False)
+    vec = _clamp_vector(sae)
+    _, cache = tiny.run_with_cache(TOKENS, names_filter=f"blocks.{LAYER}.hook_resid_post")
+    acts = cache[f"blocks.{LAYER}.hook_resid_post"][0]
+    floor = edit_size(vec, LAYER, 1e-6, acts)
+    assert floor > 0 and edit_size(vec, LAYER, 0.0, acts) == 0
+    with pytest.raises(Unreachable, match="its edit jumps from 0 "):
+        raw_multiplier(vec, LAYER, acts, floor / 2)
+    m = raw_multiplier(vec, LAYER, acts, 3 * floor)  # above the floor the edit grows with the strength
+    assert m > 1e-3 and edit_size(vec, LAYER, m, acts) == pytest.approx(3 * floor, rel=1e-2)
+
 def test_clamp_refuses_non_finite_targets_and_round_trips(tmp_path):
     sae = random_sae(b_dec_in=False)
     vec = _clamp_vector(sae)

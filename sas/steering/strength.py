@@ -40,6 +40,10 @@ def edit_size(vec, layer: int, multiplier: float, acts: torch.Tensor) -> float:
     return (edited[0].float() - a.float()).norm(dim=-1).mean().item() / base
 
 
+MIN_MULTIPLIER = 1e-9  # below this the search stops: the edit does not shrink with the multiplier (a floor)
+JUMP = 0.1  # the calibrated edit must lie within 10% of the asked strength
+
+
 class Unreachable(ValueError):
     """A vector cannot make an edit of the asked relative size at a layer (the message says why and what to do)."""
 
@@ -49,7 +53,8 @@ def raw_multiplier(vec, layer: int, acts: torch.Tensor, relative: float, tol: fl
     """The multiplier of ``vec`` at ``layer`` whose mean edit over ``acts`` is ``relative`` x their mean norm.
 
     Raises :class:`Unreachable` (a ``ValueError``) if no multiplier up to ``max_multiplier`` makes an edit that large (a vector with no
-    effect at this layer), or if even the smallest one is larger (an edit that is not 0 at multiplier 0).
+    effect at this layer), or if even the smallest one is larger (an edit that is not 0 at multiplier 0, or that
+    jumps from 0 past the asked size, as a clamp's does: its smallest edit removes the features' activations).
     """
     if not (math.isfinite(relative) and relative >= 0):
         raise ValueError(f"a relative strength must be a finite number >= 0, not {relative!r}")
@@ -69,7 +74,15 @@ def raw_multiplier(vec, layer: int, acts: torch.Tensor, relative: float, tol: fl
         if hi > max_multiplier:
             raise Unreachable(f"{what} never edits the residual by {relative} of its norm (up to multiplier "
                              f"{max_multiplier:g}); it has no effect here: use a lower strength or another layer")
-    while hi - lo > tol * hi:
+    while hi - lo > tol * hi and hi > MIN_MULTIPLIER:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if edit_size(vec, layer, mid, acts) < relative else (lo, mid)
-    return (lo + hi) / 2
+    mult = (lo + hi) / 2
+    got = edit_size(vec, layer, mult, acts)
+    if abs(got - relative) > JUMP * relative:  # the edit jumps past the strength: a floor, such as a clamp's
+        raise Unreachable(f"{what} never edits the residual by {relative} of its norm: its edit jumps from "
+                          f"{edit_size(vec, layer, lo, acts):.3g} (multiplier {lo:.3g}) to "
+                          f"{edit_size(vec, layer, hi, acts):.3g} (multiplier {hi:.3g}); its smallest edit is larger "
+                          "(clamping features to any value also removes their current activations): choose larger "
+                          "strengths")
+    return mult
