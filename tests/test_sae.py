@@ -341,3 +341,27 @@ def test_an_sae_with_weights_that_cannot_steer_is_refused_at_load(tmp_path, key,
     save_file(weights, folder / "sae_weights.safetensors")
     with pytest.raises(ValueError, match=rf"sae_weights.safetensors: {key} holds .*this SAE cannot steer"):
         S.load_sae(folder)
+
+
+@pytest.mark.slow
+def test_the_default_saes_are_the_30m_topk_ones_and_sas_moves_a_topic_through_them(gemma_bf16):
+    """Commands without --sae take the SAEs `sas train-sae` trained on 30M tokens (TopK, k=64). A SAS vector of the
+    weddings concept in the layer-9 one, at a benchmark strength, puts weddings into sampled continuations where the
+    unsteered model rarely goes (paired over the same prompts and sampling seeds)."""
+    from sas.evaluation.stats import paired_diff_ci
+    from sas.methods.registry import build_vector
+    from sas.runs.items import ConceptItem
+
+    names = S.select_saes("gemma-3-270m")
+    cards = S.registry()
+    assert [S.layer_of(cards[n]["hook"]) for n in names] == [5, 9]
+    assert all(cards[n]["architecture"] == "topk" and cards[n]["training"]["tokens_seen"] >= 30_000_000 and
+               cards[n]["width"] == 16384 for n in names), names
+    sae = S.load_sae(names[1], gemma_bf16)
+    item = ConceptItem("weddings", "tuning", n_prompts=32, max_new_tokens=16, n_calibration=32)
+    vec = build_vector(gemma_bf16, "sas", item.contrast, [9], {9: sae})
+    assert 0 < int((vec.codes[9] != 0).sum()) < 500
+    (steered, texts), = item.evaluate_many(gemma_bf16, vec, [0.1], 9)
+    unsteered, _ = item.evaluate(gemma_bf16, None, 0.0, 9)
+    d, lo, hi = paired_diff_ci(steered["scores"], unsteered["scores"])
+    assert lo > 0, (d, lo, hi, texts[:4])
