@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..hashing import json_hash
+
 logger = logging.getLogger(__name__)
 
 AXBENCH_SOURCE = "github.com/stanfordnlp/axbench@e9b8cd4783c983e350d78af76f3fb2b8b15fc7d3"
