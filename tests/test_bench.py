@@ -437,3 +437,34 @@ def test_sas_bench_cli_ends_with_the_score_table_and_the_report_path(tiny, tmp_p
     assert "| concept | unsteered | caa | sas | prompt |" in printed
     row = next(line for line in printed if line.startswith("| weddings |"))
     assert re.search(r"\| \d\.\d\d \[\d\.\d\d, \d\.\d\d\]", row), row  # scores with their intervals
+
+
+def test_two_sae_sets_are_compared_paired_over_the_same_prompts():
+    from sas.reports.sae_sets import compare_lines, paired_rows
+    from sas.runs.bench import BenchResult, Choice
+
+    def result(sas_scores, n=40):
+        def test_row(method, mult, scores, concept):
+            s = sum(scores) / len(scores)
+            return {"concept": concept, "method": method, "layer": 9, "multiplier": mult, "scores": scores, "score": s,
+                    "score_lo": s - 0.1, "score_hi": s + 0.1, "n": len(scores), "distinct2": 1.0, "perplexity": 10.0}
+        zeros, some = [0.0] * n, [1.0] * (n // 5) + [0.0] * (n - n // 5)
+        test, choices = [], []
+        for concept in ("ocean", "space"):
+            test += [test_row("caa", 0.0, zeros, concept), test_row("caa", 0.05, some, concept),
+                     test_row("sas", 0.1, sas_scores, concept)]
+            choices += [Choice(concept, "caa", 1.5, 9, 0.05, 0.2, 1.2), Choice(concept, "sas", 1.5, 9, 0.1, 0.3, 1.3)]
+        choices.append(Choice("space", "sas_diff", 1.5, why="no strength met the budget"))
+        return BenchResult([], test, choices, (1.5,), {"fluency": "perplexity"})
+
+    old, new = result([0.0] * 40), result([1.0] * 30 + [0.0] * 10)
+    rows = paired_rows(old, new)
+    assert [(r["concept"], r["method"]) for r in rows] == [("ocean", "sas"), ("space", "sas"), ("space", "sas_diff")]
+    assert rows[0]["diff"] == 0.75 and rows[0]["lo"] > 0  # new minus old, paired prompt by prompt
+    assert "diff" not in rows[2]  # unreached on both: no difference is made up
+    text = "\n".join(compare_lines(old, new, ("old", "new")))
+    assert "| ocean | sas | 0.00 [-0.10, 0.10] (L9, 0.1) | 0.75 [0.65, 0.85] (L9, 0.1) | +0.75 [" in text
+    assert "Of 2 concept-method pairs reached on both sets, 2 score higher on new" in text
+    assert "| sas | 0/0/2/0/0 | 2/0/0/0/0 |" in text  # against CAA: lost on both concepts, then won on both
+    with pytest.raises(ValueError, match="same --n-test"):
+        paired_rows(old, result([1.0] * 20, n=20))
