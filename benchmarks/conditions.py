@@ -2,7 +2,7 @@
 
 The same greedy generation (batch 8 neutral prompts, CAA sycophancy vector x2 at layer 8, ``after_prompt``) runs
 unconditioned and under three conditions, each read in the steering pass by a hook: a dense direction decided per
-prompt (layer 8, CAST's form), 8 SAE features decided per prompt and 8 decided per token (gemma-3-270m-L5-4k at
+prompt (layer 8, CAST's form), 8 SAE features decided per prompt and 8 decided per token (the default SAE at
 layer 5). Goal: a condition adds at most 10% to the steered generation's time. The thresholds put each condition
 on about half of the rows (or tokens); the check confirms that the rows it held on match the unconditioned text
 and the others the unsteered text.
@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from .harness import Bench, Comparison, Context
 
-SAE = "gemma-3-270m-L5-4k"
+SAE_LAYER = 5  # the feature conditions read the default shipped SAE there
+
+
+def _sae_name(model_name: str = "gemma-3-270m") -> str:
+    from sas.load.saes import select_saes
+
+    return select_saes(model_name, [SAE_LAYER])[0]
 
 
 def _setup(ctx: Context, cfg: dict):
@@ -25,7 +31,7 @@ def _setup(ctx: Context, cfg: dict):
     model, n, layer = ctx.model, max(cfg["new_tokens"] // 2, 1), cfg["gen_layer"]  # 32 new tokens in full mode
     vec, mult = ctx.vector(tuple(cfg["layers"]), cfg["vector_pairs"]), cfg["gen_multiplier"]
     prompts = load_neutral_prompts()[:8]
-    sae = load_sae(SAE, model)
+    sae = load_sae(_sae_name(model.cfg.model_name), model)
     name = model.cfg.model_name
     # thresholds at the median over these prompts: each condition holds on about half of them
     dense = Condition("direction", layer, name, "dense", direction=vec.directions[layer])
@@ -81,5 +87,5 @@ BENCH = Bench(
     _check, repeats=3, warmup=True,
     describe=lambda cfg: f"greedy, {max(cfg['new_tokens'] // 2, 1)} new tokens, batch 8 neutral prompts; CAA sycophancy "
                          f"x{cfg['gen_multiplier']} at layer {cfg['gen_layer']} (after_prompt); conditions: a "
-                         f"direction at layer {cfg['gen_layer']} (per prompt), 8 features of {SAE} (per prompt, "
+                         f"direction at layer {cfg['gen_layer']} (per prompt), 8 features of {_sae_name()} (per prompt, "
                          "per token)")

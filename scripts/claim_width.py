@@ -1,11 +1,13 @@
 """Claim: a wider SAE gives sparser, more monosemantic SAS vectors.
 
-For each behaviour (answer-letter activations of letter-balanced generate pairs) and for sentiment
-(contrastive sentences), build the SAS vector in each SAE (same layer, different widths) and report
-the number of features, how concentrated |v| is in its top 10 features, and how much the feature
-sets of different behaviours overlap (less overlap: features specific to one behaviour).
+For each behaviour (answer-letter activations of letter-balanced generate pairs), for sentiment
+(contrastive sentences) and for every shipped benchmark concept (its contrastive texts), build the SAS vector in
+each SAE (same layer, different widths) and report the number of features, how concentrated |v| is in its top 10
+features, and how much the feature sets of different items overlap (less overlap: features specific to one
+item). With two SAEs, the paired difference in features per item (wider minus narrower) gets a 95% bootstrap
+interval over items. Compare SAEs trained on the same tokens, or the comparison is of training, not width.
 
-    python scripts/claim_width.py --saes gemma-3-270m-L9-4k,gemma-3-270m-L9-16k --out docs/claim_width.md
+    python scripts/claim_width.py --saes gemma-3-270m-L9-4k-topk,gemma-3-270m-L9-16k-topk --out docs/claim_width.md
 """
 
 import argparse
@@ -28,6 +30,8 @@ from sas.load.saes import load_sae  # noqa: E402
 from sas.methods.sas import sparse_diff  # noqa: E402
 from sas.steering.sparse import SparseVector  # noqa: E402
 from sas.concepts.tasks import sentiment_pairs  # noqa: E402
+from sas.concepts.schema import shipped_concepts  # noqa: E402
+from sas.evaluation.stats import paired_diff_ci  # noqa: E402
 
 
 def main():
@@ -50,17 +54,23 @@ def main():
     layer = layers.pop()
     out = Path(args.out)
     cache = Path(args.acts_cache.format(layer=layer, n=args.n_pairs))  # activations do not depend on the SAEs
-    if cache.exists():
-        acts = torch.load(cache, weights_only=True)
-    else:
-        acts = {}
-        for b in BEHAVIORS:
-            pairs = balance_letters(load_behavior(b))[:args.n_pairs]
-            pos, neg = answer_activations(model, pairs, [layer])
+    acts = torch.load(cache, weights_only=True) if cache.exists() else {}
+    n_cached = len(acts)
+    for b in BEHAVIORS:
+        if b not in acts:
+            pos, neg = answer_activations(model, balance_letters(load_behavior(b))[:args.n_pairs], [layer])
             acts[b] = (pos[layer], neg[layer])
-        pt, nt = sentiment_pairs()
-        acts["sentiment"] = (last_token_activations(model, pt, [layer])[layer],
-                             last_token_activations(model, nt, [layer])[layer])
+    texts = {"sentiment": sentiment_pairs()}
+    for name, c in shipped_concepts().items():  # a concept that repeats another's texts (or swaps them) is not a new item
+        pair = (c.positive_texts(), c.negative_texts())
+        sides = {frozenset(pair[0]), frozenset(pair[1])}
+        if not any(sides == {frozenset(q[0]), frozenset(q[1])} for q in texts.values()):
+            texts[name] = pair
+    for name, (pt, nt) in texts.items():
+        if name not in acts:
+            acts[name] = (last_token_activations(model, pt, [layer])[layer],
+                          last_token_activations(model, nt, [layer])[layer])
+    if len(acts) != n_cached:
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(acts, cache)
     rows, vecs = [], {}
@@ -88,10 +98,25 @@ def main():
     plt.savefig(out.with_suffix(".png"), dpi=100)
     summary = df.groupby("width")[["n_features", "top10_mass"]].median().round(3)
     summary["mean_overlap_across_items"] = [round(over[n], 3) for n in saes]
+    paired = []
+    if len(saes) == 2:
+        (n_a, a), (n_b, b) = sorted(saes.items(), key=lambda kv: kv[1].cfg.d_sae)
+        both = piv.dropna()
+        wide, narrow = both[b.cfg.d_sae].tolist(), both[a.cfg.d_sae].tolist()
+        d, lo, hi = paired_diff_ci(wide, narrow)
+        fewer = sum(w < x for w, x in zip(wide, narrow))
+        more = sum(w > x for w, x in zip(wide, narrow))
+        paired = ["## Paired over items", "",
+                  f"Features per vector, {n_b} minus {n_a}, mean over {len(both)} items: **{d:+.2f} [{lo:+.2f}, "
+                  f"{hi:+.2f}]** (95% bootstrap interval over items). The wider SAE gives fewer features on {fewer} "
+                  f"items, more on {more}, as many on {len(both) - fewer - more}.", ""]
     lines = ["# Wider SAEs and the sparsity of SAS vectors", "",
              f"Layer {layer}, tau {args.tau}, {args.n_pairs} letter-balanced pairs per behaviour, 100 sentiment "
-             f"sentence pairs. SAEs: {args.saes}.", "", "## Median over behaviours", "", summary.to_markdown(), "",
-             "## Per behaviour", "", piv.to_markdown(), "", f"![figure]({out.with_suffix('.png').name})", ""]
+             f"sentence pairs, each shipped concept's contrastive texts. SAEs: {args.saes}.", "",
+             "## Median over items", "", summary.to_markdown(), "", *paired,
+             "## Per item", "", piv.to_markdown(), "", f"![figure]({out.with_suffix('.png').name})", "",
+             f"Command: `python scripts/claim_width.py --saes {args.saes} --tau {args.tau:g} --n-pairs "
+             f"{args.n_pairs} --out {args.out}`", ""]
     out.write_text("\n".join(lines))
     df.to_json(out.with_suffix(".jsonl"), orient="records", lines=True)
     print("\n".join(lines))

@@ -12,7 +12,7 @@ unsteered, with paired bootstrap intervals:
 - ``leakage``: the effect on the other prompts (should be 0),
 - ``fired``: the fraction of each side's prompts on which the condition held.
 
-    nice -n 15 python scripts/conditions_eval.py --sae gemma-3-270m-L9-16k --n 40 --tokens 24 --out docs/conditions.jsonl
+    nice -n 15 python scripts/conditions_eval.py --sae gemma-3-270m-L9-16k-topk --n 40 --tokens 24 --out docs/conditions.jsonl
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sas.activations.contrast import Contrast
 from sas.concepts.schema import get_concept
 from sas.evaluation.stats import bootstrap_ci, paired_diff_ci
 from sas.files import write_atomic
-from sas.load.saes import load_sae, sae_layer
+from sas.load.saes import load_sae, sae_layer, select_saes
 from sas.steering.condition import condition_from_texts
 from sas.steering.strength import layer_activations, raw_multiplier
 
@@ -64,7 +64,7 @@ def effect(steered: list[float], plain: list[float]) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sae", default="gemma-3-270m-L9-16k")
+    p.add_argument("--sae", help="an SAE name or folder (default: the default shipped SAE at layer 9)")
     p.add_argument("--strength", type=float, default=0.2, help="relative strength: edit norm / mean residual norm")
     p.add_argument("--n", type=int, default=40, help="held-out prompts per side")
     p.add_argument("--tokens", type=int, default=24)
@@ -76,6 +76,7 @@ def main():
         torch.set_num_threads(args.threads)
     t0 = time.time()
     model = sas.load_model()
+    args.sae = args.sae or select_saes(model.cfg.model_name, [9])[0]
     sae = load_sae(args.sae, model)
     layer = sae_layer(sae)
     build_pos, build_neg = prompts(range(0, 6), 48)
