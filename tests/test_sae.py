@@ -365,3 +365,27 @@ def test_the_default_saes_are_the_30m_topk_ones_and_sas_moves_a_topic_through_th
     unsteered, _ = item.evaluate(gemma_bf16, None, 0.0, 9)
     d, lo, hi = paired_diff_ci(steered["scores"], unsteered["scores"])
     assert lo > 0, (d, lo, hi, texts[:4])
+
+
+@pytest.mark.slow
+def test_on_the_default_topk_sae_sas_evicts_the_tokens_own_features_and_sas_relu_does_not(gemma_bf16):
+    """At a benchmark strength, the paper's edit on a TopK SAE re-applies TopK: the weddings vector's features take
+    the slots of a large share of each token's 64 features. sas_relu (ReLU as sigma) leaves every one of them on."""
+    from sas.methods.registry import build_vector
+    from sas.runs.items import ConceptItem
+    from sas.steering.sparse import sigma
+    from sas.steering.strength import layer_activations, raw_multiplier
+
+    sae = S.load_sae(S.select_saes("gemma-3-270m", [9])[0], gemma_bf16)
+    item = ConceptItem("weddings", "tuning", n_prompts=16, n_calibration=16)
+    evicted = {}
+    for method in ("sas", "sas_relu"):
+        vec = build_vector(gemma_bf16, method, item.contrast, [9], {9: sae})
+        acts = layer_activations(gemma_bf16, item.prompts, vec, 9)
+        m = raw_multiplier(vec, 9, acts, 0.1)
+        z = sae.encode(acts.to(sae.dtype))
+        c = z + m * vec.codes[9].to(z.dtype)
+        z2 = sigma(sae, c) if vec.edit == "add" else torch.relu(c)
+        own = (z > 0) & (vec.codes[9] == 0)
+        evicted[method] = float((own & (z2 == 0)).sum(1).float().mean())
+    assert evicted["sas"] > 10 and evicted["sas_relu"] == 0, evicted  # about 26 of 64 when measured

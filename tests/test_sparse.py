@@ -128,6 +128,42 @@ def test_topk_sae_falls_back_to_the_full_path(tiny):
     assert torch.allclose(out[0], expected, atol=1e-5)
 
 
+def test_the_relu_edit_adds_features_to_a_topk_code_without_evicting_the_tokens_own(tiny):
+    """edit="relu": decode(relu(z + m v)) + error. On a TopK SAE the SAE's own sigma re-applies TopK, so a feature
+    the vector turns on takes the slot of one of the token's own features; the ReLU edit changes the support only.
+    On a JumpReLU SAE (fast path) it drops the thresholds on the edited code, and equals the full path."""
+    from dataclasses import replace
+
+    sae = random_sae(arch="topk")
+    base = _resid_after(tiny, TOKENS, _vector(sae, tiny), 0.0)[0]
+    z = sae.encode(base)
+    off = (z == 0).all(0).nonzero()[:, 0][:3].tolist()  # features no token uses: the vector turns them on
+    sas = _vector(sae, tiny, features=off, values=(5.0, 5.0, 5.0))
+    relu = replace(sas, edit="relu")
+    with pytest.warns(UserWarning, match="full"):
+        out_sas, out_relu = _resid_after(tiny, TOKENS, sas, 1.0)[0], _resid_after(tiny, TOKENS, relu, 1.0)[0]
+    err = base - sae.decode(z)
+    code_relu = torch.relu(z + relu.codes[LAYER])
+    assert torch.allclose(out_relu, sae.decode(code_relu) + err, atol=1e-5)
+    own = (z > 0) & (relu.codes[LAYER] == 0)
+    assert ((code_relu > 0) | ~own).all()  # every feature the token had is still on
+    code_sas = sigma(sae, z + sas.codes[LAYER])
+    assert torch.allclose(out_sas, sae.decode(code_sas) + err, atol=1e-5)
+    evicted = (own & (code_sas == 0)).sum(1)
+    assert (evicted == 3).all()  # three features in, three of the token's own out: TopK keeps k
+    jr = random_sae()
+    for vec in (_vector(jr, tiny), _vector(jr, tiny, features=(3, 7, 50), values=(0.05, -2.0, 0.05))):
+        fast = replace(vec, edit="relu")
+        full = replace(fast, fast=False)
+        a, b = _resid_after(tiny, TOKENS, fast, 1.5), _resid_after(tiny, TOKENS, full, 1.5)
+        assert torch.allclose(a, b, atol=1e-5)
+        zz = jr.encode(_resid_after(tiny, TOKENS, vec, 0.0)[0])
+        assert torch.allclose(b[0], jr.decode(torch.relu(zz + 1.5 * vec.codes[LAYER])) +
+                              (_resid_after(tiny, TOKENS, vec, 0.0)[0] - jr.decode(zz)), atol=1e-5)
+    with pytest.raises(ValueError, match="edit must be one of"):
+        replace(sas, edit="relu6")
+
+
 def test_sparse_vectors_add_codes_and_scale(tiny):
     sae = random_sae()
     a, b = _vector(sae, tiny), _vector(sae, tiny, features=(3, 9), values=(1.0, 1.0))

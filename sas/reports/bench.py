@@ -15,10 +15,10 @@ from .plots import figure, save_figure
 
 COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dense": "tab:purple",
           "prompt": "tab:green", "sas_diff": "tab:brown", "sas_os": "tab:pink", "sas_clamp": "tab:olive",
-          "sae_ts": "tab:cyan", "sae_ts_pinv": "black", "sas_dtc": "tab:gray"}
+          "sae_ts": "tab:cyan", "sae_ts_pinv": "black", "sas_dtc": "tab:gray", "sas_relu": "darkred"}
 OTHER_COLORS = ("gold", "navy", "teal", "magenta", "lime", "salmon", "indigo", "darkgoldenrod")
 # the methods that pick SAE features; SAS-dense is the dense control of the paper's SAS vector
-SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv", "sas_dtc")
+SPARSE = ("sas", "sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv", "sas_dtc", "sas_relu")
 
 
 def _color(method: str) -> str:

@@ -15,6 +15,12 @@ the fast path, exact and O(|S| d_model) per token.
 ``edit="clamp"`` sets the chosen features instead of adding to them (as Neuronpedia's steering does): at strength
 ``s`` the features on the side of ``s`` (``sign(v_f) == sign(s)``) are set to ``|s| x typical[f]``, their typical
 active value, and those of the other side to 0; the reconstruction error is kept, and ``s = 0`` is no edit.
+
+``edit="relu"`` reads sigma as a plain ReLU on the edited code: ``decode(relu(encode(a) + lambda v))``. For a TopK
+SAE the SAE's own activation re-applies TopK, so the vector's features can only enter a token's code by pushing
+out as many of the token's own features (on ``gemma-3-270m-L9-16k-topk`` the weddings vector at relative strength
+0.1 replaces about 26 of each token's 64 features); with ``relu`` they join the code instead and only the
+features of the support change. For a JumpReLU SAE ``relu`` drops the thresholds' gating of the support.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def sigma(sae, code: torch.Tensor) -> torch.Tensor:
     return torch.relu(code)
 
 
-EDITS = ("add", "clamp")
+EDITS = ("add", "clamp", "relu")
 
 
 def clamp_code(z: torch.Tensor, strength: torch.Tensor, v: torch.Tensor, typical: torch.Tensor) -> torch.Tensor:
@@ -84,7 +90,8 @@ class SparseVector:
     data_hash: str = ""
     settings: dict = field(default_factory=dict)
     fast: bool = True  # use the fast exact path when the activation is elementwise
-    edit: str = "add"  # "add" (SAS) or "clamp" (set the chosen features to |strength| x their typical value)
+    edit: str = "add"  # "add" (SAS), "clamp" (set the chosen features to |strength| x their typical value) or
+    # "relu" (SAS with a plain ReLU as sigma: for a TopK SAE, the features join the code instead of evicting others)
     typical: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # clamp: [d_sae] per layer
     kind = "sparse"
     linear = False
@@ -197,6 +204,7 @@ class SparseVector:
         if clamp and not torch.isfinite(torch.as_tensor(strength, dtype=torch.float64)).all():
             raise ValueError(f"the clamp target |strength| x typical value must be finite; strength {strength!r} is not")
         typ = self.typical.get(layer)
+        relu = self.edit == "relu"
         fast = self.fast and _elementwise(sae)
         if self.fast and not fast:
             warnings.warn(f"SAE at layer {layer} ({architecture(sae)}) has no elementwise activation: "
@@ -207,6 +215,7 @@ class SparseVector:
             b_enc = sae.b_enc[support].detach()
             w_dec = sae.W_dec[support].detach()
             thr = sae.threshold[support].detach() if architecture(sae) == "jumprelu" else None
+            thr_edit = None if relu else thr  # the threshold sigma applies to the edited code
             b_dec_in = sae.b_dec.detach() if getattr(sae.cfg, "apply_b_dec_to_input", False) else None
             v_s = v[support]
             typ_s = typ[support] if clamp else None
@@ -216,7 +225,7 @@ class SparseVector:
             key = (x.device, x.dtype)
             if key not in cast:
                 cast[key] = [t if t is None else t.to(x.device, x.dtype)
-                             for t in (w_enc, b_enc, w_dec, thr, b_dec_in, v_s, typ_s)]
+                             for t in (w_enc, b_enc, w_dec, thr, b_dec_in, v_s, typ_s, thr_edit)]
             return cast[key]
 
         def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
@@ -228,7 +237,7 @@ class SparseVector:
             # one strength per steered row: [n_steered, 1]
             multiplier = row_strengths(strength, n_batch, x.device, x.dtype)[:, :, 0].expand(n_batch, n_pos)[mask][:, None]
             if fast:
-                w_e, b_e, w_d, th, b_in, vs, ts = support_weights(x)
+                w_e, b_e, w_d, th, b_in, vs, ts, th2 = support_weights(x)
                 xin = (x - b_in) if b_in is not None else x
                 pre = xin @ w_e + b_e
                 z = torch.relu(pre) if th is None else torch.relu(pre) * (pre > th)
@@ -236,7 +245,7 @@ class SparseVector:
                     z2 = clamp_code(z, multiplier, vs, ts)
                 else:
                     c = z + multiplier * vs
-                    z2 = torch.relu(c) if th is None else torch.relu(c) * (c > th)
+                    z2 = torch.relu(c) if th2 is None else torch.relu(c) * (c > th2)
                 delta = (z2 - z) @ w_d
             else:
                 with torch.no_grad():
@@ -246,6 +255,8 @@ class SparseVector:
                         z2 = z.clone()
                         z2[:, support] = clamp_code(z[:, support], m, v[support].to(z.device, z.dtype),
                                                     typ[support].to(z.device, z.dtype))
+                    elif relu:
+                        z2 = torch.relu(z + m * v.to(z.device, z.dtype))
                     else:
                         z2 = sigma(sae, z + m * v.to(z.device, z.dtype))
                     delta = (sae.decode(z2) - sae.decode(z)).to(x.device, x.dtype)  # = decode(z2) + error - x
