@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sas.activations.codes as SC  # noqa: E402
 import sas.activations.residual as SR  # noqa: E402
 import sas.evaluation.sae_quality as SQ  # noqa: E402
+from sas.files import write_atomic  # noqa: E402
 from sas.hashing import held_out_fifth  # noqa: E402
 import sas.load.saes as S  # noqa: E402
 
@@ -83,6 +84,32 @@ def sentiment_heldout(n: int, data: Path = DATA) -> list[str]:
     return out[::max(1, len(out) // n)][:n] if n else []
 
 
+def card_table(cards: dict) -> list[str]:
+    """Markdown lines: one row per card with measured ``metrics`` (the registry's, or any ``{name: card}``), in the
+    field's terms: loss difference and KL with their intervals, explained variance, L0, dead and dense features."""
+    lines = ["| SAE | training tokens | loss difference (nats) [95%] | KL [95%] | explained variance | mean L0 | "
+             "dead | dense | EV at A/B answer token | EV on sentiment text |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, card in cards.items():
+        m = card.get("metrics") or {}
+        h = m.get("heldout")
+        if not h:
+            continue
+        tokens = card.get("training", {}).get("tokens_seen")
+        dead_on = h.get("n_dead_tokens", h.get("n_tokens"))
+
+        def ci(key):
+            if key not in h:
+                return "not measured"
+            lo, hi = h.get(f"{key}_ci") or (float("nan"), float("nan"))
+            return f"{h[key]:+.3f} [{lo:.3f}, {hi:.3f}]" if key == "loss_delta" else f"{h[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+        lines.append(f"| `{name}` | {tokens / 1e6:.2f}M | {ci('loss_delta')} | {ci('kl')} | "
+                     f"{h['explained_variance']:.3f} | {h['mean_l0']:.1f} | {h['dead_fraction']:.1%} (of {dead_on:,} "
+                     f"tokens) | {h.get('dense_fraction', float('nan')):.2%} | "
+                     f"{m.get('ab_answer_token', {}).get('explained_variance', float('nan')):.3f} | "
+                     f"{m.get('sentiment_tokens', {}).get('explained_variance', float('nan')):.3f} |")
+    return lines
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sae", action="append", default=[], help="registry name, folder, or sae-lens release/id such "
@@ -91,7 +118,7 @@ def main(argv=None) -> None:
                     "each SAE at each milestone (the learning curve)")
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--dtype", default="bfloat16", help="model dtype (bfloat16 is 2x faster on this CPU)")
-    ap.add_argument("--heldout", type=Path, required=True, help="held-out text (a jsonl file or a folder of them, "
+    ap.add_argument("--heldout", type=Path, help="held-out text (a jsonl file or a folder of them, "
                     "'text' per line), e.g. ../shared/data/corpus/enwiki-2014-heldout")
     ap.add_argument("--data", type=Path, default=DATA, help="folder of the CAA test and sentiment prompt sets "
                     "(default ../shared/data)")
@@ -104,7 +131,14 @@ def main(argv=None) -> None:
     ap.add_argument("--ab-prompts", type=int, default=0, help="use only this many A/B test prompts (0: all 700)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--write-card", action="store_true", help="store the metrics in the registry cards")
+    ap.add_argument("--table", action="store_true", help="print the measured cards of the shipped SAEs as a Markdown "
+                    "table and exit (no model, nothing measured)")
     args = ap.parse_args(argv)
+    if args.table:
+        print("\n".join(card_table(S.registry())))
+        return
+    if args.heldout is None:
+        ap.error("--heldout is needed to measure (e.g. ../shared/data/corpus/enwiki-2014-heldout)")
     for run in args.curve:
         found = sorted((run / "milestones").glob("*/*/cfg.json"), key=lambda p: (p.parent.name, int(p.parts[-3][:-1])))
         found += sorted((run / "final").glob("*/cfg.json"))
@@ -176,7 +210,7 @@ def main(argv=None) -> None:
             card_path = S.SAE_DIR / f"{name}.json"
             card = json.loads(card_path.read_text())
             card["metrics"] = res
-            card_path.write_text(json.dumps(card, indent=1) + "\n")
+            write_atomic(card_path, lambda t: t.write_text(json.dumps(card, indent=1) + "\n"))
     print(f"[evaluate] {time.time() - t0:.0f} s", file=sys.stderr)
 
 
