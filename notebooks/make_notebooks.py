@@ -46,11 +46,10 @@ NOTEBOOKS = {
                "Build a SAS vector in a shipped SAE's feature space from contrastive sentiment sentences, steer "
                "with it (the reconstruction error of the unsteered activation is kept), and compare with its dense "
                "direction."),
-        ("code", "import torch\nimport sas\nfrom sas.load.saes import load_sae, registry\nfrom sas.methods.sas import "
+        ("code", "import torch\nimport sas\nfrom sas.load.saes import load_sae, select_saes\nfrom sas.methods.sas import "
                  "sas_vector_from_texts\nfrom sas.concepts.tasks import sentiment_pairs\n\n"
                  "model = sas.load_model()\n"
-                 "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
-                 "key=lambda n: registry()[n]['width'])\n"
+                 "name = select_saes('gemma-3-270m', [9])[0]  # the default layer-9 SAE (16k TopK, 30M tokens)\n"
                  "sae = load_sae(name, model)\nname, sae.cfg.d_sae"),
         ("code", "pos, neg = sentiment_pairs()\n"
                  "sv = sas_vector_from_texts(model, sae, pos, neg, tau=0.1)\n"
@@ -68,14 +67,13 @@ NOTEBOOKS = {
         ("md", "# What do the selected features mean?\n\nFor each feature of a SAS vector: the tokens its decoder "
                "direction promotes and suppresses, the held-out Wikipedia contexts where it fires most, and a "
                "dashboard of HTML pages (one per feature) that shows it all at once."),
-        ("code", "import pandas as pd\nimport sas\nfrom sas.load.saes import load_sae, registry\n"
+        ("code", "import pandas as pd\nimport sas\nfrom sas.load.saes import load_sae, select_saes\n"
                  "from sas.methods.sas import sas_vector_from_texts\nfrom sas.concepts.tasks import sentiment_pairs\n"
                  "from sas.evaluation.features import feature_table, top_contexts, overlap\n"
                  "from sas.load.data import load_text_sample\n\n"
                  "pd.set_option('display.max_rows', 12)\npd.set_option('display.max_colwidth', 80)\n"
                  "model = sas.load_model()\n"
-                 "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
-                 "key=lambda n: registry()[n]['width'])\nsae = load_sae(name, model)\n"
+                 "name = select_saes('gemma-3-270m', [9])[0]  # the default layer-9 SAE (16k TopK, 30M tokens)\nsae = load_sae(name, model)\n"
                  "pos, neg = sentiment_pairs()\n"
                  "sv = sas_vector_from_texts(model, sae, pos, neg, tau=0.1, behavior='sentiment')\nsv.n_features()"),
         ("code", "feature_table(model, sae, sv).head(8)"),
@@ -102,10 +100,9 @@ NOTEBOOKS = {
     "04_sparse_vs_dense.ipynb": [
         ("md", "# Sparse versus dense on the same data\n\nCAA, SAS and the dense direction decoded from the SAS "
                "vector (`sas_dense`), built from the same activations and scored with the same sentiment task."),
-        ("code", "import sas\nfrom sas.load.saes import load_sae, registry, sae_layer\nfrom sas.reports.plots import "
+        ("code", "import sas\nfrom sas.load.saes import load_sae, select_saes, sae_layer\nfrom sas.reports.plots import "
                  "plot_compare\nfrom sas.runs.compare import compare\n\nmodel = sas.load_model()\n"
-                 "name = min((n for n, c in registry().items() if c['model'] == 'gemma-3-270m'), "
-                 "key=lambda n: registry()[n]['width'])\nsae = load_sae(name, model)\n"
+                 "name = select_saes('gemma-3-270m', [9])[0]  # the default layer-9 SAE (16k TopK, 30M tokens)\nsae = load_sae(name, model)\n"
                  "layer = sae_layer(sae)"),
         ("code", "import tempfile, os\nout = os.path.join(tempfile.mkdtemp(), 'compare.jsonl')\n"
                  "df = compare(model, {layer: sae}, task='sentiment', multipliers=[-2, 0, 2], n_prompts=6, "
@@ -124,7 +121,7 @@ NOTEBOOKS = {
                "matched fluency come from `sas bench`."),
         ("code", "import torch\nimport sas\nfrom sas.activations.contrast import Contrast\nfrom sas.concepts import "
                  "get_concept\nfrom sas.load.saes import load_sae, sae_layer\n\n"
-                 "model = sas.load_model()\nsae = load_sae('gemma-3-270m-L9-4k', model)\nlayer = sae_layer(sae)\n"
+                 "model = sas.load_model()\nsae = load_sae('gemma-3-270m-L9-16k-topk', model)  # the default layer-9 SAE\nlayer = sae_layer(sae)\n"
                  "c = get_concept('sentiment-negative')\n"
                  "contrast = Contrast(c.name, positive=c.positive_texts(), negative=c.negative_texts())\n"
                  "contrast.n_pairs, c.positive_texts()[0], c.negative_texts()[0]"),
@@ -188,7 +185,7 @@ CONDITIONS = [
     ("md", "### A feature condition\n\nSAE features that fire more on the prompts about cooking, each with its "
            "own threshold (chosen on the fit half), and how many to keep (chosen on the tuning half). Per prompt: "
            "it holds if any prompt token fires."),
-    ("code", "sae = load_sae('gemma-3-270m-L9-16k', model)\n"
+    ("code", "sae = load_sae('gemma-3-270m-L9-16k-topk', model)  # the default layer-9 SAE\n"
              "features = sas.condition_from_texts(model, about[build], other[build], layer=9, sae=sae, "
              "name='cooking', n_features=4)\n"
              "print(features.describe())\nfeatures.settings"),
@@ -232,7 +229,7 @@ COMPOSITION = [
            "has the full run."),
     ("code", "import pandas as pd\nimport tempfile, os\n"
              "out = os.path.join(tempfile.mkdtemp(), 'compose.jsonl')\n"
-             "r = sas.compose(model, {5: 'gemma-3-270m-L5-4k'}, pairs=['sentiment-positive+weddings'],\n"
+             "r = sas.compose(model, {5: 'gemma-3-270m-L5-16k-topk'}, pairs=['sentiment-positive+weddings'],\n"
              "                setups=['caa@5+caa@5', 'sas@5+sas@5', 'caa@5+sas@5'], n_tune=8, n_test=12,\n"
              "                max_new_tokens=8, strengths=(0.01, 0.02, 0.05), extend=0, out=out, progress=False)\n"
              "table = pd.json_normalize(sas.composition_table(r))\n"
