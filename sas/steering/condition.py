@@ -141,7 +141,28 @@ class Condition:
                 w = sae.W_enc
                 return (sae.encode(x.to(w.device, w.dtype))[..., idx.to(w.device)].float().to(x.device)
                         > cast[key]).any(-1)
-            return encoded
+            if architecture(sae) not in ("topk", "batchtopk") or min(self.thresholds) < 0 or \
+                    getattr(sae.cfg, "normalize_activations", "none") not in ("none", None):
+                return encoded
+            # TopK: a feature's code is its pre-activation or 0, so it can exceed a threshold >= 0 only where the
+            # pre-activation does. The condition's own columns find those tokens (few: the features are chosen
+            # to be rare); the full encode decides only there. A margin keeps rounding from hiding a candidate.
+            b_in = sae.b_dec.detach() if getattr(sae.cfg, "apply_b_dec_to_input", False) else None
+            parts = (sae.W_enc.detach()[:, idx], sae.b_enc.detach()[idx], b_in, torch.tensor(self.thresholds))
+
+            def prefiltered(x):
+                key = (x.device, "columns")
+                if key not in cast:
+                    cast[key] = [t if t is None else t.to(x.device, torch.float32) for t in parts]
+                w, b, bi, want = cast[key]
+                xf = x.float() - bi if bi is not None else x.float()
+                pre = xf @ w + b
+                cand = (pre > want - 1e-3 * (1 + want)).any(-1)
+                out = torch.zeros_like(cand)
+                if cand.any():
+                    out[cand] = encoded(x[cand])
+                return out
+            return prefiltered
         jump = architecture(sae) == "jumprelu"
         b_in = sae.b_dec.detach() if getattr(sae.cfg, "apply_b_dec_to_input", False) else None
         parts = (sae.W_enc.detach()[:, idx], sae.b_enc.detach()[idx], sae.threshold.detach()[idx] if jump else None,
