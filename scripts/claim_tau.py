@@ -59,11 +59,16 @@ def main():
     out = Path(args.out)
     rows_path = out.with_suffix(".jsonl")
     scale = f"strength {args.strength:g}" if args.multiplier is None else f"multiplier {args.multiplier:g}"
-    if rows_path.exists() and any(r.get("scale", "multiplier 8") != scale for r in read_rows(rows_path)):
+    if rows_path.exists() and any((r.get("scale", "multiplier 8"), r.get("sae", args.sae)) != (scale, args.sae)
+                                  for r in read_rows(rows_path)):
         raise SystemExit(f"{rows_path} holds rows of another SAE or scale than {args.sae} at {scale}: give another "
                          "--out, or move the old file away")
     prompts = task_prompts(task_concept("sentiment"), args.n_prompts)
     done = {(r["tau"], r.get("mean", "all")) for r in read_rows(rows_path)}
+    if (None, "unsteered") not in done:  # the baseline: the same prompts and sampling seeds, no edit
+        r = run_task(model, "sentiment", None, 0.0, [layer], args.n_prompts)
+        append_row(rows_path, {"sae": args.sae, "scale": scale, "tau": None, "mean": "unsteered", "score": r["score"],
+                               "score_lo": r["score_lo"], "score_hi": r["score_hi"], "ppl": r["perplexity"]})
     for mean, tau in [(m, float(t)) for m in args.means.split(",") for t in args.taus.split(",")]:
         if (tau, mean) in done:
             continue
@@ -92,6 +97,8 @@ def main():
         append_row(rows_path, row)
     df = pd.DataFrame(read_rows(rows_path))
     df["mean"] = df.get("mean", pd.Series("all", index=df.index)).fillna("all")
+    base = df[df["mean"] == "unsteered"].iloc[0]
+    df = df[df["mean"] != "unsteered"]
     df = df.sort_values(["mean", "tau"])
     lo, hi = "score-", "score+"
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -112,7 +119,8 @@ def main():
                         "score- [95%]", "ppl-", "score+ [95%]", "ppl+", "note") if c in df]
     lines = ["# The tau trade-off (sentiment)", "", f"SAE `{args.sae}` (layer {layer}), {scale} (negative and "
              f"positive), {args.n_prompts} neutral prompts, VADER compound with 95% bootstrap intervals over "
-             "prompts; ppl: the continuations' perplexity under the unsteered model.", "",
+             "prompts; ppl: the continuations' perplexity under the unsteered model. Unsteered: "
+             f"{base['score']:+.3f} [{base['score_lo']:+.3f}, {base['score_hi']:+.3f}], ppl {base['ppl']:.1f}.", "",
              df[cols].round(4).to_markdown(index=False), "", f"![figure]({out.with_suffix('.png').name})", "",
              f"Command: `python scripts/claim_tau.py --sae {args.sae} "
              + (f"--strength {args.strength:g}" if args.multiplier is None else f"--multiplier {args.multiplier:g}")
