@@ -23,7 +23,7 @@ from sas.load.saes import registry  # noqa: E402
 from sas.reports.sae_sets import compare_lines  # noqa: E402
 from sas.runs.bench import FLUENCY, MAX_EXTEND, N_TEST, N_TUNE, STRENGTHS, bench  # noqa: E402
 
-ALL = "caa,actadd,sas,sas_dense,prompt,sas_diff,sas_os,sas_clamp,sae_ts,sae_ts_pinv,sas_dtc"
+ALL = "caa,actadd,sas,sas_dense,prompt,sas_diff,sas_os,sas_clamp,sae_ts,sae_ts_pinv,sas_dtc"  # both final runs' methods
 
 
 def unfinished(path: Path):

@@ -23,11 +23,13 @@ def _score(rec: dict | None) -> str:
     return f"{rec['score']:.2f} [{rec['lo']:.2f}, {rec['hi']:.2f}] (L{rec['layer']}, {rec['strength']:g})"
 
 
-def paired_rows(result_a, result_b, methods=SPARSE) -> list[dict]:
-    """Per concept, method and budget present in both runs: the two test records (:func:`~sas.reports.bench.table`)
-    and, where both reached the budget, the paired difference of their test scores (``diff``, ``lo``, ``hi``)."""
-    ta = {(r["concept"], r["method"], r["budget"]): r for r in table(result_a)}
-    tb = {(r["concept"], r["method"], r["budget"]): r for r in table(result_b)}
+def paired_rows(result_a, result_b, methods=SPARSE, records=None) -> list[dict]:
+    """Per concept, method and budget present in both runs: the two test records (:func:`~sas.reports.bench.table`,
+    or ``records``: the two runs' tables if already made) and, where both reached the budget, the paired difference
+    of their test scores (``diff``, ``lo``, ``hi``)."""
+    rec_a, rec_b = records or (table(result_a), table(result_b))
+    ta = {(r["concept"], r["method"], r["budget"]): r for r in rec_a}
+    tb = {(r["concept"], r["method"], r["budget"]): r for r in rec_b}
     out = []
     for key in (k for k in ta if k in tb and k[1] in methods):
         a, b = ta[key], tb[key]
@@ -50,7 +52,8 @@ def compare_lines(result_a, result_b, labels: tuple[str, str] = ("first SAEs", "
     b = budgets[len(budgets) // 2] if budget is None else budget
     fl = result_a.settings.get("fluency", "perplexity")
     la, lb = labels
-    rows = [r for r in paired_rows(result_a, result_b) if r["budget"] == b]
+    rec_a, rec_b = table(result_a), table(result_b)  # each table bootstraps every record: made once
+    rows = [r for r in paired_rows(result_a, result_b, records=(rec_a, rec_b)) if r["budget"] == b]
     lines = [f"## The sparse methods on two SAE sets, at {_budget_text(fl, b)}", "",
              f"Test scores with 95% intervals (chosen layer, strength) on {la} and on {lb}; the difference is "
              f"{lb} minus {la}, paired over the same test prompts and sampling seeds.", "",
@@ -64,8 +67,7 @@ def compare_lines(result_a, result_b, labels: tuple[str, str] = ("first SAEs", "
     lines += ["", f"Of {both} concept-method pairs reached on both sets, {up} score higher on {lb} (interval above "
               f"0) and {down} lower.", "", "Against CAA (win/tie/loss/underpowered/unreached over concepts):", "",
               f"| method | {la} | {lb} |", "| --- | --- | --- |"]
-    ca = counts(table(result_a), "caa")
-    cb = counts(table(result_b), "caa")
+    ca, cb = counts(rec_a, "caa"), counts(rec_b, "caa")
 
     def cell(c):
         return "" if c is None else "/".join(str(c[k]) for k in ("win", "tie", "loss", "underpowered", "unreached"))
@@ -74,8 +76,8 @@ def compare_lines(result_a, result_b, labels: tuple[str, str] = ("first SAEs", "
             lines.append(f"| {m} | {cell(ca.get((m, b)))} | {cell(cb.get((m, b)))} |")
     present = [m for m in SPARSE if (m, b) in ca and (m, b) in cb]
     if present:
-        best_a = best_sparse(result_a, table(result_a), tuple(present))
-        best_b = best_sparse(result_b, table(result_b), tuple(present))
+        best_a = best_sparse(result_a, rec_a, tuple(present))
+        best_b = best_sparse(result_b, rec_b, tuple(present))
         wins_a = sum(r.get("vs_caa_verdict") == "win" for r in best_a if r["budget"] == b)
         wins_b = sum(r.get("vs_caa_verdict") == "win" for r in best_b if r["budget"] == b)
         lines += ["", f"The best sparse method per concept (picked on the tuning split): {la}: {_tally(best_a, b)}, "
