@@ -206,7 +206,7 @@ class SparseVector:
         typ = self.typical.get(layer)
         relu = self.edit == "relu"
         fast = self.fast and _elementwise(sae)
-        if self.fast and not fast:
+        if self.fast and not fast and architecture(sae) != "topk":  # TopK has no other exact path: nothing to say
             warnings.warn(f"SAE at layer {layer} ({architecture(sae)}) has no elementwise activation: "
                           "using the full (exact, slower) path")
         support = v.nonzero()[:, 0]
