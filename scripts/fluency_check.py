@@ -1,10 +1,16 @@
-"""Do the fluency measures agree with a reader? 80 continuations of the landed benchmark run (docs/bench: its
-tuning split, 24 prompts per condition, strengths 0.02 to 0.1 of the residual norm at layers 5 and 9, bfloat16),
-spread over concepts, methods, layers and strengths, each scored by every fluency measure, read by hand; then each
-measure's agreement with the reading.
+"""Do the fluency measures agree with a reader? Continuations of a benchmark run's tuning split, spread over
+concepts, methods, layers and strengths, each scored by every fluency measure, read by hand; then each measure's
+agreement with the reading. Two samples:
+
+- ``first``: 80 continuations of the first run (docs/bench/first-run: 24 tuning prompts per condition, strengths
+  0.02 to 0.1 of the residual norm at layers 5 and 9, the first 4k SAEs, bfloat16), four concepts;
+- ``languages``: 40 continuations of the final run (docs/bench: 48 tuning prompts, the grid extended past 0.1, the
+  default SAEs), French and Spanish, most of them from conditions that switch the language: the case the first
+  sample could not test (is fluent French charged by a budget?).
 
     PYTHONPATH=. python scripts/fluency_check.py --pick       # docs/fluency_check/ratings.jsonl, reading empty
     PYTHONPATH=. python scripts/fluency_check.py --agreement  # after reading: the table of docs/fluency_check
+    PYTHONPATH=. python scripts/fluency_check.py --sample languages --pick   # ratings_languages.jsonl (and so on)
 
 A reading is "fluent" (text a person could have written, on any topic and in any language, cut off mid-sentence
 allowed) or "not fluent" (word salad, loops of repeated words, broken grammar, stray tokens). The measures are
@@ -22,29 +28,67 @@ import argparse
 import json
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-BENCH = Path("docs/bench/bench.jsonl")
 OUT = Path("docs/fluency_check")
-CONCEPTS = ["weddings", "french", "sentiment-negative", "space"]
-METHODS = ["caa", "actadd", "sas", "sas_dense"]
-SAES = {5: "gemma-3-270m-L5-4k", 9: "gemma-3-270m-L9-4k"}
-PER_CONCEPT = {"unsteered": 2, "prompt": 2, "steered": 8, "strong": 8}  # strong: 0.075 and 0.1, where text breaks
+
+
+@dataclass(frozen=True)
+class Sample:
+    bench: Path
+    concepts: tuple
+    methods: tuple
+    saes: dict
+    n_tune: int
+    per_concept: dict  # how many texts of each kind per concept
+    suffix: str = ""  # of the ratings and conditions files
+
+    def is_strong(self, row: dict) -> bool:
+        """The steered conditions the "strong" picks come from."""
+        if self.suffix:  # languages: the conditions that switch the language on at least a fifth of the prompts
+            return row["score"] >= 0.2
+        return row["multiplier"] >= 0.075  # first: 0.075 and 0.1, where text breaks
+
+    @property
+    def ratings(self) -> Path:
+        return OUT / f"ratings{self.suffix}.jsonl"
+
+    @property
+    def conditions(self) -> Path:
+        return OUT / f"conditions{self.suffix}.json"
+
+
+ALL_METHODS = ("caa", "actadd", "sas", "sas_dense", "sas_diff", "sas_os", "sas_clamp", "sae_ts", "sae_ts_pinv",
+               "sas_dtc", "sas_relu")
+SAMPLES = {
+    "first": Sample(Path("docs/bench/first-run/bench.jsonl"), ("weddings", "french", "sentiment-negative", "space"),
+                    ("caa", "actadd", "sas", "sas_dense"), {5: "gemma-3-270m-L5-4k", 9: "gemma-3-270m-L9-4k"}, 24,
+                    {"unsteered": 2, "prompt": 2, "steered": 8, "strong": 8}),
+    "languages": Sample(Path("docs/bench/bench.jsonl"), ("french", "spanish"), ALL_METHODS,
+                        {5: "gemma-3-270m-L5-16k-topk", 9: "gemma-3-270m-L9-16k-topk"}, 48,
+                        {"unsteered": 2, "prompt": 2, "steered": 4, "strong": 12}, "_languages"),
+}
+S = SAMPLES["first"]  # set by --sample
 
 
 def _rows():
-    rows = [json.loads(x) for x in BENCH.open()]
-    texts = [json.loads(x) for x in BENCH.with_name("bench.texts.jsonl").open()]
+    rows = [json.loads(x) for x in S.bench.open()]
+    texts: dict[tuple, list[str]] = {}
     keys = ("method", "concept", "layer", "multiplier", "split")
+    for line in S.bench.with_name(S.bench.stem + ".texts.jsonl").open():
+        t = json.loads(line)
+        if t.get("split") == "tuning" and t.get("concept") in S.concepts:
+            texts.setdefault(tuple(t.get(k) for k in keys), []).append(t["texts"])
     out = []
     for r in rows:
-        if r["split"] != "tuning" or "skipped" in r or r["concept"] not in CONCEPTS:
+        if r["split"] != "tuning" or "skipped" in r or r["concept"] not in S.concepts:
             continue
-        t = next((t for t in texts if all(t.get(k) == r.get(k) for k in keys) and len(t["texts"]) == r["n"]), None)
+        t = next((t for t in texts.get(tuple(r.get(k) for k in keys), []) if len(t) == r["n"]), None)
         if t is not None:
-            out.append((r, t["texts"]))
+            out.append((r, t))
     return out
 
 
@@ -55,18 +99,19 @@ def pick() -> None:
     rng = random.Random(0)
     rows = _rows()
     chosen = []
-    for c in CONCEPTS:
-        prompts = steering_prompts(get_concept(c), "tuning", 24)
+    for c in S.concepts:
+        prompts = steering_prompts(get_concept(c), "tuning", S.n_tune)
         mine = [(r, t) for r, t in rows if r["concept"] == c]
         unst = next((r, t) for r, t in mine if r["multiplier"] == 0)
         prompt = next((r, t) for r, t in mine if r["method"] == "prompt" and r["multiplier"] == 1)
-        steered = [(r, t) for r, t in mine if r["method"] in METHODS and r["multiplier"] > 0]
-        picks = [(unst, i) for i in rng.sample(range(24), PER_CONCEPT["unsteered"])]
-        picks += [(prompt, i) for i in rng.sample(range(24), PER_CONCEPT["prompt"])]
-        weak = [rt for rt in steered if rt[0]["multiplier"] < 0.075]
-        strong = [rt for rt in steered if rt[0]["multiplier"] >= 0.075]
-        picks += [(rt, rng.randrange(24)) for rt in rng.sample(weak, PER_CONCEPT["steered"])]
-        picks += [(rt, rng.randrange(24)) for rt in rng.sample(strong, PER_CONCEPT["strong"])]
+        steered = [(r, t) for r, t in mine if r["method"] in S.methods and r["multiplier"] > 0]
+        n, per = S.n_tune, S.per_concept
+        picks = [(unst, i) for i in rng.sample(range(n), per["unsteered"])]
+        picks += [(prompt, i) for i in rng.sample(range(n), per["prompt"])]
+        weak = [rt for rt in steered if not S.is_strong(rt[0])]
+        strong = [rt for rt in steered if S.is_strong(rt[0])]
+        picks += [(rt, rng.randrange(n)) for rt in rng.sample(weak, per["steered"])]
+        picks += [(rt, rng.randrange(n)) for rt in rng.sample(strong, per["strong"])]
         # SmolLM2 on every unsteered text of the concept (the ratio's denominator) and on the picked ones
         prefix = get_concept(c).prefix
         base = fluency_nll([prefix + p for p in prompts], unst[1])
@@ -79,29 +124,30 @@ def pick() -> None:
                            "perplexity": math.exp(r["nll"][i] / max(r["n_tokens"][i], 1)) / unst[0]["perplexity"],
                            "smollm2": math.exp(nll / max(n, 1)) / base_ppl})
     rng.shuffle(chosen)  # read in random order: the condition does not show
-    with (OUT / "ratings.jsonl").open("w") as f:
+    with S.ratings.open("w") as f:
         for r in chosen:
             f.write(json.dumps({**r, "kl": None, "fluent": None, "reason": ""}, ensure_ascii=False) + "\n")
 
 
 def conditions() -> None:
-    """Each rating's ``smollm2 (condition)``: SmolLM2's pooled perplexity over all 24 continuations of the text's
-    condition, over the unsteered condition's (what a budget reads), in ``conditions.json`` beside the ratings."""
+    """Each rating's ``smollm2 (condition)``: SmolLM2's pooled perplexity over all the tuning continuations of the
+    text's condition, over the unsteered condition's (what a budget reads), in ``conditions*.json`` beside the
+    ratings."""
     from sas.concepts import get_concept, steering_prompts
     from sas.evaluation.fluency import fluency_nll
 
-    recs = [json.loads(x) for x in (OUT / "ratings.jsonl").open()]
+    recs = [json.loads(x) for x in S.ratings.open()]
     rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): (r, t) for r, t in _rows()}
     out = {}
     keys = sorted({(r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
-                   for r in recs} | {(c, "caa", 5, 0.0) for c in CONCEPTS})
+                   for r in recs} | {(c, "caa", 5, 0.0) for c in S.concepts})
     for key in [k for k in keys if k[3] == 0] + [k for k in keys if k[3] != 0]:  # the denominators first
         c = get_concept(key[0])
-        prompts = steering_prompts(c, "tuning", 24)
+        prompts = steering_prompts(c, "tuning", S.n_tune)
         nll = fluency_nll([c.prefix + p for p in prompts], rows[key][1])
         out[str(key)] = math.exp(nll[:, 0].sum() / nll[:, 1].sum())
         print(key, round(out[str(key)], 2), flush=True)
-        (OUT / "conditions.json").write_text(json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
+        S.conditions.write_text(json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
 
 
 def kl() -> None:
@@ -115,18 +161,18 @@ def kl() -> None:
     from sas.runs.items import ConceptItem
 
     torch.set_num_threads(2)
-    recs = [json.loads(x) for x in (OUT / "ratings.jsonl").open()]
+    recs = [json.loads(x) for x in S.ratings.open()]
     model = load_model("gemma-3-270m")
-    saes = {x: load_sae(n, model) for x, n in SAES.items()}
-    todo = sorted({(r["concept"], r["method"]) for r in recs if r["method"] in METHODS})
+    saes = {x: load_sae(n, model) for x, n in S.saes.items()}
+    todo = sorted({(r["concept"], r["method"]) for r in recs if r["method"] in S.methods})
     for r in recs:
-        if r["method"] not in METHODS:
+        if r["method"] not in S.methods:
             r["kl"] = 0.0
     contrasts = {}  # one per concept: its activations are computed once for all methods
     for concept, method in todo:
         contrast = contrasts.setdefault(concept, ConceptItem(concept).contrast)
-        vec = build_vector(model, method, contrast, sorted(SAES), saes if get_method(method).needs_sae else None)
-        for layer in SAES:
+        vec = build_vector(model, method, contrast, sorted(S.saes), saes if get_method(method).needs_sae else None)
+        for layer in S.saes:
             mine = [r for r in recs if (r["concept"], r["method"], r["layer"]) == (concept, method, layer)]
             mults = sorted({r["raw_multiplier"] for r in mine})
             if not mults:
@@ -135,7 +181,7 @@ def kl() -> None:
             for r in mine:
                 r["kl"] = got[r["raw_multiplier"]]
             print(concept, method, layer, {round(m, 3): round(v, 4) for m, v in got.items()}, flush=True)
-        with (OUT / "ratings.jsonl").open("w") as f:  # after each vector: a stopped run keeps what it measured
+        with S.ratings.open("w") as f:  # after each vector: a stopped run keeps what it measured
             for r in recs:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
@@ -157,9 +203,9 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 def agreement() -> str:
     from sas.evaluation.fluency import MEASURES
 
-    recs = [json.loads(x) for x in (OUT / "ratings.jsonl").open()]
+    recs = [json.loads(x) for x in S.ratings.open()]
     if any(r["fluent"] is None for r in recs):
-        raise SystemExit("ratings.jsonl has unread items (fluent: null)")
+        raise SystemExit(f"{S.ratings} has unread items (fluent: null)")
     rng = np.random.default_rng(0)
     rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): r for r, _ in _rows()}
     unst = {r["concept"]: r for r in rows.values() if r["multiplier"] == 0}
@@ -167,8 +213,8 @@ def agreement() -> str:
         m = "caa" if r["method"] == "unsteered" else r["method"]
         row = rows[(r["concept"], m, r["layer"], r["multiplier"])]
         r["perplexity (condition)"] = row["perplexity"] / unst[r["concept"]]["perplexity"]
-        if (OUT / "conditions.json").exists():
-            cond = json.loads((OUT / "conditions.json").read_text())
+        if S.conditions.exists():
+            cond = json.loads(S.conditions.read_text())
             key, base = str((r["concept"], m, r["layer"], r["multiplier"])), str((r["concept"], "caa", 5, 0.0))
             if key in cond and base in cond:
                 r["smollm2 (condition)"] = cond[key] / cond[base]
@@ -209,7 +255,9 @@ if __name__ == "__main__":
     g.add_argument("--kl", action="store_true")
     g.add_argument("--conditions", action="store_true")
     g.add_argument("--agreement", action="store_true")
+    ap.add_argument("--sample", choices=sorted(SAMPLES), default="first")
     a = ap.parse_args()
+    S = SAMPLES[a.sample]
     OUT.mkdir(parents=True, exist_ok=True)
     if a.kl:
         kl()
