@@ -150,6 +150,44 @@ def conditions() -> None:
         S.conditions.write_text(json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
 
 
+def prefixed() -> None:
+    """A candidate measure that should not charge a language: the continuation's perplexity under the unsteered
+    gemma-3-270m (a multilingual model) given the concept's prefix and the prompt ("The following text is written in
+    French. ..."), over the unsteered condition's. Per text (``prefixed`` in the ratings) and pooled over the
+    condition's tuning continuations (``prefixed (condition)``, in ``conditions*_prefixed.json``)."""
+    import torch
+
+    from sas.concepts import get_concept, steering_prompts
+    from sas.forward.likelihood import continuation_nll
+    from sas.load.models import load_model
+
+    torch.set_num_threads(1)
+    model = load_model("gemma-3-270m", dtype="bfloat16")
+    recs = [json.loads(x) for x in S.ratings.open()]
+    rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): (r, t) for r, t in _rows()}
+    keys = sorted({(r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
+                   for r in recs} | {(c, "caa", 5, 0.0) for c in S.concepts})
+    path = S.conditions.with_name(S.conditions.stem + "_prefixed.json")
+    out = json.loads(path.read_text()) if path.exists() else {}
+    per_text = {}
+    for key in [k for k in keys if k[3] == 0] + [k for k in keys if k[3] != 0]:  # the denominators first
+        c = get_concept(key[0])
+        prompts = steering_prompts(c, "tuning", S.n_tune)
+        nll = continuation_nll(model, [c.prefix + p for p in prompts], rows[key][1])
+        out[str(key)] = math.exp(nll[:, 0].sum() / nll[:, 1].sum())
+        per_text[key] = nll
+        print(key, round(out[str(key)] / out[str((key[0], "caa", 5, 0.0))], 2), flush=True)
+        path.write_text(json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
+    for r in recs:
+        key = (r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
+        i = steering_prompts(get_concept(r["concept"]), "tuning", S.n_tune).index(r["prompt"])
+        nll, n = per_text[key][i].tolist()
+        r["prefixed"] = math.exp(nll / max(n, 1)) / out[str((r["concept"], "caa", 5, 0.0))]
+    with S.ratings.open("w") as f:
+        for r in recs:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
 def kl() -> None:
     """Fill each rating's ``kl``: the condition's vector rebuilt (as the benchmark builds it), at its raw multiplier."""
     import torch
@@ -213,13 +251,17 @@ def agreement() -> str:
         m = "caa" if r["method"] == "unsteered" else r["method"]
         row = rows[(r["concept"], m, r["layer"], r["multiplier"])]
         r["perplexity (condition)"] = row["perplexity"] / unst[r["concept"]]["perplexity"]
-        if S.conditions.exists():
-            cond = json.loads(S.conditions.read_text())
-            key, base = str((r["concept"], m, r["layer"], r["multiplier"])), str((r["concept"], "caa", 5, 0.0))
+        key, base = str((r["concept"], m, r["layer"], r["multiplier"])), str((r["concept"], "caa", 5, 0.0))
+        for name, path in (("smollm2 (condition)", S.conditions),
+                           ("prefixed (condition)", S.conditions.with_name(S.conditions.stem + "_prefixed.json"))):
+            cond = json.loads(path.read_text()) if path.exists() else {}
             if key in cond and base in cond:
-                r["smollm2 (condition)"] = cond[key] / cond[base]
+                r[name] = cond[key] / cond[base]
     measures = {**MEASURES, "perplexity (condition)": MEASURES["perplexity"],
                 "smollm2 (condition)": MEASURES["smollm2"]}
+    if any("prefixed" in r for r in recs):  # the languages sample's candidate (--prefixed)
+        measures |= {"prefixed": MEASURES["perplexity"], "prefixed (condition)": MEASURES["perplexity"]}
+    measures = {k: m for k, m in measures.items() if any(r.get(k) is not None for r in recs)}  # kl: first only
     common = [r for r in recs if all(r.get(k) is not None for k in measures)]
     return _table(recs, measures, rng) + f"\n\nOn the {len(common)} texts that have every measure:\n\n" + \
         _table(common, measures, rng)
@@ -254,6 +296,7 @@ if __name__ == "__main__":
     g.add_argument("--pick", action="store_true")
     g.add_argument("--kl", action="store_true")
     g.add_argument("--conditions", action="store_true")
+    g.add_argument("--prefixed", action="store_true")
     g.add_argument("--agreement", action="store_true")
     ap.add_argument("--sample", choices=sorted(SAMPLES), default="first")
     a = ap.parse_args()
@@ -263,6 +306,8 @@ if __name__ == "__main__":
         kl()
     elif a.conditions:
         conditions()
+    elif a.prefixed:
+        prefixed()
     elif a.pick:
         pick()
     else:
