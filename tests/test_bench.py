@@ -147,8 +147,8 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
         picked = next(c for c in tuned if c.method == rec["method"])
         assert picked.tuning_score == max(c.tuning_score for c in tuned) and "vs_unsteered" in rec
         assert f"| {rec['budget']:g}x | weddings | {rec['method']} (L1," in text
-    assert "## The best sparse method" in text and "concepts, better than the paper's SAS" in text
-    assert "without the paper's SAS in the pool (sas_diff): at least as good as CAA" in text
+    assert "## The best sparse method" in text and "better than the paper's SAS (interval above 0) on" in text
+    assert "without the paper's SAS in the pool (sas_diff): against CAA better on" in text
     assert (tmp_path / "report" / "summary.png").stat().st_size > 1000
     assert (tmp_path / "report" / "frontiers.png").stat().st_size > 1000
     # what each sparse vector is made of: one feature report per sas vector the run built, read from its cache
@@ -468,3 +468,17 @@ def test_two_sae_sets_are_compared_paired_over_the_same_prompts():
     assert "| sas | 0/0/2/0/0 | 2/0/0/0/0 |" in text  # against CAA: lost on both concepts, then won on both
     with pytest.raises(ValueError, match="same --n-test"):
         paired_rows(old, result([1.0] * 20, n=20))
+
+
+def test_the_best_sparse_tally_counts_every_verdict_and_never_calls_underpowered_as_good_as():
+    """An underpowered comparison (interval includes 0, margin too wide to call a tie) is counted as such, not as
+    "at least as good as CAA"; a concept one side did not reach is counted apart."""
+    from sas.reports.bench import _tally
+
+    verdicts = ["win", "win", "tie", "loss", "underpowered", "underpowered", "underpowered", None]
+    best = [{"budget": 1.5, "vs_caa_verdict": v, "vs_sas_verdict": "win" if i == 0 else "tie"}
+            for i, v in enumerate(verdicts) if v] + [{"budget": 1.5, "method": None}, {"budget": 2.0,
+                                                                                         "vs_caa_verdict": "win"}]
+    text = _tally(best, 1.5)
+    assert text.startswith("against CAA better on 2 of 8 concepts, tied on 1, worse on 1, underpowered on 3")
+    assert "not compared on 1" in text and "better than the paper's SAS (interval above 0) on 1 of 8" in text

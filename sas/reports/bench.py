@@ -203,11 +203,15 @@ def _best_sparse_lines(result, records: list[dict], sparse=SPARSE) -> list[str]:
 
 
 def _tally(best: list[dict], budget: float) -> str:
+    """The best sparse method's verdicts against CAA over the concepts at ``budget``, and its wins over SAS."""
     rs = [r for r in best if r["budget"] == budget]
-    at_least_caa = sum(r.get("vs_caa_verdict") in ("win", "tie") for r in rs)
+    v = [r.get("vs_caa_verdict") for r in rs]
     above_sas = sum(r.get("vs_sas_verdict") == "win" for r in rs)
-    return (f"at least as good as CAA (interval includes or exceeds 0) on {at_least_caa} of {len(rs)} concepts, "
-            f"better than the paper's SAS (interval above 0) on {above_sas} of {len(rs)}")
+    return (f"against CAA better on {v.count('win')} of {len(rs)} concepts, tied on {v.count('tie')}, worse on "
+            f"{v.count('loss')}, underpowered on {v.count('underpowered')} (the interval includes 0 but also "
+            f"differences the test split cannot rule out), not compared on {len(rs) - len([x for x in v if x])} "
+            f"(one side reached no strength within the budget); better than the paper's SAS (interval above 0) on "
+            f"{above_sas} of {len(rs)}")
 
 
 def score_tables(result, records: list[dict] | None = None) -> list[str]:

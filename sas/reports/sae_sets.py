@@ -78,8 +78,6 @@ def compare_lines(result_a, result_b, labels: tuple[str, str] = ("first SAEs", "
     if present:
         best_a = best_sparse(result_a, rec_a, tuple(present))
         best_b = best_sparse(result_b, rec_b, tuple(present))
-        wins_a = sum(r.get("vs_caa_verdict") == "win" for r in best_a if r["budget"] == b)
-        wins_b = sum(r.get("vs_caa_verdict") == "win" for r in best_b if r["budget"] == b)
-        lines += ["", f"The best sparse method per concept (picked on the tuning split): {la}: {_tally(best_a, b)}, "
-                  f"better than CAA on {wins_a}; {lb}: {_tally(best_b, b)}, better than CAA on {wins_b}."]
+        lines += ["", f"The best sparse method per concept (picked on the tuning split): {la}: {_tally(best_a, b)}; "
+                  f"{lb}: {_tally(best_b, b)}."]
     return lines + [""]
