@@ -44,13 +44,11 @@ class Sample:
     saes: dict
     n_tune: int
     per_concept: dict  # how many texts of each kind per concept
+    strong: tuple  # the steered conditions the "strong" picks come from: (row key, lowest value)
     suffix: str = ""  # of the ratings and conditions files
 
     def is_strong(self, row: dict) -> bool:
-        """The steered conditions the "strong" picks come from."""
-        if self.suffix:  # languages: the conditions that switch the language on at least a fifth of the prompts
-            return row["score"] >= 0.2
-        return row["multiplier"] >= 0.075  # first: 0.075 and 0.1, where text breaks
+        return row[self.strong[0]] >= self.strong[1]
 
     @property
     def ratings(self) -> Path:
@@ -66,15 +64,18 @@ ALL_METHODS = ("caa", "actadd", "sas", "sas_dense", "sas_diff", "sas_os", "sas_c
 SAMPLES = {
     "first": Sample(Path("docs/bench/first-run/bench.jsonl"), ("weddings", "french", "sentiment-negative", "space"),
                     ("caa", "actadd", "sas", "sas_dense"), {5: "gemma-3-270m-L5-4k", 9: "gemma-3-270m-L9-4k"}, 24,
-                    {"unsteered": 2, "prompt": 2, "steered": 8, "strong": 8}),
+                    {"unsteered": 2, "prompt": 2, "steered": 8, "strong": 8}, ("multiplier", 0.075)),  # where text breaks
     "languages": Sample(Path("docs/bench/bench.jsonl"), ("french", "spanish"), ALL_METHODS,
                         {5: "gemma-3-270m-L5-16k-topk", 9: "gemma-3-270m-L9-16k-topk"}, 48,
-                        {"unsteered": 2, "prompt": 2, "steered": 4, "strong": 12}, "_languages"),
+                        {"unsteered": 2, "prompt": 2, "steered": 4, "strong": 12}, ("score", 0.2),  # switches language
+                        "_languages"),
 }
 S = SAMPLES["first"]  # set by --sample
 
 
 def _rows():
+    if not S.bench.exists():
+        raise SystemExit(f"{S.bench} is missing: this sample reads that benchmark run's rows and texts")
     rows = [json.loads(x) for x in S.bench.open()]
     texts: dict[tuple, list[str]] = {}
     keys = ("method", "concept", "layer", "multiplier", "split")
@@ -129,6 +130,13 @@ def pick() -> None:
             f.write(json.dumps({**r, "kl": None, "fluent": None, "reason": ""}, ensure_ascii=False) + "\n")
 
 
+def _condition_keys(recs: list[dict]) -> list[tuple]:
+    """The (concept, method, layer, multiplier) of every rated text's condition, the unsteered ones first."""
+    keys = sorted({(r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
+                   for r in recs} | {(c, "caa", 5, 0.0) for c in S.concepts})
+    return [k for k in keys if k[3] == 0] + [k for k in keys if k[3] != 0]
+
+
 def conditions() -> None:
     """Each rating's ``smollm2 (condition)``: SmolLM2's pooled perplexity over all the tuning continuations of the
     text's condition, over the unsteered condition's (what a budget reads), in ``conditions*.json`` beside the
@@ -139,9 +147,7 @@ def conditions() -> None:
     recs = [json.loads(x) for x in S.ratings.open()]
     rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): (r, t) for r, t in _rows()}
     out = {}
-    keys = sorted({(r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
-                   for r in recs} | {(c, "caa", 5, 0.0) for c in S.concepts})
-    for key in [k for k in keys if k[3] == 0] + [k for k in keys if k[3] != 0]:  # the denominators first
+    for key in _condition_keys(recs):
         c = get_concept(key[0])
         prompts = steering_prompts(c, "tuning", S.n_tune)
         nll = fluency_nll([c.prefix + p for p in prompts], rows[key][1])
@@ -165,12 +171,10 @@ def prefixed() -> None:
     model = load_model("gemma-3-270m", dtype="bfloat16")
     recs = [json.loads(x) for x in S.ratings.open()]
     rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): (r, t) for r, t in _rows()}
-    keys = sorted({(r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
-                   for r in recs} | {(c, "caa", 5, 0.0) for c in S.concepts})
     path = S.conditions.with_name(S.conditions.stem + "_prefixed.json")
     out = json.loads(path.read_text()) if path.exists() else {}
     per_text = {}
-    for key in [k for k in keys if k[3] == 0] + [k for k in keys if k[3] != 0]:  # the denominators first
+    for key in _condition_keys(recs):
         c = get_concept(key[0])
         prompts = steering_prompts(c, "tuning", S.n_tune)
         nll = continuation_nll(model, [c.prefix + p for p in prompts], rows[key][1])

@@ -209,7 +209,7 @@ def _tally(best: list[dict], budget: float) -> str:
     above_sas = sum(r.get("vs_sas_verdict") == "win" for r in rs)
     return (f"against CAA better on {v.count('win')} of {len(rs)} concepts, tied on {v.count('tie')}, worse on "
             f"{v.count('loss')}, underpowered on {v.count('underpowered')} (the interval includes 0 but also "
-            f"differences the test split cannot rule out), not compared on {len(rs) - len([x for x in v if x])} "
+            f"differences the test split cannot rule out), not compared on {v.count(None)} "
             f"(one side reached no strength within the budget); better than the paper's SAS (interval above 0) on "
             f"{above_sas} of {len(rs)}")
 
