@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The benchmark behind docs/bench: every method at layers 5 and 9 on the default 16k TopK SAEs
+# (docs/bench/), then the same protocol and seeds on the first 4k JumpReLU SAEs (docs/bench/old-4k/),
+# without sas_relu (a TopK-only method). About 8 CPU-hours for the first, 5 for the second on a 2-core
+# CPU; rerun to resume: every condition is appended to the rows as it finishes.
+#
+#   bash scripts/bench_final.sh            # from the repository root, in the installed environment
+#
+# OUT (default docs/bench) moves the results. The methods that use no SAE (CAA, ActAdd, prompting) do
+# not depend on the SAE set, so their rows are copied from the first run into the second instead of
+# being generated twice. features.md (what each sparse vector is made of) is written last, without
+# Ray, for both runs: it generates nothing and the runs need not wait for it.
+set -euo pipefail
+out=${OUT:-docs/bench}
+common=(--threads 1 --layers 5,9)
+sparse=sas,sas_dense,sas_diff,sas_os,sas_clamp,sae_ts,sae_ts_pinv,sas_dtc
+new=(bench "${common[@]}" --methods "caa,actadd,prompt,$sparse,sas_relu"
+     --sae gemma-3-270m-L5-16k-topk,gemma-3-270m-L9-16k-topk --out "$out/bench.jsonl" --report "$out")
+old=(bench "${common[@]}" --methods "caa,actadd,prompt,$sparse"
+     --sae gemma-3-270m-L5-4k,gemma-3-270m-L9-4k --out "$out/old-4k/bench.jsonl" --report "$out/old-4k")
+
+sas "${new[@]}" --ray --no-features
+python - "$out/bench.jsonl" "$out/old-4k/bench.jsonl" <<'PY'
+# copy the SAE-free methods' rows (and their texts) that the second run does not have yet
+import json, sys
+from pathlib import Path
+from sas.runs.store import ResultStore
+src, dst = ResultStore(sys.argv[1], kind="concept"), ResultStore(sys.argv[2], kind="concept")
+texts = {}
+if src.texts_path.exists():
+    for line in src.texts_path.read_text().splitlines():
+        t = json.loads(line)
+        texts[(t["method"], t["concept"], t["layer"], t["multiplier"], t["split"])] = t["texts"]
+copied = 0
+for row in src.rows:
+    if row["method"] in ("caa", "actadd", "prompt") and dst.find({k: row[k] for k in ("method", "concept",
+            "layer", "multiplier", "split", "n_prompts", "seed", "max_new_tokens")}) is None:
+        dst.append(row, texts.get((row["method"], row["concept"], row["layer"], row["multiplier"], row["split"])))
+        copied += 1
+print(f"copied {copied} SAE-free rows into {sys.argv[2]}")
+PY
+sas "${old[@]}" --ray --no-features
+sas "${new[@]}"   # nothing left to generate: the report again, with features.md
+sas "${old[@]}"
