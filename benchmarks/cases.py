@@ -28,12 +28,12 @@ FULL = {"n_pairs": 16, "layers": [4, 8], "n_test": 10, "multipliers": [-2.0, -1.
         # the peers: all 18 layers; the 50 test questions; the 16k SAE at layer 9 for sparse steering
         "peer_pairs": 32, "peer_layers": list(range(18)), "peer_batch": 8, "hf_test": 50,
         "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 16,
-        "bf16_pairs": 64, "bf16_gen_batch": 8}
+        "bf16_pairs": 64, "bf16_gen_batch": 8, "feature_tokens": 8_000}
 QUICK = {"n_pairs": 4, "layers": [4, 8], "n_test": 3, "multipliers": [-1.0, 1.0], "ab_layer": 8,
          "new_tokens": 8, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 8,
          "peer_pairs": 4, "peer_layers": [4, 8], "peer_batch": 4, "hf_test": 3,
          "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 2,
-         "bf16_pairs": 4, "bf16_gen_batch": 2, "train_rows": 4}
+         "bf16_pairs": 4, "bf16_gen_batch": 2, "train_rows": 4, "feature_tokens": 1_000}
 # peak memory is set by one batch: a few full batches, one multiplier, a few new tokens
 MEMORY = {**FULL, "n_pairs": 4, "n_test": 8, "multipliers": [2.0], "new_tokens": 8, "peer_pairs": 8, "hf_test": 8}
 
@@ -596,3 +596,7 @@ BENCHES["train_sae"] = _TRAIN_SAE
 from .conditions import BENCH as _CONDITIONS  # noqa: E402  (what a condition adds to steered generation)
 
 BENCHES[_CONDITIONS.name] = _CONDITIONS
+
+from .features import BENCH as _FEATURES  # noqa: E402  (sas bench's features report: cache against a pass per vector)
+
+BENCHES[_FEATURES.name] = _FEATURES

@@ -255,6 +255,27 @@ def test_feature_inspection_on_tiny(tiny):
     assert m.loc["a", "a"] == 1.0 and m.loc["a", "b"] == pytest.approx(1 / 4)
 
 
+def test_contexts_read_from_the_feature_cache_match_a_pass_over_the_text(tiny, tmp_path):
+    from sas.activations.feature_cache import feature_cache
+    from sas.evaluation.features import cached_contexts, top_contexts
+
+    sae = random_sae()
+    texts = ["The quick brown fox jumps over the lazy dog. " * 20, "A cat sat on the mat by the door, twice. " * 20]
+    feats = [3, 7, 11, 40]
+    direct = top_contexts(tiny, sae, feats, texts, k=1)
+    cached = cached_contexts(tiny, feature_cache(tiny, sae, texts, cache_dir=tmp_path), feats, k=2)
+    assert list(cached.columns) == list(direct.columns) and len(direct) >= 2
+    for f in feats:
+        d, c = direct[direct.feature == f], cached[cached.feature == f]
+        assert len(c) == (2 if len(d) else 0)
+        if len(d):  # the same best token, activation, left context and firing frequency
+            assert (c.token.iloc[0], c.context.iloc[0].split("[[")[0]) == (d.token.iloc[0],
+                                                                          d.context.iloc[0].split("[[")[0])
+            assert c.activation.iloc[0] == pytest.approx(d.activation.iloc[0], rel=1e-4)
+            assert c.frequency.iloc[0] == pytest.approx(d.frequency.iloc[0])
+            assert c.activation.iloc[0] >= c.activation.iloc[1] > 0
+
+
 # ------------------------------------------------------------------------ the real model and SAE
 @pytest.fixture(scope="module")
 def shipped_sae(gemma):

@@ -23,7 +23,8 @@ from ..forward.run import read_hooks, token_mask
 from ..load.saes import sae_hook, sae_layer
 from ..steering.output_scores import output_scores as output_score_table
 
-__all__ = ["FeatureCache", "check_ids", "contrast_counts", "feature_cache", "feature_table", "logit_effects",
+__all__ = ["FeatureCache", "cached_contexts", "check_ids", "contrast_counts", "feature_cache", "feature_table",
+           "logit_effects",
            "neuronpedia_url", "overlap", "top_contexts", "vector_contrast"]
 
 
@@ -97,6 +98,25 @@ def top_contexts(model, sae, features: Sequence[int], texts: Sequence[str], k: i
                          "context": f"{conv(left)}[[{conv(tok)}]]{conv(right)}",
                          "frequency": (fired[j] / max(n_tok, 1)).item()})
     return pd.DataFrame(rows)
+
+
+def cached_contexts(model, cache: FeatureCache, features: Sequence[int], k: int = 5, window: int = 8) -> pd.DataFrame:
+    """:func:`top_contexts` read from an SAE's :class:`FeatureCache` (built once per SAE, shared with the
+    dashboards) instead of a pass of the model over the text: the same columns, with at most one context per
+    stretch of text and up to ``window`` tokens each side that the cache holds."""
+    conv = model.tokenizer.decode
+    rows = []
+    for f in features:
+        for rank, c in enumerate(cache.contexts(int(f), k)):
+            ids, m = c["ids"], c["center"]
+            lo = max(m - window, 0)
+            if lo < m and c["pos"] - m + lo == 0:  # the row's position 0 (BOS) is never shown, as in top_contexts
+                lo += 1
+            tok = conv(ids[m:m + 1])
+            rows.append({"feature": int(f), "rank": rank, "activation": c["activation"], "token": tok,
+                         "context": f"{conv(ids[lo:m])}[[{tok}]]{conv(ids[m + 1:m + 1 + window])}",
+                         "frequency": cache.density(int(f))})
+    return pd.DataFrame(rows, columns=["feature", "rank", "activation", "token", "context", "frequency"])
 
 
 def feature_table(model, sae, vector, layer: int | None = None, k_tokens: int = 8, contrast=None,

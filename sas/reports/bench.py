@@ -564,47 +564,59 @@ def plot_frontiers(result, path) -> Path:
 
 
 def write_features(result, folder, model, saes: dict | None = None, texts=None, n_features: int = 10,
-                   max_tokens: int = 8_000) -> Path:
+                   max_tokens: int | None = None) -> Path:
     """What each sparse vector of the benchmark is made of: for every concept, SAE-space method and layer, a
     :func:`sas.reports.features.report` (logit-lens tokens, output score, firing frequency on each side of the
     concept's pairs and over held-out text, top held-out contexts) in ``folder/features/``, indexed by
     ``folder/features.md`` with each vector's size and selection record. ``texts``: held-out text (default:
-    :func:`sas.load.data.load_text_sample`). The vectors come from the results file's vector cache."""
-    from ..load.data import load_text_sample
+    :func:`sas.load.data.load_text_sample`), read once per SAE into its feature cache (the dashboards' cache,
+    :func:`sas.activations.feature_cache.feature_cache`; ``max_tokens`` caps it, default all of ``texts``). The
+    vectors come from the results file's vector cache."""
+    from ..activations.feature_cache import feature_cache
     from ..runs.inspect import sae_space_vectors
     from .features import report
 
     runner, built = sae_space_vectors(result, model, saes)
+    model = model or runner.model
     folder = Path(folder)
-    texts = load_text_sample() if texts is None else texts
-    lines = ["# What each sparse vector is made of", "",
-             "Every vector of an SAE-space method the benchmark built (one per concept, method and layer; a "
-             "vector that failed shows why). Each link: its top "
-             f"{n_features} features by |value|, the tokens each promotes and suppresses (logit lens), its output "
-             "score (Arad et al.), how often it fires on the positive and the negative texts of the concept and "
-             f"over held-out Wikipedia ({max_tokens:,} tokens), and its top held-out contexts.", "",
-             "| concept | method | layer | features | selection | report |", "| --- | --- | --- | --- | --- | --- |"]
+    caches = {}  # layer -> the SAE's FeatureCache, built or read once
+
+    def cache(layer: int):
+        if layer not in caches:
+            caches[layer] = feature_cache(model, runner.sae(layer), texts, max_tokens=max_tokens)
+        return caches[layer]
+
+    rows = []
     for concept, method, layer, vec in built:
         if isinstance(vec, Exception):
-            lines.append(f"| {concept} | {method} | {layer} | 0 | {vec} | |")
+            rows.append(f"| {concept} | {method} | {layer} | 0 | {vec} | |")
             continue
         settings = dict(getattr(vec, "settings", None) or {})
         per_layer = settings.pop("per_layer", None) or {}
         skipped = settings.pop("skipped", None) or {}
         if layer not in vec.layers:
             why = skipped.get(layer, skipped.get(str(layer), "no vector at this layer"))
-            lines.append(f"| {concept} | {method} | {layer} | 0 | {why} | |")
+            rows.append(f"| {concept} | {method} | {layer} | 0 | {why} | |")
             continue
         info = per_layer.get(layer, per_layer.get(str(layer), {}))  # str keys after a JSON round trip
         selection = f"{_short(settings)}; {_short(info)}"
         if vec.kind == "dense":  # SAS-dense, SAE-TS: dense vectors made from SAE features
-            lines.append(f"| {concept} | {method} | {layer} | dense | {selection} | |")
+            rows.append(f"| {concept} | {method} | {layer} | dense | {selection} | |")
             continue
         name = f"{concept}_{method}_L{layer}.md"
-        report(model or runner.model, runner.sae(layer), vec, texts, folder / "features" / name, layer=layer,
-               n_features=n_features, max_tokens=max_tokens, contrast=runner.items[concept].contrast)
-        lines.append(f"| {concept} | {method} | {layer} | {len(vec.features(layer))} | {selection} | "
-                     f"[features/{name}](features/{name}) |")
+        report(model, runner.sae(layer), vec, None, folder / "features" / name, layer=layer,
+               n_features=n_features, contrast=runner.items[concept].contrast, cache=cache(layer))
+        rows.append(f"| {concept} | {method} | {layer} | {len(vec.features(layer))} | {selection} | "
+                    f"[features/{name}](features/{name}) |")
+    held_out = ", ".join(f"{caches[layer].n_positions:,} tokens at layer {layer}" for layer in sorted(caches))
+    lines = ["# What each sparse vector is made of", "",
+             "Every vector of an SAE-space method the benchmark built (one per concept, method and layer; a "
+             "vector that failed shows why). Each link: its top "
+             f"{n_features} features by |value|, the tokens each promotes and suppresses (logit lens), its output "
+             "score (Arad et al.), how often it fires on the positive and the negative texts of the concept and "
+             f"over held-out Wikipedia ({held_out or 'none read'}), and its top held-out contexts.", "",
+             "| concept | method | layer | features | selection | report |", "| --- | --- | --- | --- | --- | --- |",
+             *rows]
     path = folder / "features.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -33,12 +33,16 @@ def plot_overlap(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def report(model, sae, vector, texts: Sequence[str], path: str | Path, layer: int | None = None,
-           n_features: int = 10, k_contexts: int = 3, max_tokens: int = 20_000, contrast=None) -> Path:
+           n_features: int = 10, k_contexts: int = 3, max_tokens: int = 20_000, contrast=None, cache=None) -> Path:
     """Write a Markdown report on the top ``n_features`` features of a SAS vector (with ``contrast``, their firing
-    frequency on each side of it)."""
+    frequency on each side of it). ``cache``: the SAE's :class:`~sas.activations.feature_cache.FeatureCache`, read
+    for the contexts and frequencies instead of a pass over ``texts`` (for many vectors of one SAE)."""
     layer = vector.layers[0] if layer is None else layer
     table = _computed.feature_table(model, sae, vector, layer, contrast=contrast).head(n_features)
-    ctx = _computed.top_contexts(model, sae, table.feature.tolist(), texts, k_contexts, max_tokens=max_tokens)
+    if cache is None:
+        ctx = _computed.top_contexts(model, sae, table.feature.tolist(), texts, k_contexts, max_tokens=max_tokens)
+    else:
+        ctx = _computed.cached_contexts(model, cache, table.feature.tolist(), k_contexts)
     lines = [f"# SAS features: {vector.behavior}, layer {layer}", "",
              f"SAE `{vector.sae_names.get(layer, '?')}`, settings `{vector.settings}`", ""]
     for _, r in table.iterrows():
