@@ -482,3 +482,32 @@ def test_the_best_sparse_tally_counts_every_verdict_and_never_calls_underpowered
     text = _tally(best, 1.5)
     assert text.startswith("against CAA better on 2 of 8 concepts, tied on 1, worse on 1, underpowered on 3")
     assert "not compared on 1" in text and "better than the paper's SAS (interval above 0) on 1 of 8" in text
+
+
+def test_a_missing_effect_map_is_named_before_any_generation(tiny, tmp_path, monkeypatch):
+    """SAE-TS needs its SAE's effect map: without one the run stops before it generates anything, naming the
+    command that computes it (it used to stop at the first SAE-TS vector, after every earlier condition ran)."""
+    from sas.steering.effects import effect_map
+
+    monkeypatch.setenv("SAS_CACHE", str(tmp_path / "cache"))
+    sae = random_sae(layer=1)
+    sae.sas_name = "random-test-sae"
+    out = tmp_path / "b.jsonl"
+    kw = dict(n_tune=2, n_test=2, max_new_tokens=2, out=out, progress=False, strengths=[0.05], extend=0)
+    with pytest.raises(FileNotFoundError, match=r"nothing was run; sae_ts_pinv at layer 1: no effect map for SAE "
+                                                r"'random-test-sae'.*python scripts/sae_stats.py --what effect_map"):
+        bench(tiny, {1: sae}, ["weddings"], ["caa", "sas", "sae_ts_pinv"], **kw)
+    assert not out.exists()  # nothing generated
+    effect_map(tiny, sae, texts=["The cat sat on the mat and looked at the door for a while."] * 8, n_vectors=12,
+               n_prompts=2, prompt_tokens=4, n_new=2)
+    with pytest.raises(FileNotFoundError, match="no effect map"):  # one made with other settings does not count
+        bench(tiny, {1: sae}, ["weddings"], ["sae_ts"], **kw)
+    assert get_missing("sae_ts")(tiny, sae, effect_vectors=12) is not None  # n_prompts etc. differ from the run's
+    effect_map(tiny, sae, texts=["The cat sat on the mat and looked at the door for a while. " * 3] * 8, n_vectors=12)
+    assert get_missing("sae_ts")(tiny, sae, effect_vectors=12) is None
+
+
+def get_missing(method):
+    from sas.methods.registry import get_method
+
+    return get_method(method).missing

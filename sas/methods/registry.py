@@ -27,21 +27,26 @@ class Method:
     needs_sae: bool = False
     description: str = ""
     steers: bool = True  # False: a baseline that edits no activations (prompting); it runs at no layer
+    # what the method needs besides the model and the SAE, checked before a run generates anything:
+    # missing(model, sae, **settings) -> None, or what is missing and the command that makes it
+    missing: Callable | None = None
 
 
 _METHODS = Registry("method", "sas.methods")
 
 
 def register(name: str, *, multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0), needs_sae: bool = False,
-             description: str = "", steers: bool = True) -> Callable:
-    """Register ``fn`` as method ``name``; its keyword arguments after ``positions`` are its settings."""
+             description: str = "", steers: bool = True, missing: Callable | None = None) -> Callable:
+    """Register ``fn`` as method ``name``; its keyword arguments after ``positions`` are its settings.
+    ``missing(model, sae, **settings)``: what the method needs for ``sae`` that is not there (None: ready)."""
 
     def deco(fn):
         params = inspect.signature(fn).parameters
         settings = {k: p.default for k, p in params.items()
                     if k not in ("model", "contrast", "layers", "saes", "positions")}
         doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        _METHODS[name] = Method(name, fn, settings, tuple(float(m) for m in multipliers), needs_sae, doc, steers)
+        _METHODS[name] = Method(name, fn, settings, tuple(float(m) for m in multipliers), needs_sae, doc, steers,
+                                missing)
         return fn
 
     return deco

@@ -14,7 +14,13 @@ from .registry import register
 from .select import select_features
 
 
-@register("sae_ts", multipliers=(-2, -1, 0, 1, 2), needs_sae=True)
+def _no_effect_map(model, sae, effect_vectors: int = 1024, **_) -> str | None:
+    from ..steering.effects import missing_effect_map
+
+    return missing_effect_map(model, sae, effect_vectors)
+
+
+@register("sae_ts", multipliers=(-2, -1, 0, 1, 2), needs_sae=True, missing=_no_effect_map)
 def build(model, contrast, layers, saes=None, positions="after_prompt", tau: float = 0.1, mean: str = "all",
           shared: str = "diff", min_output_score: float | None = None, top_k: int | None = None,
           solve: str = "sae_ts", effect_vectors: int = 1024) -> SteeringVector:
@@ -24,7 +30,7 @@ def build(model, contrast, layers, saes=None, positions="after_prompt", tau: flo
                   effect_vectors, "sae_ts")
 
 
-@register("sae_ts_pinv", multipliers=(-2, -1, 0, 1, 2), needs_sae=True)
+@register("sae_ts_pinv", multipliers=(-2, -1, 0, 1, 2), needs_sae=True, missing=_no_effect_map)
 def build_pinv(model, contrast, layers, saes=None, positions="after_prompt", tau: float = 0.1, mean: str = "all",
                shared: str = "diff", min_output_score: float | None = None, top_k: int | None = None,
                effect_vectors: int = 1024) -> SteeringVector:

@@ -140,6 +140,20 @@ class Runner:
                 self._sae_ids[layer] = (self.grid.saes[layer], sae_sha256(self.grid.saes[layer]))
         return self._sae_ids[layer]
 
+    def preflight(self, conditions) -> None:
+        """Raise ``FileNotFoundError`` before anything runs if a method of ``conditions`` lacks what it needs for
+        its SAE (e.g. SAE-TS's effect map), naming each missing thing and the command that makes it."""
+        todo = sorted({(c.method, c.layer) for c in conditions if get_method(c.method).missing is not None
+                       and get_method(c.method).needs_sae and self._prebuilt(c) is None})
+        problems = []
+        for method, layer in todo:
+            settings = method_settings(method, self.grid.method_settings.get(method))
+            why = get_method(method).missing(self.model, self.sae(layer), **settings)
+            if why:
+                problems.append(f"{method} at layer {layer}: {why}")
+        if problems:
+            raise FileNotFoundError("nothing was run; " + "\n".join(problems))
+
     def _prebuilt(self, c: Condition):
         return self.vectors.get((c.item, c.method), self.vectors.get(c.item))
 
@@ -350,6 +364,7 @@ def _run_grid(grid, store, model, saes, vectors, executor, progress, conditions)
             if old is not None:
                 runner.unsteered[c.item] = unsteered_results(old, keys[c])
     if todo:
+        runner.preflight(todo)
         if executor is None:
             runner.run(todo, on_row=store.append)
         else:

@@ -190,6 +190,24 @@ def _settings(model, sae, n_vectors, n_prompts, prompt_tokens, n_new, alpha, see
             "alpha": alpha, "seed": seed}
 
 
+def _missing(sae, settings: dict) -> str:
+    n = settings["n_vectors"]
+    return (f"no effect map for SAE {getattr(sae, 'sas_name', '?')!r} with settings {settings}: compute it once "
+            f"(about {n * 0.7 / 60:.0f} CPU-minutes for a 4k SAE on gemma-3-270m) with `python scripts/sae_stats.py "
+            f"--what effect_map --sae {getattr(sae, 'sas_name', 'NAME')} --corpus ../shared/data/corpus/enwiki-2014 "
+            f"--vectors {n}` or sas.steering.effects.effect_map(model, sae, texts=<Wikipedia training texts>)")
+
+
+def missing_effect_map(model, sae, n_vectors: int = 1024, **settings) -> str | None:
+    """Why :func:`effect_map` (with these settings) would stop for want of a cached map and of ``texts``, naming the
+    command that computes it; None if the map is cached. Reads the cache's headers only."""
+    s = _settings(model, sae, n_vectors, **{k: settings.get(k, v) for k, v in _DEFAULTS.items()})
+    return None if read_cached(sae, "effect_map", s) is not None else _missing(sae, s)
+
+
+_DEFAULTS = {"n_prompts": 8, "prompt_tokens": 8, "n_new": 8, "alpha": 0.4, "seed": 0}  # effect_map's
+
+
 def effect_map(model, sae, texts: Sequence[str] | None = None, n_vectors: int = 1024, n_prompts: int = 8,
                prompt_tokens: int = 8, n_new: int = 8, alpha: float = 0.4, seed: int = 0, rebuild: bool = False,
                progress: bool = False) -> EffectMap:
@@ -204,12 +222,7 @@ def effect_map(model, sae, texts: Sequence[str] | None = None, n_vectors: int = 
     settings = _settings(model, sae, n_vectors, n_prompts, prompt_tokens, n_new, alpha, seed)
     hit = None if rebuild else read_cached(sae, "effect_map", settings)
     if hit is None and texts is None:
-        raise FileNotFoundError(
-            f"no effect map for SAE {getattr(sae, 'sas_name', '?')!r} with settings {settings}: compute it once "
-            f"(about {n_vectors * 0.7 / 60:.0f} CPU-minutes for a 4k SAE on gemma-3-270m) with `python scripts/sae_stats.py "
-            f"--what effect_map --sae {getattr(sae, 'sas_name', 'NAME')} --corpus ../shared/data/corpus/enwiki-2014 "
-            f"--vectors {n_vectors}` "
-            "or sas.steering.effects.effect_map(model, sae, texts=<Wikipedia training texts>)")
+        raise FileNotFoundError(_missing(sae, settings))
 
     if hit is not None and hit[1].get("ridges") != list(RIDGES) and "effects" in hit[0]:
         # fitted with another ridge grid: refit from the stored effects (seconds; nothing is measured again)
