@@ -3,6 +3,7 @@ tiny model (fast), and `sas bench --quick` on the real gemma-3-270m with a shipp
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -505,6 +506,12 @@ def test_a_missing_effect_map_is_named_before_any_generation(tiny, tmp_path, mon
     assert get_missing("sae_ts")(tiny, sae, effect_vectors=12) is not None  # n_prompts etc. differ from the run's
     effect_map(tiny, sae, texts=["The cat sat on the mat and looked at the door for a while. " * 3] * 8, n_vectors=12)
     assert get_missing("sae_ts")(tiny, sae, effect_vectors=12) is None
+    settings = {"sae_ts": {"effect_vectors": 12}}
+    bench(tiny, {1: sae}, ["weddings"], ["sae_ts"], method_settings=settings, **kw)
+    shutil.rmtree(tmp_path / "cache")  # the map is gone; the vector built from it is in the run's vector cache
+    assert get_missing("sae_ts")(tiny, sae, effect_vectors=12) is not None
+    more = bench(tiny, {1: sae}, ["weddings"], ["sae_ts"], method_settings=settings, **{**kw, "strengths": [0.05, 0.1]})
+    assert {row["multiplier"] for row in more.tuning} == {0.0, 0.05, 0.1}  # resumed, with nothing to recompute
 
 
 def get_missing(method):

@@ -142,9 +142,18 @@ class Runner:
 
     def preflight(self, conditions) -> None:
         """Raise ``FileNotFoundError`` before anything runs if a method of ``conditions`` lacks what it needs for
-        its SAE (e.g. SAE-TS's effect map), naming each missing thing and the command that makes it."""
+        its SAE (e.g. SAE-TS's effect map) to build a vector that is not cached yet, naming each missing thing and
+        the command that makes it."""
+        from ..steering.vector import vector_path
+
+        def built(c):  # given, or in the results file's vector cache: nothing more is needed for it
+            if self._prebuilt(c) is not None:
+                return True
+            path = self._cache_path(c.item, c.method, self.grid.layers_for(c.method))
+            return path is not None and vector_path(path).exists()
+
         todo = sorted({(c.method, c.layer) for c in conditions if get_method(c.method).missing is not None
-                       and get_method(c.method).needs_sae and self._prebuilt(c) is None})
+                       and get_method(c.method).needs_sae and not built(c)})
         problems = []
         for method, layer in todo:
             settings = method_settings(method, self.grid.method_settings.get(method))
