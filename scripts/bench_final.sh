@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The benchmark behind docs/bench: every method at layers 5 and 9 on the default 16k TopK SAEs
 # (docs/bench/), then the same protocol and seeds on the first 4k JumpReLU SAEs (docs/bench/old-4k/),
-# without sas_relu (a TopK-only method). About 8 CPU-hours for the first, 5 for the second on a 2-core
-# CPU; rerun to resume: every condition is appended to the rows as it finishes.
+# without sas_relu (a TopK-only method). Rerun to resume: every condition is appended to the rows as it
+# finishes, and each vector to the vector cache beside them.
 #
 #   bash scripts/bench_final.sh            # from the repository root, in the installed environment
 #
-# OUT (default docs/bench) moves the results. The methods that use no SAE (CAA, ActAdd, prompting) do
-# not depend on the SAE set, so their rows are copied from the first run into the second instead of
-# being generated twice. features.md (what each sparse vector is made of) is written last, without
-# Ray, for both runs: it generates nothing and the runs need not wait for it.
+# 1. What the feature-selection methods read, once per SAE and cached (a no-op after): output scores,
+#    activation statistics and SAE-TS's effect map, about 40 CPU-minutes for a 16k SAE, two at a time.
+#    A resumed run needs no effect map for the SAE-TS vectors already in its vector cache: SKIP_STATS=1.
+# 2. The two runs on Ray (two workers on this machine). The methods that use no SAE (CAA, ActAdd,
+#    prompting) do not depend on the SAE set: their rows are copied from the first run into the second.
+# 3. Both reports again, with features.md (what each sparse vector is made of), without Ray: nothing is
+#    generated then.
+# OUT (default docs/bench) moves the results.
 set -euo pipefail
 out=${OUT:-docs/bench}
 common=(--threads 1 --layers 5,9)
@@ -19,6 +23,15 @@ new=(bench "${common[@]}" --methods "caa,actadd,prompt,$sparse,sas_relu"
 old=(bench "${common[@]}" --methods "caa,actadd,prompt,$sparse"
      --sae gemma-3-270m-L5-4k,gemma-3-270m-L9-4k --out "$out/old-4k/bench.jsonl" --report "$out/old-4k")
 
+stats() { python scripts/sae_stats.py --corpus ../shared/data/corpus/enwiki-2014 --sae "$1"; }
+if [ -z "${SKIP_STATS:-}" ]; then
+    for pair in "L5-16k-topk L9-16k-topk" "L5-4k L9-4k"; do
+        set -- $pair
+        stats "gemma-3-270m-$1" & first=$!
+        stats "gemma-3-270m-$2"
+        wait "$first"
+    done
+fi
 sas "${new[@]}" --ray --no-features
 python - "$out/bench.jsonl" "$out/old-4k/bench.jsonl" <<'PY'
 # copy the SAE-free methods' rows (and their texts) that the second run does not have yet
