@@ -116,16 +116,16 @@ def test_compose_refuses_bad_pairs_setups_and_a_sparse_layer_without_an_sae():
 
 
 @pytest.mark.slow
-def test_compose_on_gemma_with_a_shipped_sae_reports_and_resumes(gemma_bf16, tmp_path):
+def test_compose_on_gemma_with_a_shipped_sae_reports_and_resumes(gemma_fast, tmp_path):
     from sas.load.saes import load_sae
     from sas.reports.compose import write_report
 
-    saes = {5: load_sae("gemma-3-270m-L5-4k", gemma_bf16)}
+    saes = {5: load_sae("gemma-3-270m-L5-4k", gemma_fast)}
     out = tmp_path / "c.jsonl"
     kw = dict(pairs=["sentiment-positive+weddings"], setups=["caa@5+caa@5", "sas@5+sas@5", "caa@5+sas@5"],
               budget=3.0, n_tune=4, n_test=6, max_new_tokens=6, strengths=(0.01, 0.02), extend=0, out=out,
               progress=False)
-    r = compose(gemma_bf16, saes, **kw)
+    r = compose(gemma_fast, saes, **kw)
     terms = [tuple(t["method"] for t in row["terms"]) for row in r.rows]
     assert terms[0] == () and ("caa", "sas") in terms and ("sas", "sas") in terms, \
         [rec.get("why") for rec in composition_table(r)]
@@ -143,9 +143,10 @@ def test_compose_on_gemma_with_a_shipped_sae_reports_and_resumes(gemma_bf16, tmp
     assert recs["caa@5+sas@5"]["kind"] == "mixed" and recs["caa@5+caa@5"]["kind"] == "dense"
     together = next(row for row in r.rows if row["setup"] == "sas@5+sas@5")
     assert together["receipt"]["5"]["positions"] > 0
-    assert 0 < len(sparse_vs_dense(r)) and retained(r, Setup.parse("sas@5+sas@5"))[0] == retained(r, r.setups[1])[0]
+    assert 0 < len(sparse_vs_dense(r))  # a setup parsed from its name reads the same rows (NaN: nothing to retain)
+    assert retained(r, Setup.parse("sas@5+sas@5"))[0] == pytest.approx(retained(r, r.setups[1])[0], nan_ok=True)
     n = len(out.read_text().splitlines())
-    again = compose(gemma_bf16, saes, **kw)  # resumed: nothing is generated again
+    again = compose(gemma_fast, saes, **kw)  # resumed: nothing is generated again
     assert len(out.read_text().splitlines()) == n and [x["key"] for x in again.rows] == [x["key"] for x in r.rows]
     text = write_report(r, tmp_path / "c.md").read_text()
     assert "| sentiment-positive+weddings | sas@5+sas@5 | sparse |" in text and "gemma-3-270m-L5-4k" in text

@@ -344,7 +344,7 @@ def test_an_sae_with_weights_that_cannot_steer_is_refused_at_load(tmp_path, key,
 
 
 @pytest.mark.slow
-def test_the_default_saes_are_the_30m_topk_ones_and_sas_moves_a_topic_through_them(gemma_bf16):
+def test_the_default_saes_are_the_30m_topk_ones_and_sas_moves_a_topic_through_them(gemma_fast):
     """Commands without --sae take the SAEs `sas train-sae` trained on 30M tokens (TopK, k=64). A SAS vector of the
     weddings concept in the layer-9 one, at a benchmark strength, puts weddings into sampled continuations where the
     unsteered model rarely goes (paired over the same prompts and sampling seeds)."""
@@ -357,18 +357,18 @@ def test_the_default_saes_are_the_30m_topk_ones_and_sas_moves_a_topic_through_th
     assert [S.layer_of(cards[n]["hook"]) for n in names] == [5, 9]
     assert all(cards[n]["architecture"] == "topk" and cards[n]["training"]["tokens_seen"] >= 30_000_000 and
                cards[n]["width"] == 16384 for n in names), names
-    sae = S.load_sae(names[1], gemma_bf16)
+    sae = S.load_sae(names[1], gemma_fast)
     item = ConceptItem("weddings", "tuning", n_prompts=32, max_new_tokens=16, n_calibration=32)
-    vec = build_vector(gemma_bf16, "sas", item.contrast, [9], {9: sae})
+    vec = build_vector(gemma_fast, "sas", item.contrast, [9], {9: sae})
     assert 0 < int((vec.codes[9] != 0).sum()) < 500
-    (steered, texts), = item.evaluate_many(gemma_bf16, vec, [0.1], 9)
-    unsteered, _ = item.evaluate(gemma_bf16, None, 0.0, 9)
+    (steered, texts), = item.evaluate_many(gemma_fast, vec, [0.1], 9)
+    unsteered, _ = item.evaluate(gemma_fast, None, 0.0, 9)
     d, lo, hi = paired_diff_ci(steered["scores"], unsteered["scores"])
     assert lo > 0, (d, lo, hi, texts[:4])
 
 
 @pytest.mark.slow
-def test_on_the_default_topk_sae_sas_evicts_the_tokens_own_features_and_sas_relu_does_not(gemma_bf16):
+def test_on_the_default_topk_sae_sas_evicts_the_tokens_own_features_and_sas_relu_does_not(gemma_fast):
     """At a benchmark strength, the paper's edit on a TopK SAE re-applies TopK: the weddings vector's features take
     the slots of a large share of each token's 64 features. sas_relu (ReLU as sigma) leaves every one of them on."""
     from sas.methods.registry import build_vector
@@ -376,12 +376,12 @@ def test_on_the_default_topk_sae_sas_evicts_the_tokens_own_features_and_sas_relu
     from sas.steering.sparse import sigma
     from sas.steering.strength import layer_activations, raw_multiplier
 
-    sae = S.load_sae(S.select_saes("gemma-3-270m", [9])[0], gemma_bf16)
+    sae = S.load_sae(S.select_saes("gemma-3-270m", [9])[0], gemma_fast)
     item = ConceptItem("weddings", "tuning", n_prompts=16, n_calibration=16)
     evicted = {}
     for method in ("sas", "sas_relu"):
-        vec = build_vector(gemma_bf16, method, item.contrast, [9], {9: sae})
-        acts = layer_activations(gemma_bf16, item.prompts, vec, 9)
+        vec = build_vector(gemma_fast, method, item.contrast, [9], {9: sae})
+        acts = layer_activations(gemma_fast, item.prompts, vec, 9)
         m = raw_multiplier(vec, 9, acts, 0.1)
         z = sae.encode(acts.to(sae.dtype))
         c = z + m * vec.codes[9].to(z.dtype)
