@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,12 +250,16 @@ def agreement() -> str:
     if any(r["fluent"] is None for r in recs):
         raise SystemExit(f"{S.ratings} has unread items (fluent: null)")
     rng = np.random.default_rng(0)
-    rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): r for r, _ in _rows()}
-    unst = {r["concept"]: r for r in rows.values() if r["multiplier"] == 0}
+    rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): (r, t) for r, t in _rows()}
+    unst = {r["concept"]: r for r, _ in rows.values() if r["multiplier"] == 0}
+    stale = 0
     for r in recs:  # the budget reads the condition's pooled perplexity, not the text's
         m = "caa" if r["method"] == "unsteered" else r["method"]
-        row = rows[(r["concept"], m, r["layer"], r["multiplier"])]
-        r["perplexity (condition)"] = row["perplexity"] / unst[r["concept"]]["perplexity"]
+        row, texts = rows.get((r["concept"], m, r["layer"], r["multiplier"]), (None, []))
+        if r["text"] in texts:  # only from the run the text was drawn from
+            r["perplexity (condition)"] = row["perplexity"] / unst[r["concept"]]["perplexity"]
+        else:
+            stale += 1
         key, base = str((r["concept"], m, r["layer"], r["multiplier"])), str((r["concept"], "caa", 5, 0.0))
         for name, path in (("smollm2 (condition)", S.conditions),
                            ("prefixed (condition)", S.conditions.with_name(S.conditions.stem + "_prefixed.json"))):
@@ -267,6 +272,9 @@ def agreement() -> str:
         measures |= {"prefixed": MEASURES["perplexity"], "prefixed (condition)": MEASURES["perplexity"]}
     measures = {k: m for k, m in measures.items() if any(r.get(k) is not None for r in recs)}  # kl: first only
     common = [r for r in recs if all(r.get(k) is not None for k in measures)]
+    if stale:
+        print(f"{stale} of {len(recs)} rated texts are not in {S.bench} (another run is there now): no "
+              "'perplexity (condition)' for them", file=sys.stderr)
     return _table(recs, measures, rng) + f"\n\nOn the {len(common)} texts that have every measure:\n\n" + \
         _table(common, measures, rng)
 
