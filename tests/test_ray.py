@@ -193,6 +193,10 @@ def test_bench_on_ray_gives_the_serial_rows(cluster, tiny, tmp_path):
                    **kw)
     assert len(serial.test) >= 2
     assert same(on_ray.tuning) == same(serial.tuning) and same(on_ray.test) == same(serial.test)
+    # the actors cache each vector beside the rows, as a serial run does: a resumed run builds none again
+    cached = lambda out: sorted(f.name for f in (tmp_path / out).iterdir())  # noqa: E731
+    assert cached("ray.vectors") == cached("serial.vectors") and any(n.startswith("caa_weddings") for n in
+                                                                     cached("ray.vectors"))
 
 
 def test_an_empty_address_is_refused_not_run_without_ray(monkeypatch, capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -51,6 +52,7 @@ class Grid:
     saes: dict[int, str] = field(default_factory=dict)  # layer -> SAE name or folder, for sparse methods
     method_settings: dict[str, dict] = field(default_factory=dict)  # method -> settings (e.g. {"sas": {"tau": 0.2}})
     eval_settings: dict = field(default_factory=dict)  # n_test, balance, seed, n_prompts, max_new_tokens, side_effects
+    vector_dir: str | None = None  # where built vectors are cached (run_grid sets the results file's), for workers too
 
     def __post_init__(self):
         make = [make_item(self.kind, i, self.eval_settings) for i in self.items]  # checks names and settings
@@ -105,6 +107,8 @@ class Runner:
     def __init__(self, grid: Grid, model=None, saes: dict | None = None, vectors: dict | None = None,
                  vector_dir=None, progress: bool = True):
         self.grid, self._model, self._saes = grid, model, dict(saes or {})
+        if vector_dir is None and grid.vector_dir:
+            vector_dir = Path(grid.vector_dir)
         self.vectors, self.vector_dir, self.progress = dict(vectors or {}), vector_dir, progress
         self.items = {i: make_item(grid.kind, i, grid.eval_settings) for i in grid.items}
         self.unsteered: dict[str, dict] = {}  # item -> results of the unsteered model
@@ -360,7 +364,10 @@ def run_grid(grid: Grid, out=None, model=None, saes: dict | None = None, vectors
 
         grid.saes = {**{int(x): sae_name(s) for x, s in saes.items()}, **grid.saes}
     with hold(out):
-        return _run_grid(grid, ResultStore(out, grid.kind), model, saes, vectors, executor, progress, conditions)
+        store = ResultStore(out, grid.kind)
+        if store.vector_dir is not None:  # an executor's workers cache their vectors beside the rows too
+            grid.vector_dir = str(store.vector_dir)
+        return _run_grid(grid, store, model, saes, vectors, executor, progress, conditions)
 
 
 def _run_grid(grid, store, model, saes, vectors, executor, progress, conditions) -> list[dict]:
