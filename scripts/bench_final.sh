@@ -8,7 +8,8 @@
 #
 # 1. What the feature-selection methods read, once per SAE and cached (a no-op after): output scores,
 #    activation statistics and SAE-TS's effect map, about 40 CPU-minutes for a 16k SAE, two at a time.
-#    A resumed run needs no effect map for the SAE-TS vectors already in its vector cache: SKIP_STATS=1.
+#    A resumed run needs no effect map for the SAE-TS vectors already in its vector cache: STATS=old computes
+#    them for the 4k SAEs only (the 16k run's SAE-TS vectors are built), STATS=none for none.
 # 2. The two runs on Ray (two workers on this machine). The methods that use no SAE (CAA, ActAdd,
 #    prompting) do not depend on the SAE set: their rows are copied from the first run into the second.
 # 3. Both reports again, with features.md (what each sparse vector is made of), without Ray: nothing is
@@ -23,15 +24,17 @@ new=(bench "${common[@]}" --methods "caa,actadd,prompt,$sparse,sas_relu"
 old=(bench "${common[@]}" --methods "caa,actadd,prompt,$sparse"
      --sae gemma-3-270m-L5-4k,gemma-3-270m-L9-4k --out "$out/old-4k/bench.jsonl" --report "$out/old-4k")
 
-stats() { python scripts/sae_stats.py --corpus ../shared/data/corpus/enwiki-2014 --sae "$1"; }
-if [ -z "${SKIP_STATS:-}" ]; then
-    for pair in "L5-16k-topk L9-16k-topk" "L5-4k L9-4k"; do
-        set -- $pair
-        stats "gemma-3-270m-$1" & first=$!
-        stats "gemma-3-270m-$2"
-        wait "$first"
-    done
-fi
+stats() {  # two SAEs at a time, one per core
+    python scripts/sae_stats.py --corpus ../shared/data/corpus/enwiki-2014 --sae "gemma-3-270m-$1" & first=$!
+    python scripts/sae_stats.py --corpus ../shared/data/corpus/enwiki-2014 --sae "gemma-3-270m-$2"
+    wait "$first"
+}
+case "${STATS:-all}" in
+    all) stats L5-16k-topk L9-16k-topk; stats L5-4k L9-4k ;;
+    old) stats L5-4k L9-4k ;;
+    none) ;;
+    *) echo "STATS is all, old or none, not '$STATS'" >&2; exit 2 ;;
+esac
 sas "${new[@]}" --ray --no-features
 python - "$out/bench.jsonl" "$out/old-4k/bench.jsonl" <<'PY'
 # copy the SAE-free methods' rows (and their texts) that the second run does not have yet

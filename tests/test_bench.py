@@ -120,6 +120,9 @@ def test_bench_on_the_tiny_model_tunes_tests_resumes_and_reports(tiny, tmp_path)
     n = len(out.read_text().splitlines())
     again = bench(tiny, {1: random_sae(layer=1)}, **kw)
     assert len(out.read_text().splitlines()) == n and again.test == r.test  # resumed: nothing redone
+    # one cached vector per steering method and concept, shared by the tuning and the test split
+    assert sorted(f.name.split("_weddings")[0] for f in (tmp_path / "b.vectors").glob("*.safetensors")) == \
+        ["caa", "sas", "sas_diff"]
     steered = [row for row in r.tuning if row["method"] == "caa" and row["multiplier"] > 0]
     assert [round(row["raw_multiplier"] / steered[0]["raw_multiplier"], 3) for row in steered] == [1.0, 4.0]
     report = write_report(r, tmp_path / "report")

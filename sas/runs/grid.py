@@ -100,6 +100,12 @@ class Grid:
         return asdict(self)
 
 
+# settings of a row that its vector does not depend on (how it is evaluated, not how it is built): the cache of
+# built vectors ignores them, so both splits of a benchmark, and a rerun with more prompts, share each vector
+VECTOR_FREE = ("layer", "multiplier", "n_test", "n_prompts", "max_new_tokens", "side_effects", "split",
+               "n_calibration", "fluency")
+
+
 class Runner:
     """Evaluates conditions of ``grid`` where the model is. ``model`` and ``saes`` ({layer: SAE}) are loaded from
     the grid's names when not given; ``vectors`` may give prebuilt vectors by item (or by (item, method))."""
@@ -213,7 +219,7 @@ class Runner:
         if self.vector_dir is None:
             return None
         k = {key: v for key, v in self.key(Condition(item_name, method, layers[0], 1.0)).items()
-             if key not in ("layer", "multiplier", "n_test", "n_prompts", "max_new_tokens", "side_effects")}
+             if key not in VECTOR_FREE}
         if get_method(method).needs_sae:
             k["sae"] = [self._sae_id(x) for x in layers]
         return self.vector_dir / f"{method}_{item_name}_{json_hash({**k, 'layers': layers}, 12)}"
