@@ -1,5 +1,6 @@
 """Compute and cache the per-SAE statistics the feature-selection rules and edits need, and print their cost:
-output scores (all features), activation statistics (clamp targets) and the SAE-TS effect map of the SAE's layer.
+output scores and ΔToken Confidence (all features), activation statistics (clamp targets) and the SAE-TS effect
+map of the SAE's layer.
 
     python scripts/sae_stats.py --sae gemma-3-270m-L9-16k --sae gemma-3-270m-L5-4k \
         --corpus ../shared/data/corpus/enwiki-2014 --what output_scores,feature_stats,effect_map --vectors 1024
@@ -20,12 +21,13 @@ import torch
 
 from sas.steering.effects import effect_map
 from sas.activations.feature_stats import feature_stats
-from sas.steering.output_scores import output_scores
+from sas.steering.output_scores import delta_token_confidence, output_scores
 from sas.activations.sae_cache import SHIPPED
 from sas.load.models import load_model
 from sas.load.saes import SAE_DIR, load_sae, registry
 
-WHAT = ("output_scores", "feature_stats", "effect_map")
+SHIP = ("output_scores", "delta_token_confidence", "feature_stats")  # small; effect maps stay in the cache
+WHAT = ("output_scores", "delta_token_confidence", "feature_stats", "effect_map")
 
 
 def corpus_texts(path: Path, limit: int = 2000):
@@ -74,6 +76,9 @@ def main():
                 s = output_scores(model, sae, rebuild=args.rebuild, progress=True)
                 q = s.quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
                 info = f"quartiles {[f'{v:.2e}' for v in q]}, {(s >= 0.01).float().mean():.1%} >= 0.01"
+            elif w == "delta_token_confidence":
+                s = delta_token_confidence(model, sae, rebuild=args.rebuild, progress=True)
+                info = f"{(s > 0).float().mean():.1%} of features raise the next token's confidence"
             elif w == "feature_stats":
                 st = feature_stats(model, sae, rebuild=args.rebuild)
                 info = f"{st.n_positions} positions, {(st.frequency == 0).float().mean():.1%} never active"
@@ -90,7 +95,7 @@ def main():
             dst = SAE_DIR / registry()[name].get("folder", name) / SHIPPED
             dst.mkdir(exist_ok=True)
             for f in sae_cache_dir(sae, SHIPPED).glob("*.safetensors"):
-                if f.name.startswith(("output_scores", "feature_stats")):  # small; effect maps stay in the cache
+                if f.name.startswith(SHIP):
                     shutil.copy2(f, dst / f.name)
                     print("shipped", dst / f.name)
 
