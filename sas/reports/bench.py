@@ -572,7 +572,7 @@ def write_features(result, folder, model, saes: dict | None = None, texts=None, 
     :func:`sas.load.data.load_text_sample`), read once per SAE into its feature cache (the dashboards' cache,
     :func:`sas.activations.feature_cache.feature_cache`; ``max_tokens`` caps it, default all of ``texts``). The
     vectors come from the results file's vector cache."""
-    from ..activations.feature_cache import feature_cache
+    from ..evaluation.features import feature_cache
     from ..runs.inspect import sae_space_vectors
     from .features import report
 
