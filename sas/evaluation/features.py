@@ -24,8 +24,7 @@ from ..load.saes import sae_hook, sae_layer
 from ..steering.output_scores import output_scores as output_score_table
 
 __all__ = ["FeatureCache", "cached_contexts", "check_ids", "contrast_counts", "feature_cache", "feature_table",
-           "logit_effects",
-           "neuronpedia_url", "overlap", "top_contexts", "vector_contrast"]
+           "logit_effects", "neuronpedia_url", "overlap", "top_contexts", "vector_contrast"]
 
 
 NEURONPEDIA = {  # sae-lens release -> Neuronpedia model id and SAE set (for Gemma Scope)

@@ -17,6 +17,7 @@ Its fit is reported as the explained variance of held-out vectors' effects, with
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -198,14 +199,12 @@ def _missing(sae, settings: dict) -> str:
             f"--vectors {n}` or sas.steering.effects.effect_map(model, sae, texts=<Wikipedia training texts>)")
 
 
-def missing_effect_map(model, sae, n_vectors: int = 1024, **settings) -> str | None:
-    """Why :func:`effect_map` (with these settings) would stop for want of a cached map and of ``texts``, naming the
-    command that computes it; None if the map is cached. Reads the cache's headers only."""
-    s = _settings(model, sae, n_vectors, **{k: settings.get(k, v) for k, v in _DEFAULTS.items()})
+def missing_effect_map(model, sae, n_vectors: int = 1024) -> str | None:
+    """Why :func:`effect_map` with its default settings and ``n_vectors`` would stop for want of a cached map
+    (and of ``texts``), naming the command that computes it; None if the map is cached."""
+    d = {k: p.default for k, p in inspect.signature(effect_map).parameters.items()}
+    s = _settings(model, sae, n_vectors, d["n_prompts"], d["prompt_tokens"], d["n_new"], d["alpha"], d["seed"])
     return None if read_cached(sae, "effect_map", s) is not None else _missing(sae, s)
-
-
-_DEFAULTS = {"n_prompts": 8, "prompt_tokens": 8, "n_new": 8, "alpha": 0.4, "seed": 0}  # effect_map's
 
 
 def effect_map(model, sae, texts: Sequence[str] | None = None, n_vectors: int = 1024, n_prompts: int = 8,
