@@ -127,6 +127,25 @@ def test_the_cached_vector_is_keyed_by_its_settings(tiny, tmp_path):
     assert len(files) == 2 and all(f.startswith("sas_sycophancy_") for f in files)
 
 
+def test_an_executors_rows_are_counted_on_a_progress_bar(tiny, tmp_path, capsys):
+    """An executor (Ray) sends rows back in any order; the driver's bar counts each one as it is written."""
+    grid = Grid("concept", ["weddings"], ["caa"], [1, 2], {"caa": [0.0, 0.1]},
+                eval_settings={"n_prompts": 2, "max_new_tokens": 3, "n_calibration": 2})
+    sent = []
+
+    def executor(grid, shards, on_row):  # in process, shards backwards: what a remote worker pool may do
+        runner = Runner(grid, tiny, progress=False)
+        for shard in reversed(shards):
+            runner.run(shard, on_row=lambda row, texts: (sent.append(row), on_row(row, texts)))
+
+    rows = run_grid(grid, tmp_path / "r.jsonl", tiny, executor=executor)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert len(sent) == len(rows) == 4 and all(r is not None for r in rows)
+    assert any(line.startswith("concept grid: 100%") and "4/4" in line for line in bar), bar
+    run_grid(grid, tmp_path / "r.jsonl", tiny, executor=executor, progress=False)  # all done: nothing sent
+    assert len(sent) == 4 and "grid" not in capsys.readouterr().err
+
+
 def test_shards_keep_item_and_method_together():
     grid = Grid("ab", ["sycophancy", "refusal"], ["caa", "actadd"], [1, 2], {"caa": [0, 1], "actadd": [1]}, "tiny")
     conds = grid.conditions()

@@ -389,6 +389,13 @@ def _run_grid(grid, store, model, saes, vectors, executor, progress, conditions)
         runner.preflight(todo)
         if executor is None:
             runner.run(todo, on_row=store.append)
-        else:
-            executor(grid, Grid.shards(todo, 64), store.append)
+        else:  # the rows come back here, in any order: the bar counts them (a serial run's Runner has its own)
+            from tqdm.auto import tqdm
+
+            with tqdm(total=len(todo), desc=f"{grid.kind} grid", disable=not progress, smoothing=0) as bar:
+                def on_row(row, texts):
+                    store.append(row, texts)
+                    bar.update()
+
+                executor(grid, Grid.shards(todo, 64), on_row)
     return [store.find(k) for k in keys.values()]
