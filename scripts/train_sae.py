@@ -7,7 +7,7 @@ Three resumable phases, all under ``--out``:
    sentiment prompts), and cache the residual activations of every layer as bfloat16 shards. BOS and
    other special tokens are left out: Gemma's BOS residual is an outlier that no SAE should spend
    capacity on. The model itself runs in bfloat16 (2x faster on AVX-512 BF16 CPUs), so bfloat16
-   shards lose nothing.
+   shards lose nothing (``--dtype float32`` on a CPU without bfloat16 instructions, which emulates it).
 2. ``checkpoints/``: train all SAEs in lockstep on the cached activations with sae-lens's
    ``MultiSAETrainer``; activations are scaled to norm sqrt(d_model) and ``b_dec`` starts at the mean
    (Gemma's residual mean is large, |mean| ~ 6000). Checkpoints are written regularly; rerunning the
@@ -377,6 +377,9 @@ def main(argv=None) -> None:
     ap.add_argument("--train-tokens", type=int, default=None, help="tokens to train on (default: --tokens)")
     ap.add_argument("--acts", type=Path, default=None, help="activation cache folder (default: OUT/acts); "
                     "share one cache between runs that train different SAEs")
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                    help="the model's dtype for caching activations (bfloat16: what shipped the first SAEs; float32 is "
+                         "faster on a CPU without bfloat16 instructions); the cache holds bfloat16 either way")
     ap.add_argument("--autocast", action="store_true", help="bfloat16 matmuls in SAE training (1.4x on AVX-512 BF16)")
     ap.add_argument("--batch", type=int, default=1024, help="tokens per training step")
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -435,7 +438,7 @@ def main(argv=None) -> None:
         from sas.load.models import load_model
 
         t0 = time.time()
-        model = load_model(args.model, dtype=torch.bfloat16)
+        model = load_model(args.model, dtype=args.dtype)
         print(f"[extract] model loaded in {time.time() - t0:.0f} s", flush=True)
         extract(model, files, hooks, args.tokens, acts_dir, context=args.context, prompt_frac=args.prompt_frac,
                 seed=args.seed, data=data)
