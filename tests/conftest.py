@@ -91,6 +91,6 @@ def gemma_fast(request):
     """gemma-3-270m in the faster dtype on this CPU, for real-model tests whose assertion holds in either: bfloat16
     where the CPU has bfloat16 instructions (about twice as fast as float32), else the float32 ``gemma`` (an AVX2
     CPU emulates bfloat16, 3.4x slower than float32)."""
-    from sas.load.device import BF16_FLAGS, cpu_flags
+    from sas.load.device import native_bfloat16
 
-    return request.getfixturevalue("gemma_bf16" if cpu_flags() & BF16_FLAGS else "gemma")
+    return request.getfixturevalue("gemma_bf16" if native_bfloat16() else "gemma")

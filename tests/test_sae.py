@@ -259,9 +259,9 @@ def test_token_chunks_follow_the_models_bos_rule(tiny, monkeypatch):
 def test_tiny_training_run(tmp_path):
     """End to end on the real model: ~20k tokens of activations, two tiny SAEs, export as JumpReLU, resume."""
     train = _script("train_sae")
-    from sas.load.device import BF16_FLAGS, cpu_flags
+    from sas.load.device import native_bfloat16
 
-    dtype = "bfloat16" if cpu_flags() & BF16_FLAGS else "float32"  # a CPU without bfloat16 emulates it, 3.4x slower
+    dtype = "bfloat16" if native_bfloat16() else "float32"
     argv = ["--corpus", str(TRAIN), "--data", str(ROOT / "sas" / "data"), "--sae", "9:256", "--sae", "5:256", "--k", "16", "--tokens", "16000",
             "--batch", "512", "--checkpoints", "3", "--dtype", dtype, "--out", str(tmp_path)]
     train.main(argv)
