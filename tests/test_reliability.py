@@ -560,3 +560,29 @@ def test_21_scripts_need_the_corpus_as_an_argument(tmp_path, capsys):
         with pytest.raises((SystemExit, FileNotFoundError)) as e:
             mod.main(argv)
         assert "missing" in str(e.value) + capsys.readouterr().err
+
+
+def test_write_text_is_atomic_and_makes_folders(tmp_path):
+    """Reports, cards and settings go through one writer: a failed write leaves the old file and no temporary."""
+    from sas.files import write_atomic, write_text
+
+    p = write_text(tmp_path / "a" / "report.md", "one")
+    assert p.read_text() == "one"
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(p, fail)
+    assert p.read_text() == "one" and [x.name for x in p.parent.iterdir()] == ["report.md"]
+
+
+def test_save_figure_writes_the_format_its_suffix_names(tmp_path):
+    from sas.reports.plots import figure, save_figure
+
+    fig, ax = figure()
+    ax[0, 0].plot([0, 1])
+    png, svg = save_figure(fig, tmp_path / "f.png"), save_figure(fig, tmp_path / "f.svg")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in svg.read_bytes()[:1000]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["f.png", "f.svg"]

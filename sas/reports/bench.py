@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 from ..evaluation.stats import detectable_difference, paired_diff_ci, verdict
+from ..files import write_text
 from .plots import figure, save_figure
 
 COLORS = {"caa": "tab:blue", "actadd": "tab:orange", "sas": "tab:red", "sas_dense": "tab:purple",
@@ -312,9 +313,7 @@ def write_report(result, folder) -> Path:
     lines += ["![summary](summary.png)", "", "![frontiers](frontiers.png)", ""]
     plot_summary(records, result.budgets, unst, folder / "summary.png", fluency)
     plot_frontiers(result, folder / "frontiers.png")
-    path = folder / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_text(folder / "report.md", "\n".join(lines))
 
 
 def _measure_text(fluency: str) -> str:
@@ -618,10 +617,7 @@ def write_features(result, folder, model, saes: dict | None = None, texts=None, 
              f"over held-out Wikipedia ({held_out or 'none read'}), and its top held-out contexts.", "",
              "| concept | method | layer | features | selection | report |", "| --- | --- | --- | --- | --- | --- |",
              *rows]
-    path = folder / "features.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(folder / "features.md", "\n".join(lines) + "\n")
 
 
 def _short(d: dict, limit: int = 160) -> str:

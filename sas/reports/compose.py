@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..files import write_text
 from ..runs.compose import composition_table, mean_change, retained, sparse_vs_dense
 
 
@@ -81,7 +82,4 @@ def write_report(result, path) -> Path:
              "## Per setup", "", *summary_lines(result, records), "", "## Per pair", "",
              "Scores are each concept's own score (VADER compound for sentiment, the share of continuations that "
              "mention the topic for topics); Δ = together − alone, paired by prompt.", "", *pair_lines(records), ""]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(path, "\n".join(lines))

@@ -9,6 +9,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..evaluation import features as _computed
+from ..files import write_text
 from . import moved
 
 # the inspection functions that compute moved a floor down; their old names here work for one release
@@ -57,7 +58,4 @@ def report(model, sae, vector, texts: Sequence[str], path: str | Path, layer: in
         if r.neuronpedia:
             lines.append(f"- [Neuronpedia]({r.neuronpedia})")
         lines += [f"- {a:.2f}: `{s.replace(chr(96), chr(39))}`" for a, s in zip(c.activation, c.context)] + [""]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(path, "\n".join(lines))

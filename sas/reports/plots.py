@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..files import write_atomic
+
 
 def figure(nrows: int = 1, ncols: int = 1, **kw):
     """``(fig, axes)`` like ``plt.subplots(..., squeeze=False)``, without pyplot."""
@@ -16,12 +18,11 @@ def figure(nrows: int = 1, ncols: int = 1, **kw):
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Write ``fig`` to ``path`` (folders made as needed)."""
+    """Write ``fig`` to ``path`` (folders made as needed; atomically, in the format its suffix names)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or None))
 
 
 def plot_sweep(df: pd.DataFrame, path: str | Path, value: str | None = None) -> Path:

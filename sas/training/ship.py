@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import write_atomic, write_text
+
 
 def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete", default: bool = False) -> Path:
     """Write ``saes_dir/<name>/`` (sae-lens folder, weight matrices in whichever of float16 and bfloat16 loses less)
@@ -38,8 +40,8 @@ def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete", de
         raise ValueError(f"{exported / WEIGHTS}: {bad} hold non-finite values in 16 bits; not shipped")
     dest = saes_dir / name
     dest.mkdir(parents=True, exist_ok=True)
-    save_file(state, dest / WEIGHTS)
-    (dest / "cfg.json").write_text(json.dumps(cfg))
+    write_atomic(dest / WEIGHTS, lambda tmp: save_file(state, tmp))
+    write_text(dest / "cfg.json", json.dumps(cfg))
     card_path = saes_dir / f"{name}.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
     s = training["settings"]
@@ -64,7 +66,7 @@ def ship(exported: Path, saes_dir: Path, name: str, status: str = "complete", de
     if default:
         card["default"] = True
     card["metrics"] = old.get("metrics", {}) if old.get("sha256") == card["sha256"] else {}
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    write_text(card_path, json.dumps(card, indent=1) + "\n")
     return card_path
 
 

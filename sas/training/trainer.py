@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import write_text
 from ..hooks import resid_hook
 from ..load.models import cache_dir
 from .tokens import SHARED_DATA, corpus_files, corpus_tokens, make_plan, steering_prompts
@@ -85,10 +86,7 @@ def check_settings(folder: Path, settings: dict) -> None:
     """Write ``settings.json`` for a new run; for an existing one, refuse different settings, naming them."""
     path = folder / "settings.json"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(settings, indent=1))
-        tmp.replace(path)
+        write_text(path, json.dumps(settings, indent=1))
         return
     old = json.loads(path.read_text())
     diff = {k: (old.get(k), settings.get(k)) for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)}
