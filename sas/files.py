@@ -31,6 +31,11 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_jsonl(path: str | Path, rows) -> Path:
+    """Write ``rows`` as JSON lines (UTF-8, non-ASCII kept) to ``path`` atomically: :func:`write_text`."""
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
 def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON number; write a finite number")
 

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from sas.runs.store import to_frame  # noqa: E402
 from sas.runs.store import read_rows  # noqa: E402
+from sas.files import write_text  # noqa: E402
 
 
 def effects(df: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +72,7 @@ def main():
              f"{top.positive.median():+.4f}.", "",
              top.groupby(["method", "item"])[["positive", "negative"]].median().round(4).to_markdown(), "",
              f"![figure]({out.with_suffix('.png').name})", ""]
-    out.write_text("\n".join(lines))
+    write_text(out, "\n".join(lines))
     print(out)
 
 

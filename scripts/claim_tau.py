@@ -25,6 +25,7 @@ import torch  # noqa: E402
 import sas  # noqa: E402
 from sas.activations.residual import last_token_activations  # noqa: E402
 from sas.activations.codes import encode  # noqa: E402
+from sas.files import write_text  # noqa: E402
 from sas.load.saes import load_sae  # noqa: E402
 from sas.methods.sas import sparse_diff  # noqa: E402
 from sas.steering.sparse import SparseVector  # noqa: E402
@@ -125,7 +126,7 @@ def main():
              f"Command: `python scripts/claim_tau.py --sae {args.sae} "
              + (f"--strength {args.strength:g}" if args.multiplier is None else f"--multiplier {args.multiplier:g}")
              + f" --n-prompts {args.n_prompts} --out {args.out}`", ""]
-    out.write_text("\n".join(lines))
+    write_text(out, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -26,6 +26,7 @@ from sas.activations.residual import answer_activations, last_token_activations 
 from sas.load.data import BEHAVIORS, balance_letters, load_behavior  # noqa: E402
 from sas.evaluation.features import overlap  # noqa: E402
 from sas.activations.codes import encode  # noqa: E402
+from sas.files import write_text  # noqa: E402
 from sas.load.saes import load_sae  # noqa: E402
 from sas.methods.sas import sparse_diff  # noqa: E402
 from sas.steering.sparse import SparseVector  # noqa: E402
@@ -117,7 +118,7 @@ def main():
              "## Per item", "", piv.to_markdown(), "", f"![figure]({out.with_suffix('.png').name})", "",
              f"Command: `python scripts/claim_width.py --saes {args.saes} --tau {args.tau:g} --n-pairs "
              f"{args.n_pairs} --out {args.out}`", ""]
-    out.write_text("\n".join(lines))
+    write_text(out, "\n".join(lines))
     df.to_json(out.with_suffix(".jsonl"), orient="records", lines=True)
     print("\n".join(lines))
 

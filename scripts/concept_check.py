@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import torch
@@ -23,6 +22,7 @@ import torch
 import sas
 from sas.activations.residual import last_token_activations
 from sas.concepts import shipped_concepts, steering_prompts
+from sas.files import write_jsonl
 
 
 def main() -> None:
@@ -47,10 +47,7 @@ def main() -> None:
 
     def add(row):
         rows.append(row)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        os.replace(tmp, args.out)
+        write_jsonl(args.out, rows)
         print(f"{row['concept']:20s} L{row['layer']} x{row['multiplier']:<5} {row['condition']:9s} "
               f"score {row['score']:.3f}  ({row['seconds']:.0f} s)", flush=True)
 

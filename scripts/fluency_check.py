@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sas.files import write_jsonl, write_text
+
 OUT = Path("docs/fluency_check")
 
 
@@ -126,9 +128,7 @@ def pick() -> None:
                            "perplexity": math.exp(r["nll"][i] / max(r["n_tokens"][i], 1)) / unst[0]["perplexity"],
                            "smollm2": math.exp(nll / max(n, 1)) / base_ppl})
     rng.shuffle(chosen)  # read in random order: the condition does not show
-    with S.ratings.open("w") as f:
-        for r in chosen:
-            f.write(json.dumps({**r, "kl": None, "fluent": None, "reason": ""}, ensure_ascii=False) + "\n")
+    write_jsonl(S.ratings, ({**r, "kl": None, "fluent": None, "reason": ""} for r in chosen))
 
 
 def _condition_keys(recs: list[dict]) -> list[tuple]:
@@ -154,7 +154,7 @@ def conditions() -> None:
         nll = fluency_nll([c.prefix + p for p in prompts], rows[key][1])
         out[str(key)] = math.exp(nll[:, 0].sum() / nll[:, 1].sum())
         print(key, round(out[str(key)], 2), flush=True)
-        S.conditions.write_text(json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
+        write_text(S.conditions, json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
 
 
 def prefixed() -> None:
@@ -182,15 +182,13 @@ def prefixed() -> None:
         out[str(key)] = math.exp(nll[:, 0].sum() / nll[:, 1].sum())
         per_text[key] = nll
         print(key, round(out[str(key)] / out[str((key[0], "caa", 5, 0.0))], 2), flush=True)
-        path.write_text(json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
+        write_text(path, json.dumps(out, indent=1))  # as it goes: a stopped run keeps it
     for r in recs:
         key = (r["concept"], "caa" if r["method"] == "unsteered" else r["method"], r["layer"], r["multiplier"])
         i = steering_prompts(get_concept(r["concept"]), "tuning", S.n_tune).index(r["prompt"])
         nll, n = per_text[key][i].tolist()
         r["prefixed"] = math.exp(nll / max(n, 1)) / out[str((r["concept"], "caa", 5, 0.0))]
-    with S.ratings.open("w") as f:
-        for r in recs:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_jsonl(S.ratings, recs)
 
 
 def kl() -> None:
@@ -224,9 +222,7 @@ def kl() -> None:
             for r in mine:
                 r["kl"] = got[r["raw_multiplier"]]
             print(concept, method, layer, {round(m, 3): round(v, 4) for m, v in got.items()}, flush=True)
-        with S.ratings.open("w") as f:  # after each vector: a stopped run keeps what it measured
-            for r in recs:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        write_jsonl(S.ratings, recs)  # after each vector: a stopped run keeps what it measured
 
 
 def auc(x: np.ndarray, y: np.ndarray) -> float:

@@ -8,9 +8,7 @@ file loads back through sas.concepts.load_concept.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -20,6 +18,7 @@ from concept_texts import (ADJECTIVES, NEUTRAL_PHRASES, PARALLEL, SENTIMENT_TEMP
                            TASK_ADJECTIVES, TOPIC_TEMPLATES, TOPICS)
 
 from sas.concepts import CONCEPT_DIR, TASK_DIR, Lexicon, load_concept  # noqa: E402
+from sas.files import write_text  # noqa: E402
 
 LICENSE = "MIT; written for sas"
 
@@ -27,10 +26,7 @@ LICENSE = "MIT; written for sas"
 def write(name: str, d: dict, folder: Path = CONCEPT_DIR) -> None:
     path = folder / f"{name}.yaml"
     text = yaml.safe_dump(d, allow_unicode=True, sort_keys=False, width=120)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    write_text(path, text)  # atomic: a reader never sees half a file
     c = load_concept(path)
     print(f"{name}: {len(c.pairs)} pairs, scorer {c.scorer_name}, {len(c.concept_words)} concept words")
 

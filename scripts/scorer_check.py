@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import tempfile
 
 from sas.concepts import get_concept
+from sas.files import write_jsonl
 
 OUT = "docs/scorer_check"
 PLAN = {  # scorer -> concepts whose rows supply its 40 continuations
@@ -30,13 +29,6 @@ PLAN = {  # scorer -> concepts whose rows supply its 40 continuations
 
 def vader_label(compound: float) -> str:
     return "positive" if compound >= 0.05 else "negative" if compound <= -0.05 else "neutral"
-
-
-def atomic_write(path: str, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)
 
 
 def pick(rows: list[dict], n: int = 40, seed: int = 0) -> None:
@@ -61,7 +53,7 @@ def pick(rows: list[dict], n: int = 40, seed: int = 0) -> None:
             out.append({"concept": name, "condition": r["condition"], "layer": r["layer"],
                         "strength": r["multiplier"], "prompt": r["prompts"][i], "text": r["texts"][i],
                         "scorer": {k: v[0] for k, v in d.items()}, "reading": None, "note": ""})
-        atomic_write(f"{OUT}/{scorer}.jsonl", out)
+        write_jsonl(f"{OUT}/{scorer}.jsonl", out)
         print(f"{scorer}: {len(out)} continuations written to {OUT}/{scorer}.jsonl")
 
 

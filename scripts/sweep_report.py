@@ -6,6 +6,7 @@
 import argparse
 from pathlib import Path
 
+from sas.files import write_text
 from sas.reports.plots import plot_sweep
 from sas.reports.tables import letter_bias, summary
 from sas.runs.store import to_frame
@@ -54,7 +55,7 @@ def main():
         if "score_masked" in df:
             lines += ["## score with the vector's own words masked", "", summary(df, "score_masked").to_markdown(), ""]
     lines += [f"![plot]({plot.name})", ""]
-    out.write_text("\n".join(lines))
+    write_text(out, "\n".join(lines))
     print(out, plot)
 
 
