@@ -24,6 +24,8 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
+from sas.files import write_text  # noqa: E402
+
 from .cases import BENCHES, FULL, MEMORY, QUICK, run_sweep  # noqa: E402
 from .harness import (ROOT, BenchResult, Context, Peer, environment, load_average, measure_memory,  # noqa: E402
                       measure_memory_here, summarize, time_interleaved)
@@ -220,8 +222,8 @@ def _write(res: dict, out: Path) -> None:
     res.setdefault("load_average_end", load_average())
     if versions():
         res["environment"]["peers"] = {**res["environment"].get("peers", {}), **versions()}
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(res))
+    write_text(out, json.dumps(res, indent=1) + "\n")
+    write_text(out.with_suffix(".md"), markdown(res))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from sas.files import write_text
+
 from .harness import CACHE, ROOT, environment, load_average
 
 TODAY_CPU_SECONDS = 1716.1  # the float32 estimate in benchmarks/results.json (sweep_estimate.py, 2026-11-22)
@@ -211,7 +213,7 @@ def main(argv=None) -> int:
     else:
         res["bfloat16"] = sweep("bfloat16", behaviors, "_bf16")
     res["bfloat16_extrapolated"] = extrapolate(res["bfloat16"], BEHAVIORS)
-    out.write_text(json.dumps(res, indent=1))  # an interrupted float32 run keeps the bf16 result
+    write_text(out, json.dumps(res, indent=1))  # an interrupted float32 run keeps the bf16 result
     if args.float32 != "none":
         fp = sorted(res["bfloat16"]["per_behavior"]) if args.float32 == "same" else args.float32.split(",")
         res["float32_subset"] = sweep("float32", fp, "_fp32")

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from sas.files import write_text
+
 from .harness import CACHE
 
 
@@ -72,8 +74,8 @@ def main(argv=None) -> int:
     est = estimate(Path(args.progress))
     print(json.dumps(est, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps({"benchmarks": [], "sweep": est, "command":
-                                              "python -m benchmarks.sweep_estimate"}, indent=1))
+        write_text(args.out, json.dumps({"benchmarks": [], "sweep": est, "command":
+                                         "python -m benchmarks.sweep_estimate"}, indent=1))
     return 0
 
 

@@ -43,6 +43,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # the default --
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sas.training.tokens import corpus_files, corpus_texts  # noqa: E402  (one reader of the corpus)
 from sas.hashing import held_out_fifth  # noqa: E402
+from sas.files import write_atomic, write_text  # noqa: E402
 
 
 def data_dir(path: Path) -> Path:
@@ -325,8 +326,8 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
         state[key] = w.to(min(err, key=err.get)).contiguous()
     dest = saes_dir / name
     dest.mkdir(parents=True, exist_ok=True)
-    save_file(state, dest / WEIGHTS)
-    (dest / "cfg.json").write_text(json.dumps(cfg))
+    write_atomic(dest / WEIGHTS, lambda tmp: save_file(state, tmp))
+    write_text(dest / "cfg.json", json.dumps(cfg))
     log = final.parent.parent / "train_log.jsonl"
     if training.get("train_tok_per_s") is None and log.exists():  # measured from the local metrics log
         rows = [r for r in map(json.loads, open(log)) if r["sae"] == final.name]
@@ -360,7 +361,7 @@ def ship(final: Path, saes_dir: Path, model: str, status: str) -> str:
     card["metrics"] = old.get("metrics", {}) if old.get("sha256") == card["sha256"] else {}
     if training.get("export_command"):
         card["training"]["export_command"] = training["export_command"]
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    write_text(card_path, json.dumps(card, indent=1) + "\n")
     return name
 
 
