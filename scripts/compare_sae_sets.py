@@ -13,6 +13,7 @@ SAE sets are compared concept by concept, paired over the same test prompts.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def unfinished(path: Path):
         raise SystemExit(f"{path} is not finished ({n} conditions left, e.g. {shards[0][0]}): finish it with the "
                          "sas bench command that wrote it (same settings), then compare")
     return refuse
+
+
+def run_dtype(path: Path) -> str:
+    """The dtype a results file's rows were made in (its first row's)."""
+    with open(path) as f:
+        first = f.readline()
+    if not first.strip():
+        raise SystemExit(f"{path} has no rows: run the benchmark first")
+    return json.loads(first).get("dtype", "float32")
 
 
 def parse_run(s: str) -> tuple[str, Path, dict[int, str]]:
@@ -56,7 +66,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=parse_run, action="append", required=True, help="LABEL=FILE:SAE,SAE (twice)")
     p.add_argument("--methods", default=ALL)
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", help="the dtype the runs used (default: read from each results file's rows)")
     p.add_argument("--n-tune", type=int, default=N_TUNE)
     p.add_argument("--n-test", type=int, default=N_TEST)
     p.add_argument("--budget", type=float, help="the budget to compare at (default: the middle one)")
@@ -67,7 +77,7 @@ def main() -> None:
     results = []
     for label, path, saes in args.run:
         results.append(bench(None, saes, (), args.methods.split(","), None, STRENGTHS, None, args.n_tune, args.n_test,
-                             16, 0, path, dtype=args.dtype, fluency=FLUENCY, extend=MAX_EXTEND, progress=False,
+                             16, 0, path, dtype=args.dtype or run_dtype(path), fluency=FLUENCY, extend=MAX_EXTEND, progress=False,
                              executor=unfinished(path)))
     lines = [f"# {args.run[0][0]} against {args.run[1][0]}", "",
              *(f"- {label}: `{path}` ({', '.join(saes.values())})" for label, path, saes in args.run), "",

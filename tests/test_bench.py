@@ -521,3 +521,31 @@ def get_missing(method):
     from sas.methods.registry import get_method
 
     return get_method(method).missing
+
+
+def test_compare_sae_sets_reads_the_runs_dtype_and_refuses_bad_runs(tmp_path):
+    """scripts/compare_sae_sets.py rebuilds each run with the dtype its rows were made in (a wrong dtype would
+    look like an unfinished run), and names what is wrong with a --run it cannot use."""
+    import argparse
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_sae_sets.py"
+    spec = importlib.util.spec_from_file_location("compare_sae_sets", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = tmp_path / "bench.jsonl"
+    rows.write_text(json.dumps({"method": "caa", "dtype": "bfloat16"}) + "\n")
+    assert mod.run_dtype(rows) == "bfloat16"
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="no rows"):
+        mod.run_dtype(tmp_path / "empty.jsonl")
+    label, path, saes = mod.parse_run(f"new={rows}:gemma-3-270m-L5-16k-topk,gemma-3-270m-L9-16k-topk")
+    assert (label, path, saes) == ("new", rows, {5: "gemma-3-270m-L5-16k-topk", 9: "gemma-3-270m-L9-16k-topk"})
+    with pytest.raises(argparse.ArgumentTypeError, match="no results file"):
+        mod.parse_run(f"new={tmp_path / 'missing.jsonl'}:gemma-3-270m-L5-16k-topk")
+    with pytest.raises(argparse.ArgumentTypeError, match="not a shipped SAE"):
+        mod.parse_run(f"new={rows}:gemma-3-270m-L5-64k")
+    with pytest.raises(argparse.ArgumentTypeError, match="LABEL=FILE:SAE,SAE"):
+        mod.parse_run(str(rows))
