@@ -28,12 +28,12 @@ FULL = {"n_pairs": 16, "layers": [4, 8], "n_test": 10, "multipliers": [-2.0, -1.
         # the peers: all 18 layers; the 50 test questions; the 16k SAE at layer 9 for sparse steering
         "peer_pairs": 32, "peer_layers": list(range(18)), "peer_batch": 8, "hf_test": 50,
         "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 16,
-        "bf16_pairs": 64, "bf16_gen_batch": 8, "feature_tokens": 8_000}
+        "bf16_pairs": 64, "bf16_gen_batch": 8, "feature_tokens": 8_000, "nll_texts": 128}
 QUICK = {"n_pairs": 4, "layers": [4, 8], "n_test": 3, "multipliers": [-1.0, 1.0], "ab_layer": 8,
          "new_tokens": 8, "gen_multiplier": 2.0, "gen_layer": 8, "vector_pairs": 8,
          "peer_pairs": 4, "peer_layers": [4, 8], "peer_batch": 4, "hf_test": 3,
          "sae": "gemma-3-270m-L9-16k", "sparse_multiplier": 2.0, "forward_prompts": 2,
-         "bf16_pairs": 4, "bf16_gen_batch": 2, "train_rows": 4, "feature_tokens": 1_000}
+         "bf16_pairs": 4, "bf16_gen_batch": 2, "train_rows": 4, "feature_tokens": 1_000, "nll_texts": 4}
 # peak memory is set by one batch: a few full batches, one multiplier, a few new tokens
 MEMORY = {**FULL, "n_pairs": 4, "n_test": 8, "multipliers": [2.0], "new_tokens": 8, "peer_pairs": 8, "hf_test": 8}
 
@@ -403,6 +403,63 @@ def _check_sparse_forward(out: dict) -> dict:
             "ok": (f - g).abs().max().item() < 1e-2 * max(1.0, (f - u).abs().max().item())}
 
 
+# ---- 5b. the benchmark's fluency pass: continuation likelihood under the unsteered model ----
+
+@torch.inference_mode()
+def per_row_nll(model, prompts, continuations, batch_size: int = 128):
+    """sas's continuation NLL before the vocabulary was streamed: one body pass per batch, then per continuation
+    its positions' full logits and a log_softmax (W_U read once per continuation)."""
+    from sas.forward.run import logits_at, run_resid
+
+    rows = []
+    for i in range(0, len(prompts), batch_size):
+        p_ids = encode(model, prompts[i:i + batch_size])
+        c_ids = [model.tokenizer(c, add_special_tokens=False).input_ids for c in continuations[i:i + batch_size]]
+        tokens, mask, left_pad = pad_left([p + c for p, c in zip(p_ids, c_ids)], pad_id(model))
+        resid, n = run_resid(model, tokens, mask, left_pad), tokens.shape[1]
+        for j, c in enumerate(c_ids):
+            logp = torch.log_softmax(logits_at(model, resid[j, n - len(c) - 1:n - 1]).float(), -1)
+            rows.append((-logp.gather(-1, tokens[j, n - len(c):, None]).sum().item(), len(c)))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@torch.inference_mode()
+def naive_nll(model, prompts, continuations, batch_size: int = 8):
+    """The naive way: ``model(tokens)``, full logits at every position, log_softmax, gather."""
+    rows = []
+    for i in range(0, len(prompts), batch_size):
+        p_ids = encode(model, prompts[i:i + batch_size])
+        c_ids = [model.tokenizer(c, add_special_tokens=False).input_ids for c in continuations[i:i + batch_size]]
+        tokens, mask, _ = pad_left([p + c for p, c in zip(p_ids, c_ids)], pad_id(model))
+        logp = torch.log_softmax(model(tokens, attention_mask=mask).float(), -1)
+        n = tokens.shape[1]
+        for j, c in enumerate(c_ids):
+            rows.append((-logp[j, n - len(c) - 1:n - 1].gather(-1, tokens[j, n - len(c):, None]).sum().item(), len(c)))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _setup_nll(ctx: Context, cfg: dict):
+    from sas.forward.likelihood import continuation_nll
+    from sas.load.data import load_text_sample
+
+    model, tok = ctx.model, ctx.model.tokenizer
+    prompts, conts = [], []
+    for text in load_text_sample(cfg["nll_texts"]):  # a 12-token prompt and the 16 tokens after it, as in sas bench
+        ids = tok(text, add_special_tokens=False).input_ids
+        prompts.append(tok.decode(ids[:12]))
+        conts.append(tok.decode(ids[12:28]))
+    return {"sas continuation_nll": lambda: continuation_nll(model, prompts, conts, batch_size=128),
+            "per-row log_softmax": lambda: per_row_nll(model, prompts, conts),
+            "naive model(tokens)": lambda: naive_nll(model, prompts, conts)}
+
+
+def _check_nll(out: dict) -> dict:
+    s, r, n = out["sas continuation_nll"], out["per-row log_softmax"], out["naive model(tokens)"]
+    rel = max(((s[:, 0] - b[:, 0]).abs() / b[:, 0].abs()).max().item() for b in (r, n))
+    return {"max_relative_nll_difference": rel, "same_token_counts": bool((s[:, 1] == r[:, 1]).all()),
+            "ok": rel < 1e-4 and bool((s[:, 1] == n[:, 1]).all())}
+
+
 BENCHES = {
     "extraction": Bench(
         "extraction", _setup_extraction,
@@ -450,6 +507,14 @@ BENCHES = {
         describe=lambda cfg: f"one forward pass over {cfg['forward_prompts']} sycophancy test prompts (left-padded "
                              f"batch), every block, logits at the last position; every position steered; SAS vector "
                              f"in {cfg['sae']} x{cfg['sparse_multiplier']}"),
+    "continuation_nll": Bench(
+        "continuation_nll", _setup_nll,
+        [Comparison("sas continuation_nll", "per-row log_softmax", None, "the vocabulary streamed, against sas before"),
+         Comparison("sas continuation_nll", "naive model(tokens)", None, "against full logits")],
+        _check_nll, repeats=3, warmup=True,
+        describe=lambda cfg: f"the summed NLL of {cfg['nll_texts']} 16-token continuations of 12-token held-out "
+                             "Wikipedia prompts under the unsteered model, as sas bench's fluency pass (batch 128; "
+                             "the naive loop batch 8: full logits are 1 MB per position)"),
     "sparse_edits": Bench(
         "sparse_edits", _setup_sparse_edits,
         [Comparison("sas_diff add, fast (steered)", "sas generate (unsteered)", 1 / 1.10,

@@ -508,6 +508,34 @@ def test_continuation_nll_equals_a_plain_forward(tiny):
             logp = torch.log_softmax(tiny(torch.tensor([pi + ci]))[0].float(), -1)
         want = -sum(logp[len(pi) - 1 + k, t].item() for k, t in enumerate(ci))
         assert nll[i, 0].item() == pytest.approx(want, rel=1e-4) and nll[i, 1].item() == len(ci)
+    # an empty continuation scores (0, 0) without moving the others' rows
+    again = sas.forward.likelihood.continuation_nll(tiny, [prompts[0], "Nothing follows", prompts[1]],
+                                                    [conts[0], "", conts[1]], batch_size=2)
+    assert again[1].tolist() == [0.0, 0.0] and torch.allclose(again[[0, 2]], nll, rtol=1e-5)
+
+
+def test_target_logprobs_stream_the_vocabulary_as_log_softmax_would(tiny):
+    """The streamed log-sum-exp over vocabulary chunks equals log_softmax of the full logits at the targets, with
+    the unembedding's bias and a logit softcap (Gemma 2) applied per chunk, whatever the chunk size."""
+    from sas.forward.run import logits_at, target_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    resid = torch.randn(7, tiny.cfg.d_model, generator=g) * 3
+    targets = torch.randint(0, tiny.cfg.d_vocab, (7,), generator=g)
+    targets[0], targets[1] = 0, tiny.cfg.d_vocab - 1  # the first and the last chunk's edges
+    bias, cap = tiny.b_U.clone(), tiny.cfg.output_logits_soft_cap
+    try:
+        with torch.no_grad():
+            tiny.b_U.copy_(torch.randn(tiny.cfg.d_vocab, generator=g))
+        tiny.cfg.output_logits_soft_cap = 5.0
+        with torch.inference_mode():
+            want = torch.log_softmax(logits_at(tiny, resid).float(), -1).gather(-1, targets[:, None])[:, 0]
+            for chunk in (1000, 4096, tiny.cfg.d_vocab):
+                assert torch.allclose(target_logprobs(tiny, resid, targets, chunk), want, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            tiny.b_U.copy_(bias)
+        tiny.cfg.output_logits_soft_cap = cap
 
 
 def test_mask_words():

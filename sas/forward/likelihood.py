@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..load.device import block_device
-from .run import encode, logits_at, pad_id, pad_left, run_resid
+from .run import encode, pad_id, pad_left, run_resid, target_logprobs
 
 
 @torch.inference_mode()
@@ -20,13 +20,15 @@ def continuation_nll(model, prompts: list[str], continuations: list[str], batch_
         tokens, mask, left_pad = pad_left(seqs, pad_id(model), block_device(model))
         resid = run_resid(model, tokens, mask, left_pad)
         n = tokens.shape[1]
-        for j, (p, c) in enumerate(zip(p_ids, c_ids)):
-            if not c:
-                rows.append((0.0, 0))
-                continue
-            start = n - len(c)  # the continuation's positions; predicted from one position earlier
-            logp = torch.log_softmax(logits_at(model, resid[j, start - 1:n - 1]).float(), -1)
-            rows.append((-logp.gather(-1, tokens[j, start:, None]).sum().item(), len(c)))
+        rows += [(0.0, 0)] * len(c_ids)
+        has = [(j, len(c)) for j, c in enumerate(c_ids) if c]
+        if not has:
+            continue
+        # every continuation's positions of the batch at once, each predicted from one position earlier
+        logp = target_logprobs(model, torch.cat([resid[j, n - k - 1:n - 1] for j, k in has]),
+                               torch.cat([tokens[j, n - k:] for j, k in has]))
+        for (j, k), part in zip(has, logp.split([k for _, k in has])):
+            rows[i + j] = (-part.sum().item(), k)
     return torch.tensor(rows, dtype=torch.float64, device="cpu")  # host-side results
 
 

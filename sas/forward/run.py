@@ -92,14 +92,46 @@ def logits_at(model, resid: torch.Tensor) -> torch.Tensor:
     """
     x = model.ln_final(resid)
     if x.numel() // x.shape[-1] >= 4:
-        w = _vocab_major_W_U(model)
-        logits = torch.cat([torch.nn.functional.linear(x, w[i:i + 4096]) for i in range(0, w.shape[0], 4096)], -1)
+        logits = torch.cat([c for _, c in _unembed_chunks(model, x)], -1)
     else:
         logits = x @ model.W_U  # TL 3.9's Unembed copies W_U.T on every call
-    if model.b_U.any():  # zero for most models: skip a [rows, d_vocab] add
-        logits = logits + model.b_U
+    return _bias_and_cap(model, logits)
+
+
+VOCAB_CHUNK = 4096  # vocabulary rows per unembedding chunk
+
+
+def _unembed_chunks(model, x: torch.Tensor, size: int = VOCAB_CHUNK):
+    """``(first token id, x @ W_U[:, chunk])`` over the vocabulary in chunks of ``size`` (no bias, no softcap)."""
+    w = _vocab_major_W_U(model)
+    for i in range(0, w.shape[0], size):
+        yield i, torch.nn.functional.linear(x, w[i:i + size])
+
+
+def _bias_and_cap(model, logits: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """The unembedding's bias (zero for most models: the add is skipped) and the logit softcap, on logits of the
+    vocabulary slice that starts at token id ``first``."""
+    if model.b_U.any():
+        logits = logits + model.b_U[first:first + logits.shape[-1]]
     cap = model.cfg.output_logits_soft_cap
     return cap * torch.tanh(logits / cap) if cap and cap > 0 else logits
+
+
+def target_logprobs(model, resid: torch.Tensor, targets: torch.Tensor, chunk: int = VOCAB_CHUNK) -> torch.Tensor:
+    """``log p(targets[i])`` under the next-token distribution at final-block residual ``resid[i]`` ([rows,
+    d_model], [rows]), float32, without building the [rows, d_vocab] logits: the vocabulary streams through in
+    chunks and the log-sum-exp accumulates. The same values as ``log_softmax(logits_at(...))`` gathered at the
+    targets, up to float rounding, and about 1.5x faster for the thousands of positions of a perplexity pass
+    (one read of W_U for all of them, no logits tensor of gigabytes)."""
+    x = model.ln_final(resid)
+    lse = torch.full(targets.shape, -torch.inf, device=x.device)
+    picked = torch.zeros(targets.shape, device=x.device)
+    for first, raw in _unembed_chunks(model, x, chunk):
+        logits = _bias_and_cap(model, raw, first).float()
+        lse = torch.logaddexp(lse, logits.logsumexp(-1))
+        hit = (targets >= first) & (targets < first + logits.shape[-1])
+        picked[hit] = logits[hit, targets[hit] - first]
+    return picked - lse
 
 
 def new_cache(model, n_batch: int):
