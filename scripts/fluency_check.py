@@ -169,7 +169,8 @@ def prefixed() -> None:
     from sas.load.models import load_model
 
     torch.set_num_threads(1)
-    model = load_model("gemma-3-270m", dtype="bfloat16")
+    with S.bench.open() as f:  # in the run's own dtype, as its perplexity was computed
+        model = load_model("gemma-3-270m", dtype=json.loads(f.readline()).get("dtype", "float32"))
     recs = [json.loads(x) for x in S.ratings.open()]
     rows = {(r["concept"], r["method"], r["layer"], r["multiplier"]): (r, t) for r, t in _rows()}
     path = S.conditions.with_name(S.conditions.stem + "_prefixed.json")
