@@ -13,9 +13,10 @@
 # 2. The two runs on Ray (two workers on this machine) at the default budget (1.5x the unsteered
 #    perplexity: every target is read there). The methods that use no SAE (CAA, ActAdd, prompting) do not
 #    depend on the SAE set: their rows are copied from the first run into the second. On a 2-core AVX2 CPU in
-#    float32 a tuning row (48 prompts, 16 tokens) costs about 38 CPU-s and a test row (250 prompts) about
-#    200, so this pass takes about 45 CPU-hours for both SAE sets (about 23 hours on two workers); the
-#    published run is this pass.
+#    float32 a tuning row (48 prompts, 16 tokens) cost about 38 CPU-s and a test row (250 prompts) about 200
+#    with the first perplexity pass (a log_softmax per continuation); since it streams the vocabulary a test
+#    row costs about 150 (134 to 155 CPU-s, generation 80 to 95 of them), so this pass takes about 40
+#    CPU-hours for both SAE sets (about 20 hours on two workers); the published run is this pass.
 #    BUDGETS=1.25,1.5,2 adds the other two budgets afterwards: the grid extends until they are bracketed and
 #    their choices are tested, reusing every row already there (a budget is not part of a row), so the
 #    result equals one run at three budgets.
